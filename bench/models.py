@@ -1,0 +1,209 @@
+"""Model definitions as plain layer lists, built into `nn.Sequential` or used functionally.
+
+A model is an `Architecture`: a tuple of `Linear`, `Activation` and `BatchNorm` layers. The
+reference engine builds it into an `nn.Sequential`; the batched engine reads the same tuple and
+runs K stacked copies. The initial parameters come from `initial_state`, one seeded CPU
+generator per run, so both engines start every run from exactly the same weights.
+
+Every network of the notebooks is here, plus a generic `mlp`. The output layer always produces
+raw scores (logits); the output activation ("head": sigmoid, tanh, softmax or identity) belongs
+to the loss, chosen by `output_head` from the task, the loss and the model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from bench.errors import UsageError
+
+
+@dataclass(frozen=True)
+class Linear:
+    """Fully connected layer `in_features -> out_features` with bias."""
+
+    in_features: int
+    out_features: int
+
+
+@dataclass(frozen=True)
+class Activation:
+    """Element-wise non-linearity: relu, tanh or sigmoid."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class BatchNorm:
+    """BatchNorm1d over `features` channels (eps 1e-5, momentum 0.1, affine, running stats)."""
+
+    features: int
+
+
+Layer = Linear | Activation | BatchNorm
+Architecture = tuple[Layer, ...]
+
+
+@dataclass(frozen=True)
+class Head:
+    """How raw network outputs become predictions: `activation` over `n_outputs` units."""
+
+    activation: str  # "sigmoid", "tanh", "softmax" or "identity"
+    n_outputs: int
+
+
+@dataclass(frozen=True)
+class ModelDef:
+    """A registry entry: a fixed network of the notebooks, or the generic configurable MLP."""
+
+    name: str
+    description: str
+    hidden: tuple[int, ...] | None  # None: taken from the RunSpec (generic mlp)
+    activation: str | None  # None: taken from the RunSpec
+    batch_norm: bool | None  # None: taken from the RunSpec
+    mse_head: str = "sigmoid"  # output activation under MSE on a classification task
+    fixed_outputs: int | None = None
+
+    @property
+    def configurable(self) -> bool:
+        """True when hidden sizes, activation and batch norm come from the RunSpec."""
+        return self.hidden is None
+
+
+MODELS: dict[str, ModelDef] = {
+    m.name: m
+    for m in [
+        ModelDef("mlp", "generic MLP: --hidden, --activation, --batch-norm (Linear, act, BN)",
+                 None, None, None),
+        ModelDef("bn_mlp_20x3", "2-20-20-20-1 ReLU MLP, BatchNorm after each ReLU (notebook 000)",
+                 (20, 20, 20), "relu", True),
+        ModelDef("relu_mlp_500x2", "2-500-500-1 ReLU MLP (notebook 001)", (500, 500), "relu",
+                 False),
+        ModelDef("linear", "linear regression, no hidden layer (notebook 001)", (), "relu", False,
+                 mse_head="identity"),
+        ModelDef("logistic", "logistic regression: one linear layer, sigmoid (notebook 001)", (),
+                 "relu", False),
+        ModelDef("sigmoid_mlp_16x2", "784-16-16-10 sigmoid network of 3Blue1Brown (notebook 002)",
+                 (16, 16), "sigmoid", False),
+        ModelDef("relu_mlp_5", "2-5-2 ReLU network, two sigmoid outputs (notebook 003)", (5,),
+                 "relu", False, fixed_outputs=2),
+        ModelDef("tanh_mlp_4", "2-4-1 tanh network, tanh output, +-1 targets (notebook 003)",
+                 (4,), "tanh", False, mse_head="tanh"),
+        ModelDef("sigmoid_mlp_10", "2-10-1 sigmoid network (notebook 004)", (10,), "sigmoid",
+                 False),
+    ]
+}
+
+
+def output_head(model: ModelDef, task_kind: str, n_classes: int, loss: str) -> Head:
+    """Choose the output activation and width from the task, the loss and the model."""
+    if task_kind == "regression":
+        if model.fixed_outputs not in (None, 1):
+            raise UsageError(f"model {model.name!r} has {model.fixed_outputs} outputs; a "
+                             "regression task needs one: use --model mlp or linear")
+        return Head("identity", 1)
+    if loss == "ce":
+        width = n_classes
+        if model.fixed_outputs not in (None, width):
+            raise UsageError(f"model {model.name!r} has {model.fixed_outputs} output(s) but "
+                             f"cross-entropy needs {width}: use --loss mse or bce")
+        return Head("softmax", width)
+    width = model.fixed_outputs or (1 if task_kind == "binary" else n_classes)
+    if task_kind == "multiclass" and width != n_classes:
+        raise UsageError(f"model {model.name!r} has {width} output(s) but the task has "
+                         f"{n_classes} classes: use --model mlp")
+    if loss == "bce":
+        return Head("sigmoid", width)
+    head = model.mse_head if model.mse_head != "identity" else "sigmoid"
+    return Head(head, width)
+
+
+def architecture(model: ModelDef, input_dim: int, head: Head, *, hidden: tuple[int, ...],
+                 activation: str, batch_norm: bool) -> Architecture:
+    """The layer list of `model` for this input size and head (spec values fill the generic MLP)."""
+    sizes = model.hidden if model.hidden is not None else hidden
+    act = model.activation if model.activation is not None else activation
+    bn = model.batch_norm if model.batch_norm is not None else batch_norm
+    layers: list[Layer] = []
+    width = input_dim
+    for h in sizes:
+        layers.append(Linear(width, h))
+        layers.append(Activation(act))
+        if bn:
+            layers.append(BatchNorm(h))
+        width = h
+    layers.append(Linear(width, head.n_outputs))
+    return tuple(layers)
+
+
+_ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
+    "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+}
+
+
+def build_module(arch: Architecture) -> nn.Sequential:
+    """The readable PyTorch module for an architecture (used by the reference engine)."""
+    modules: list[nn.Module] = []
+    for layer in arch:
+        if isinstance(layer, Linear):
+            modules.append(nn.Linear(layer.in_features, layer.out_features))
+        elif isinstance(layer, Activation):
+            modules.append(_ACTIVATION_MODULES[layer.name]())
+        else:
+            modules.append(nn.BatchNorm1d(layer.features))
+    return nn.Sequential(*modules)
+
+
+def parameter_count(arch: Architecture) -> int:
+    """Trainable parameters: weights and biases of linear layers, BN scale and shift."""
+    total = 0
+    for layer in arch:
+        if isinstance(layer, Linear):
+            total += layer.in_features * layer.out_features + layer.out_features
+        elif isinstance(layer, BatchNorm):
+            total += 2 * layer.features
+    return total
+
+
+def initial_state(arch: Architecture, *, init: str, init_scale: float, seed: int,
+                  dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+    """Seeded initial state, keyed like `build_module(arch).state_dict()`.
+
+    Drawn in float64 on a CPU generator and then cast, so every engine, device and dtype starts a
+    given seed from the same numbers. Schemes: "default" is PyTorch's nn.Linear distribution
+    (U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases); "xavier_uniform" draws weights
+    with bound sqrt(6 / (fan_in + fan_out)) and zero biases; "normal" is N(0, 0.1^2) for weights
+    and biases, as notebook 004 does. `init_scale` multiplies the drawn weights and biases.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    state: dict[str, torch.Tensor] = {}
+    for i, layer in enumerate(arch):
+        if isinstance(layer, Linear):
+            fan_in, fan_out = layer.in_features, layer.out_features
+            w_shape, b_shape = (fan_out, fan_in), (fan_out,)
+            if init == "default":
+                bound = 1.0 / math.sqrt(fan_in)
+                w = (torch.rand(w_shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+                b = (torch.rand(b_shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+            elif init == "xavier_uniform":
+                bound = math.sqrt(6.0 / (fan_in + fan_out))
+                w = (torch.rand(w_shape, generator=gen, dtype=torch.float64) * 2 - 1) * bound
+                b = torch.zeros(b_shape, dtype=torch.float64)
+            elif init == "normal":
+                w = torch.randn(w_shape, generator=gen, dtype=torch.float64) * 0.1
+                b = torch.randn(b_shape, generator=gen, dtype=torch.float64) * 0.1
+            else:
+                raise UsageError(f"unknown init {init!r}; choose default, xavier_uniform, normal")
+            state[f"{i}.weight"] = (w * init_scale).to(dtype)
+            state[f"{i}.bias"] = (b * init_scale).to(dtype)
+        elif isinstance(layer, BatchNorm):
+            state[f"{i}.weight"] = torch.ones(layer.features, dtype=dtype)
+            state[f"{i}.bias"] = torch.zeros(layer.features, dtype=dtype)
+            state[f"{i}.running_mean"] = torch.zeros(layer.features, dtype=dtype)
+            state[f"{i}.running_var"] = torch.ones(layer.features, dtype=dtype)
+            state[f"{i}.num_batches_tracked"] = torch.zeros((), dtype=torch.int64)
+    return state

@@ -1,0 +1,87 @@
+"""The registry: plain dicts of tasks, models, losses, optimizers and recipes, with lookups.
+
+A lookup miss raises a `UsageError` that lists the valid names. Heavy modules are imported
+lazily so that `bench list` and the timing command stay light.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, TypeVar
+
+from bench.errors import UsageError
+
+if TYPE_CHECKING:
+    from bench.losses import LossDef
+    from bench.models import ModelDef
+    from bench.optimizers import OptimizerDef
+    from bench.recipes import Recipe
+    from bench.tasks import Task
+
+T = TypeVar("T")
+
+
+def _lookup(kind: str, table: dict[str, T], name: str) -> T:
+    try:
+        return table[name]
+    except KeyError:
+        raise UsageError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(table)}") from None
+
+
+def tasks() -> dict[str, Task]:
+    """All tasks by name."""
+    from bench.tasks import TASKS
+
+    return TASKS
+
+
+def models() -> dict[str, ModelDef]:
+    """All models by name."""
+    from bench.models import MODELS
+
+    return MODELS
+
+
+def losses() -> dict[str, LossDef]:
+    """All losses by name."""
+    from bench.losses import LOSSES
+
+    return LOSSES
+
+
+def optimizers() -> dict[str, OptimizerDef]:
+    """All optimizers by name."""
+    from bench.optimizers import OPTIMIZERS
+
+    return OPTIMIZERS
+
+
+def recipes() -> dict[str, Recipe]:
+    """All notebook recipes by name."""
+    from bench.recipes import RECIPES
+
+    return RECIPES
+
+
+def get_task(name: str) -> Task:
+    """The task called `name`, or a UsageError listing the tasks."""
+    return _lookup("task", tasks(), name)
+
+
+def get_model(name: str) -> ModelDef:
+    """The model called `name`, or a UsageError listing the models."""
+    return _lookup("model", models(), name)
+
+
+def get_loss(name: str) -> LossDef:
+    """The loss called `name`, or a UsageError listing the losses."""
+    return _lookup("loss", losses(), name)
+
+
+def get_optimizer(name: str) -> OptimizerDef:
+    """The optimizer called `name`, or a UsageError listing the optimizers."""
+    return _lookup("optimizer", optimizers(), name)
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called `name`, or a UsageError listing the recipes."""
+    return _lookup("recipe", recipes(), name)

@@ -1,0 +1,81 @@
+"""`RunResult`: what one training run produced, whichever engine ran it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bench.spec import RunSpec
+
+
+@dataclass
+class RunResult:
+    """Curves, final metrics, timings and the divergence verdict of one run.
+
+    `metrics` holds final values: `val_<m>`, `test_<m>` and `train_<m>` for the task's metrics
+    (accuracy; or mse and r2 for regression) plus `val_loss`. They are NaN for a diverged run:
+    its curves stop at the epoch it diverged and are never padded.
+    """
+
+    spec: RunSpec
+    metrics: dict[str, float]
+    curves: dict[str, list[float]]
+    timing: dict[str, float]
+    diverged: bool
+    diverged_epoch: int | None
+    epochs_run: int
+    time_to_target: dict[str, float] | None = None
+    engine: str = "reference"
+    step_losses: list[float] | None = None
+    params: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+    @property
+    def seed(self) -> int:
+        """The run's seed (initial weights and shuffle order)."""
+        return self.spec.seed
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN and inf become null); parameters are left out."""
+        return {
+            "spec": self.spec.to_dict(),
+            "seed": self.seed,
+            "engine": self.engine,
+            "metrics": {k: _finite_or_none(v) for k, v in self.metrics.items()},
+            "curves": {k: [_finite_or_none(v) for v in vs] for k, vs in self.curves.items()},
+            "timing": {k: _finite_or_none(v) for k, v in self.timing.items()},
+            "diverged": self.diverged,
+            "diverged_epoch": self.diverged_epoch,
+            "epochs_run": self.epochs_run,
+            "time_to_target": self.time_to_target,
+        }
+
+
+def _finite_or_none(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def metric_names(task_kind: str) -> tuple[str, ...]:
+    """The metrics a task kind reports: accuracy, or mse and r2 for regression."""
+    return ("mse", "r2") if task_kind == "regression" else ("accuracy",)
+
+
+METRIC_DIRECTIONS: dict[str, str] = {
+    "accuracy": "maximize", "r2": "maximize", "mse": "minimize", "loss": "minimize",
+}
+
+
+def metric_direction(metric: str) -> str:
+    """'maximize' or 'minimize' for a metric name, with or without a split prefix."""
+    base = metric.split("_", 1)[1] if metric.split("_", 1)[0] in ("val", "test", "train") else metric
+    return METRIC_DIRECTIONS.get(base, "maximize")
+
+
+def reached(value: float, target: float, metric: str) -> bool:
+    """True when `value` meets `target` in the metric's direction."""
+    if metric_direction(metric) == "maximize":
+        return value >= target
+    return value <= target
