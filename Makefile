@@ -1,0 +1,47 @@
+# nnbench: every target that needs the environment depends on `setup`, so on a fresh machine
+# `make test` or `make sweep` alone does the whole set-up (venv + pinned install).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup test sweep report check lint data reproduce perf time clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+test: setup
+	$(BIN)/pytest -q --benchmark-disable
+
+sweep: setup
+	$(BIN)/bench reproduce
+
+report: setup
+	$(BIN)/bench report
+
+check: setup
+	$(BIN)/bench check
+
+lint: setup
+	$(BIN)/ruff check bench tests
+
+data: setup
+	$(BIN)/bench data
+
+reproduce: setup
+	$(BIN)/bench reproduce
+
+perf: setup
+	$(BIN)/pytest tests/perf -q
+
+time: setup
+	$(BIN)/bench time
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,102 @@
+"""Argument parsing and output helpers shared by the `bench` subcommands."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from bench.errors import UsageError
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-4' -> [0..4]; '1,3,5' -> [1, 3, 5]; '7' -> [7]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split(
+                    "-", 1)[0], part[1:].split("-", 1)[1])
+                lo_i, hi_i = int(lo), int(hi)
+                if hi_i < lo_i:
+                    raise ValueError
+                seeds.extend(range(lo_i, hi_i + 1))
+            else:
+                seeds.append(int(part))
+    except ValueError:
+        raise UsageError(f"bad --seeds {text!r}; use a range like 0-4 or a list like 0,1,2") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise UsageError(f"bad --seeds {text!r}; seeds are non-negative integers, e.g. 0-4")
+    return seeds
+
+
+def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
+    """'20,20,20' -> (20, 20, 20); '' or 'none' -> ()."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        return tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise UsageError(f"bad {flag} {text!r}; use comma-separated integers like 20,20") from None
+
+
+def parse_float_pair(text: str, flag: str) -> tuple[float, float]:
+    """'0.9,0.999' -> (0.9, 0.999)."""
+    try:
+        a, b = (float(p) for p in text.split(","))
+    except ValueError:
+        raise UsageError(f"bad {flag} {text!r}; use two numbers like 0.9,0.999") from None
+    return a, b
+
+
+def parse_batch_size(text: str) -> int | None:
+    """An integer, or 'full' for full-batch gradient descent (None)."""
+    if text.lower() == "full":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"bad --batch-size {text!r}; use an integer or 'full'") from None
+
+
+def fmt(value: float, digits: int = 4) -> str:
+    """A number for a table cell; '—' for NaN/None."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "—"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}g}" if abs(value) >= 1e4 or abs(value) < 1e-3 else f"{value:.{digits}f}"
+
+
+def print_table(headers: list[str], rows: list[list[str]], file=sys.stdout) -> None:  # noqa: ANN001
+    """Aligned plain-text table."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), file=file)
+    print("  ".join("-" * w for w in widths), file=file)
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)), file=file)
+
+
+@contextmanager
+def progress_bar(total: int, desc: str, enabled: bool | None = None) -> Iterator[Callable[[int], None]]:
+    """A tqdm bar on stderr when it is a terminal (or `enabled`); yields an `advance(n)` callback."""
+    show = sys.stderr.isatty() if enabled is None else enabled
+    if not show:
+        yield lambda n: None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
+    try:
+        yield bar.update
+    finally:
+        bar.close()
+
+
+def add_json_flag(parser: argparse.ArgumentParser) -> None:
+    """--json: machine-readable output only on stdout."""
+    parser.add_argument("--json", action="store_true", help="print only JSON on stdout")

@@ -1,0 +1,46 @@
+"""`bench reproduce [--seeds N]`: every notebook recipe over N seeds vs the notebook's figure."""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.commands._common import fmt, print_table, progress_bar
+from bench.errors import UsageError
+
+NAME = "reproduce"
+HELP = "run every notebook recipe over seeds; writes results/reproduce.md and .csv"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """--seeds, --recipes, --out, --engine, --epochs (override, for quick looks)."""
+    parser.add_argument("--seeds", type=int, default=5, help="seeds per recipe (default 5)")
+    parser.add_argument("--recipes", default=None, help="comma-separated subset (default: all)")
+    parser.add_argument("--out", default="results", help="output folder (default results/)")
+    parser.add_argument("--engine", default="auto", choices=("auto", "reference", "batched"))
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="override every recipe's epochs (quick checks; figures won't match)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the recipes, write the tables, print a summary."""
+    from bench import registry
+    from bench.reproduce import reproduce_recipe, write_tables
+
+    if args.seeds < 1:
+        raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
+    if args.epochs is not None and args.epochs < 1:
+        raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
+    names = list(registry.recipes()) if args.recipes is None else args.recipes.split(",")
+    recipes = [registry.get_recipe(n.strip()) for n in names]
+    rows = []
+    with progress_bar(len(recipes) * args.seeds, "reproduce") as advance:
+        for recipe in recipes:
+            rows.append(reproduce_recipe(recipe, args.seeds, engine=args.engine,
+                                         epochs=args.epochs, progress=advance))
+            # Written after every recipe, so an interrupted run keeps what it finished.
+            csv_path, md_path = write_tables(rows, args.out, args.seeds)
+    print_table(["recipe", "metric", "notebook", "mean", "ci95", "verdict"],
+                [[r.recipe, r.metric, fmt(r.notebook_figure), fmt(r.mean), fmt(r.ci95), r.verdict]
+                 for r in rows])
+    print(f"\nwrote {csv_path} and {md_path}")
+    return 0

@@ -1,0 +1,116 @@
+"""`bench run [RECIPE] [flags]`: train runs described by a recipe and/or flags, over seeds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+
+from bench.commands._common import (
+    add_json_flag,
+    fmt,
+    parse_batch_size,
+    parse_float_pair,
+    parse_int_list,
+    parse_seeds,
+    print_table,
+    progress_bar,
+)
+from bench.errors import UsageError
+
+NAME = "run"
+HELP = "train a recipe or a run given by flags over seeds; prints a table or --json"
+
+# flag -> (RunSpec field, parser)
+_FIELDS: dict[str, tuple[str, object]] = {
+    "task": ("task", str), "model": ("model", str), "activation": ("activation", str),
+    "init": ("init", str), "init_scale": ("init_scale", float), "loss": ("loss", str),
+    "optimizer": ("optimizer", str), "lr": ("lr", float), "momentum": ("momentum", float),
+    "eps": ("eps", float), "weight_decay": ("weight_decay", float), "l1": ("l1", float),
+    "epochs": ("epochs", int), "dtype": ("dtype", str), "data_seed": ("data_seed", int),
+    "n_samples": ("n_samples", int), "device": ("device", str), "engine": ("engine", str),
+    "target": ("target", float),
+}
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Flags named after the RunSpec fields; unset flags keep the recipe's or default values."""
+    parser.add_argument("recipe", nargs="?", help="a recipe name from `bench list` (optional)")
+    for flag, (_, kind) in _FIELDS.items():
+        parser.add_argument(f"--{flag.replace('_', '-')}", type=kind, default=None)
+    parser.add_argument("--hidden", default=None, help="hidden sizes, e.g. 20,20,20 (mlp only)")
+    parser.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--betas", default=None, help="Adam betas, e.g. 0.9,0.999")
+    parser.add_argument("--batch-size", default=None, help="integer, or 'full' (gradient descent)")
+    parser.add_argument("--seeds", default="0", help="seeds: a range 0-4 or a list 0,1,2")
+    add_json_flag(parser)
+
+
+def build_specs(args: argparse.Namespace) -> list:
+    """The RunSpecs asked for: recipe (or defaults) + flag overrides, one per seed."""
+    from bench import registry
+    from bench.spec import RunSpec
+
+    base = registry.get_recipe(args.recipe).spec if args.recipe else RunSpec()
+    changes: dict[str, object] = {}
+    for flag, (field, _) in _FIELDS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            changes[field] = value
+    if args.hidden is not None:
+        changes["hidden"] = parse_int_list(args.hidden, "--hidden")
+    for flag in ("batch_norm", "nesterov", "shuffle"):
+        if getattr(args, flag) is not None:
+            changes[flag] = getattr(args, flag)
+    if args.betas is not None:
+        changes["betas"] = parse_float_pair(args.betas, "--betas")
+    if args.batch_size is not None:
+        changes["batch_size"] = parse_batch_size(args.batch_size)
+    model = registry.get_model(str(changes.get("model", base.model)))
+    if not model.configurable:
+        given = [f"--{f.replace('_', '-')}" for f in ("hidden", "activation", "batch_norm")
+                 if f in changes]
+        if given:
+            raise UsageError(f"{', '.join(given)} applies to --model mlp only; {model.name!r} "
+                             "has a fixed architecture")
+    spec = base.replace(**changes) if changes else base
+    return [spec.replace(seed=s) for s in parse_seeds(args.seeds)]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train, then print a table (or JSON); exit 0 even when a run diverges (it is reported)."""
+    from bench.runner import run_specs
+    from bench.stats import mean_ci
+
+    specs = build_specs(args)
+    engine = specs[0].engine
+    with progress_bar(len(specs), "runs", enabled=None if not args.json else False) as advance:
+        results = run_specs(specs, engine=engine, progress=advance)
+    if args.json:
+        json.dump({"runs": [r.to_dict() for r in results]}, sys.stdout, indent=2)
+        print()
+        return 0
+    from bench.registry import get_task
+
+    task = get_task(specs[0].task)
+    metric = task.default_metric
+    headers = ["seed", f"val_{metric}", f"test_{metric}", "val_loss", "epochs", "train_s",
+               "samples/s", "diverged"]
+    rows = [[str(r.seed), fmt(r.metrics.get(f"val_{metric}", math.nan)),
+             fmt(r.metrics.get(f"test_{metric}", math.nan)), fmt(r.metrics.get("val_loss", math.nan)),
+             str(r.epochs_run), fmt(r.timing["train_seconds"]),
+             fmt(r.timing["samples_per_second"], 3),
+             f"at epoch {r.diverged_epoch}" if r.diverged else "no"] for r in results]
+    s = specs[0]
+    print(f"{s.task} / {s.model} / {s.loss} / {s.optimizer} lr={s.lr} "
+          f"batch={s.batch_size or 'full'} epochs={s.epochs} device={s.device} "
+          f"engine={results[0].engine}")
+    print_table(headers, rows)
+    if len(results) > 1:
+        mean, ci = mean_ci([r.metrics.get(f"val_{metric}", math.nan) for r in results])
+        ci_text = f" ± {fmt(ci)} (95% CI)" if math.isfinite(ci) else ""
+        print(f"\nval_{metric}: mean {fmt(mean)}{ci_text} over {len(results)} seeds")
+    return 0
