@@ -1,0 +1,64 @@
+"""`bench sweep STUDY.toml|DIR ...`: run or resume Optuna studies from study files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+NAME = "sweep"
+HELP = "run or resume Optuna studies from studies/*.toml (seeded repeats, batched trials)"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Study files or folders, storage, trial/seed overrides, workers, quiet."""
+    parser.add_argument("studies", nargs="+", metavar="STUDY",
+                        help="study files (.toml) or folders of them, e.g. studies/")
+    parser.add_argument("--storage", default=None, metavar="URL",
+                        help="Optuna storage: a journal file path (default "
+                             "results/optuna.journal) or a URL such as "
+                             "postgresql://user@host/db shared by workers on several hosts")
+    parser.add_argument("--trials", type=int, default=None, metavar="N",
+                        help="finished trials wanted (overrides the study file's `trials`)")
+    parser.add_argument("--seeds", type=int, default=None, metavar="N",
+                        help="seeds per trial (overrides `seeds`; a stored study must match)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="worker processes on this host (default 1)")
+    parser.add_argument("--engine", default="auto", choices=("auto", "batched", "reference"),
+                        help="training engine (default auto: batched for groups)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no progress bar and no summary lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Parse every study first (all errors before anything runs), then sweep each in turn."""
+    from bench.study import load_study_file, study_paths
+    from bench.sweep import sweep
+
+    specs = [load_study_file(p).with_overrides(trials=args.trials, seeds=args.seeds)
+             for p in study_paths(args.studies)]
+    names = [s.name for s in specs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise_usage(f"several study files share the study name(s) {', '.join(repeated)}; "
+                    "give each a distinct `name`")
+    if args.workers < 1:
+        raise_usage(f"--workers must be at least 1, got {args.workers}")
+    ok = True
+    for spec in specs:
+        summary = sweep(spec, args.storage, workers=args.workers, quiet=args.quiet,
+                        engine=args.engine)
+        if not args.quiet:
+            print(summary.line())
+        if not summary.ok:
+            ok = False
+            if any(summary.worker_exit_codes):
+                print(f"bench: {spec.name}: worker exit codes {summary.worker_exit_codes}; "
+                      "run the command again to resume", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def raise_usage(message: str) -> None:
+    """Raise the one-line usage error the CLI prints with exit code 2."""
+    from bench.errors import UsageError
+
+    raise UsageError(message)

@@ -1,0 +1,647 @@
+"""Optuna sweeps: storage, sampler, pruner, ask/tell in groups, seeded repeats, workers, resume.
+
+A worker asks Optuna for a group of trials, expands each trial into one RunSpec per seed, trains
+the whole group with `bench.runner.run_specs` (the batched engine when present) and tells each
+trial the mean over its seeds of the objective metric(s). Everything a run produced is kept on
+its trial (user attribute "runs"), so the study is the single record of the sweep and stays
+readable by plain Optuna tooling (`optuna.load_study`, `trials_dataframe()`, optuna-dashboard).
+
+Counting. A trial is *finished* when it is COMPLETE, PRUNED, or FAIL with a "failure_reason"
+that starts with "diverged". Other FAIL trials (a worker killed mid-trial, a group skipped
+because other workers already filled the target) do not count. A worker asks only for the
+trials still missing (target - finished - running), so re-running the command resumes and stops
+at the target; when several workers race, trials numbered beyond the target are told FAIL
+("skipped") before any training, so the target is reached and not exceeded.
+
+Stale trials (their worker died): a RUNNING trial whose worker process on this host no longer
+exists is failed at once; on an RDB storage (PostgreSQL, SQLite) workers also send Optuna
+heartbeats, and trials whose heartbeat stops for `grace_period` seconds are failed by any
+worker on any host (`optuna.storages.fail_stale_trials`).
+
+Pruning. The batched engine trains a group to the end in one call, so the per-epoch
+validation curve (mean over seeds) is reported to the pruner after training and the pruner's
+verdict is recorded: a pruned trial is marked PRUNED exactly as if it had been stopped, but
+its epochs were trained anyway (pruning saves no compute here; it keeps the pruner's
+semantics for the sampler and the report).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import UsageError
+from bench.results import RunResult
+from bench.spec import RunSpec, resolve_device
+from bench.study import StudySpec, grid_size
+
+DEFAULT_STORAGE = "results/optuna.journal"
+HEARTBEAT_INTERVAL = 10  # seconds between heartbeats on RDB storages
+GRACE_PERIOD = 60  # seconds without a heartbeat before another worker fails a trial
+ORPHAN_SECONDS = 120  # a RUNNING trial with no worker record this old is failed
+DIVERGED_PREFIX = "diverged"
+# Settings that may change between runs of one study without changing what a trial means.
+MUTABLE_KEYS = ("trials", "group", "description")
+
+
+# ---------------------------------------------------------------------------------------------
+# Storage, sampler, pruner
+
+
+def storage_label(url: str | None) -> str:
+    """The storage as the user gave it (the default journal file when none)."""
+    return url or DEFAULT_STORAGE
+
+
+def is_shared_storage(url: str | None) -> bool:
+    """True for server databases that workers on several hosts can share."""
+    return url is not None and "://" in url and not url.startswith("sqlite")
+
+
+def open_storage(url: str | None, *, heartbeat_interval: int = HEARTBEAT_INTERVAL,
+                 grace_period: int = GRACE_PERIOD):  # noqa: ANN201 - optuna BaseStorage
+    """An Optuna storage: a journal file for a path (default), an RDB storage for a URL."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    url = storage_label(url)
+    if "://" not in url:
+        path = Path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    engine_kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                          heartbeat_interval=heartbeat_interval,
+                                          grace_period=grace_period)
+    except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot open"
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise UsageError(f"cannot open storage {url}: {first}; check the URL and that the "
+                         "database server is running") from None
+
+
+def make_sampler(spec: StudySpec, seed: int):  # noqa: ANN201 - optuna BaseSampler
+    """The study's sampler, seeded."""
+    import optuna
+
+    startup = spec.sampler_startup_trials
+    if spec.sampler == "tpe":
+        kwargs = {} if startup is None else {"n_startup_trials": startup}
+        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, **kwargs)
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sampler == "grid":
+        return optuna.samplers.GridSampler({p.name: p.grid_values() for p in spec.space},
+                                           seed=seed)
+    if spec.sampler == "cmaes":
+        kwargs = {} if startup is None else {"n_startup_trials": startup}
+        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
+                                            **kwargs)
+    if spec.sampler == "qmc":
+        return optuna.samplers.QMCSampler(seed=seed, scramble=True,
+                                          warn_asynchronous_seeding=False,
+                                          warn_independent_sampling=False)
+    raise UsageError(f"unknown sampler {spec.sampler!r}")
+
+
+def make_pruner(spec: StudySpec):  # noqa: ANN201 - optuna BasePruner
+    """The study's pruner (NopPruner for 'none')."""
+    import optuna
+
+    if spec.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=spec.pruner_startup_trials,
+                                           n_warmup_steps=spec.pruner_warmup_epochs)
+    if spec.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, spec.pruner_warmup_epochs),
+                                              reduction_factor=spec.pruner_reduction_factor)
+    return optuna.pruners.NopPruner()
+
+
+def worker_seed(spec: StudySpec, *, existing_trials: int, worker_index: int,
+                shared: bool) -> int:
+    """The sampler seed of one worker.
+
+    A fresh single-worker sweep uses the study's seed as is (reproducible). A resumed sweep,
+    a second worker, or a worker on a shared server derives a distinct seed, so that random
+    start-up points are not proposed twice.
+    """
+    if existing_trials == 0 and worker_index == 0 and not shared:
+        return spec.sampler_seed
+    salt = [spec.sampler_seed, existing_trials, worker_index]
+    if shared:
+        salt += [sum(socket.gethostname().encode()), os.getpid()]
+    return int(np.random.SeedSequence(salt).generate_state(1)[0])
+
+
+def open_study(spec: StudySpec, storage: Any, *, sampler_seed: int | None = None):  # noqa: ANN201
+    """Create or load the Optuna study for `spec`, refusing one made from another study file."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = make_sampler(spec, spec.sampler_seed if sampler_seed is None else sampler_seed)
+    try:
+        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler,
+                                  pruner=make_pruner(spec))
+    except KeyError:
+        study = optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler,
+                                    pruner=make_pruner(spec), directions=list(spec.directions),
+                                    load_if_exists=True)
+    mine = spec.to_dict()
+    stored = study.user_attrs.get("nnbench_study")
+    if stored is not None:
+        changed = sorted(k for k in set(mine) | set(stored)
+                         if k not in MUTABLE_KEYS and mine.get(k) != stored.get(k))
+        if changed:
+            raise UsageError(f"study {spec.name!r} in the storage was made from different "
+                             f"settings ({', '.join(changed)} changed); give the study a new "
+                             "`name` or use another --storage")
+    if stored != mine:
+        attrs = {"nnbench_study": mine, "study_file": spec.path, "task": spec.task,
+                 "model": spec.model, "objective": spec.objective,
+                 "objectives": list(spec.objectives), "directions": list(spec.directions)}
+        for key, value in attrs.items():
+            study.set_user_attr(key, value)
+    return study
+
+
+# ---------------------------------------------------------------------------------------------
+# Counting and stale trials
+
+
+def is_finished(trial: Any) -> bool:
+    """COMPLETE, PRUNED, or FAIL because it diverged: the trials that count to the target."""
+    from optuna.trial import TrialState
+
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return (trial.state == TrialState.FAIL
+            and str(trial.user_attrs.get("failure_reason", "")).startswith(DIVERGED_PREFIX))
+
+
+def is_pending(trial: Any) -> bool:
+    """RUNNING or WAITING: a trial some worker is (or will be) training."""
+    from optuna.trial import TrialState
+
+    return trial.state in (TrialState.RUNNING, TrialState.WAITING)
+
+
+def count_finished(study: Any) -> int:
+    """How many of the study's trials count to its target."""
+    return sum(is_finished(t) for t in study.get_trials(deepcopy=False))
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child not yet reaped by its parent is a zombie: dead for our purpose
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def _stale_reason(trial: Any, host: str, now: datetime) -> str | None:
+    worker = trial.user_attrs.get("worker")
+    if worker is None:
+        started = trial.datetime_start
+        if started is not None and now - started > timedelta(seconds=ORPHAN_SECONDS):
+            return f"left RUNNING without a worker record for over {ORPHAN_SECONDS} s"
+        return None
+    if worker.get("host") == host and worker.get("pid") != os.getpid() and not _pid_alive(
+            int(worker["pid"])):
+        return f"worker pid {worker['pid']} on {host} stopped before finishing it (killed?)"
+    return None
+
+
+def fail_stale_trials(study: Any, storage: Any) -> int:
+    """Fail RUNNING trials whose worker is gone; returns how many were failed."""
+    import optuna
+    from optuna.trial import TrialState
+
+    if isinstance(storage, optuna.storages.RDBStorage):
+        optuna.storages.fail_stale_trials(study)  # heartbeats, for workers on any host
+    host, now, failed = socket.gethostname(), datetime.now(), 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        reason = _stale_reason(trial, host, now)
+        if reason is None:
+            continue
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
+            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+            failed += 1
+        except (RuntimeError, ValueError):  # finished meanwhile by its worker or another one
+            continue
+    return failed
+
+
+@contextmanager
+def _heartbeats(storage: Any, trial_ids: Sequence[int]) -> Iterator[None]:
+    """Record Optuna heartbeats for `trial_ids` while the body runs (RDB storages only)."""
+    import optuna
+
+    if not isinstance(storage, optuna.storages.RDBStorage) or not trial_ids:
+        yield
+        return
+    interval = storage.get_heartbeat_interval() or HEARTBEAT_INTERVAL
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial_id in trial_ids:
+                try:
+                    storage.record_heartbeat(trial_id)
+                except Exception:  # noqa: BLE001 - a missed beat must not kill training
+                    pass
+            if stop.wait(interval):
+                return
+
+    thread = threading.Thread(target=beat, daemon=True, name="nnbench-heartbeat")
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+# ---------------------------------------------------------------------------------------------
+# One worker
+
+
+@dataclass
+class WorkerStats:
+    """What one worker did and where its time went."""
+
+    told: dict[str, int] = field(default_factory=dict)  # "complete", "pruned", ... -> count
+    train_seconds: float = 0.0  # inside run_specs (the engine)
+    total_seconds: float = 0.0  # the whole worker loop (sampler + storage + training)
+
+    def add(self, outcome: str) -> None:
+        self.told[outcome] = self.told.get(outcome, 0) + 1
+
+
+def _metric(result: RunResult, name: str) -> float:
+    if name in result.metrics:
+        return float(result.metrics[name])
+    return float(result.timing[name])
+
+
+class _DataSizes:
+    """Training-set sizes per (task, data_seed, n_samples), loaded once, for plan checks."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[tuple[Any, ...], int] = {}
+
+    def check(self, spec: RunSpec) -> None:
+        from bench.train import load_data, plan_run
+
+        key = (spec.task, spec.data_seed, spec.n_samples)
+        if key not in self._sizes:
+            self._sizes[key] = load_data(spec.replace(device="cpu"), "cpu").n_train
+        plan_run(spec.replace(device="cpu"), self._sizes[key])
+
+
+@dataclass
+class _Member:
+    """One asked trial of a group and its per-seed RunSpecs (or why it cannot run)."""
+
+    trial: Any
+    specs: list[RunSpec] = field(default_factory=list)
+    results: list[RunResult] = field(default_factory=list)
+    invalid: str | None = None
+
+
+class Worker:
+    """Asks, trains and tells groups of trials of one study until its target is reached."""
+
+    def __init__(self, spec: StudySpec, storage_url: str | None, *, worker_index: int = 0,
+                 engine: str = "auto", heartbeat_interval: int = HEARTBEAT_INTERVAL,
+                 grace_period: int = GRACE_PERIOD,
+                 on_group: Callable[[Any], None] | None = None) -> None:
+        self.spec = spec
+        self.engine = engine
+        self.host = socket.gethostname()
+        self.storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval,
+                                    grace_period=grace_period)
+        probe = open_study(spec, self.storage)
+        seed = worker_seed(spec, existing_trials=len(probe.get_trials(deepcopy=False)),
+                           worker_index=worker_index, shared=is_shared_storage(storage_url))
+        self.study = open_study(spec, self.storage, sampler_seed=seed)
+        self.distributions = spec.distributions()
+        self.sizes = _DataSizes()
+        self.on_group = on_group
+        self.stats = WorkerStats()
+
+    def run(self) -> WorkerStats:
+        """Loop: fail stale trials, ask what is missing, train, tell; stop at the target."""
+        start = time.perf_counter()
+        while True:
+            fail_stale_trials(self.study, self.storage)
+            trials = self.study.get_trials(deepcopy=False)
+            room = self.spec.trials - sum(is_finished(t) or is_pending(t) for t in trials)
+            if room <= 0:
+                break
+            group = self._ask(min(room, self.spec.group))
+            if group:
+                self._train_and_tell(group)
+            if self.on_group is not None:
+                self.on_group(self.study)
+        self.stats.total_seconds = time.perf_counter() - start
+        return self.stats
+
+    def _ask(self, k: int) -> list[Any]:
+        """Ask k trials; those numbered beyond the target (other workers raced us) are skipped."""
+        from optuna.trial import TrialState
+
+        asked = []
+        for _ in range(k):
+            trial = self.study.ask(self.distributions)
+            trial.set_user_attr("worker", {"host": self.host, "pid": os.getpid()})
+            asked.append(trial)
+        numbers = {t.number for t in asked}
+        counted = sorted(t.number for t in self.study.get_trials(deepcopy=False)
+                         if (is_finished(t) or is_pending(t)) and t.number not in numbers)
+        keep = []
+        for trial in asked:
+            ahead = sum(1 for n in counted if n < trial.number) + len(keep)
+            if ahead < self.spec.trials:
+                keep.append(trial)
+            else:
+                trial.set_user_attr("failure_reason", "skipped: other workers already asked "
+                                                      "for the trials the target needs")
+                self.study.tell(trial, state=TrialState.FAIL)
+                self.stats.add("skipped")
+        return keep
+
+    def _expand(self, trial: Any) -> _Member:
+        """The trial's RunSpecs, one per seed, on a resolved device; or why they are invalid."""
+        member = _Member(trial)
+        try:
+            specs = [self.spec.run_spec(trial.params, seed) for seed in range(self.spec.seeds)]
+            device = specs[0].device
+            if device == "cuda" and not _cuda_available():
+                raise UsageError(f"device 'cuda' is not available on {self.host}")
+            device = resolve_device(device)
+            member.specs = [s.replace(device=device, engine="auto") for s in specs]
+            self.sizes.check(member.specs[0])
+        except UsageError as exc:
+            member.invalid = str(exc)
+        return member
+
+    def _train_and_tell(self, trials: list[Any]) -> None:
+        members = [self._expand(t) for t in trials]
+        runnable = [m for m in members if m.invalid is None]
+        with _heartbeats(self.storage, [m.trial._trial_id for m in members]):
+            try:
+                for device in sorted({m.specs[0].device for m in runnable}):
+                    on_device = [m for m in runnable if m.specs[0].device == device]
+                    specs = [s for m in on_device for s in m.specs]
+                    began = time.perf_counter()
+                    results = _run_specs(specs, self.engine)
+                    self.stats.train_seconds += time.perf_counter() - began
+                    for m in on_device:
+                        m.results, results = results[:len(m.specs)], results[len(m.specs):]
+            except BaseException as exc:
+                self._fail_untold(members, f"error while training: {type(exc).__name__}: "
+                                           f"{str(exc).splitlines()[0] if str(exc) else ''}")
+                raise
+        for m in members:
+            self._tell(m)
+
+    def _fail_untold(self, members: list[_Member], reason: str) -> None:
+        from optuna.trial import TrialState
+
+        for m in members:
+            try:
+                m.trial.set_user_attr("failure_reason", reason)
+                self.study.tell(m.trial, state=TrialState.FAIL, skip_if_finished=True)
+            except Exception:  # noqa: BLE001 - best effort while another error propagates
+                continue
+
+    def _tell(self, m: _Member) -> None:
+        """Record the member's runs and tell Optuna COMPLETE, PRUNED or FAIL (diverged)."""
+        from optuna.trial import TrialState
+
+        trial, spec = m.trial, self.spec
+        trial.set_user_attr("objective_metric", spec.objective)
+        if m.invalid is not None:
+            trial.set_user_attr("runs", [])
+            trial.set_user_attr("failure_reason", f"cannot run here: {m.invalid}")
+            self.study.tell(trial, state=TrialState.PRUNED)
+            self.stats.add("pruned")
+            return
+        trial.set_user_attr("runs", [{**r.to_dict(), "host": self.host, "device": r.spec.device}
+                                     for r in m.results])
+        diverged = [r for r in m.results if r.diverged]
+        if diverged:
+            epoch = min(r.diverged_epoch or r.epochs_run for r in diverged)
+            seeds = ", ".join(str(r.seed) for r in diverged)
+            trial.set_user_attr("failure_reason", f"{DIVERGED_PREFIX} at epoch {epoch} "
+                                                  f"(seeds {seeds})")
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.stats.add("diverged")
+            return
+        values = [float(np.mean([_metric(r, name) for r in m.results]))
+                  for name in spec.objectives]
+        if not all(math.isfinite(v) for v in values):
+            trial.set_user_attr("failure_reason", f"{DIVERGED_PREFIX}: objective not finite "
+                                                  f"({values})")
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.stats.add("diverged")
+            return
+        if spec.pruner != "none" and self._pruned(trial, m.results):
+            self.study.tell(trial, state=TrialState.PRUNED)
+            self.stats.add("pruned")
+            return
+        self.study.tell(trial, values)
+        self.stats.add("complete")
+
+    def _pruned(self, trial: Any, results: list[RunResult]) -> bool:
+        """Report the mean-over-seeds validation curve epoch by epoch; True if pruned."""
+        curve = np.mean([r.curves[self.spec.objective] for r in results], axis=0)
+        for epoch, value in enumerate(curve, start=1):
+            trial.report(float(value), epoch)
+            if trial.should_prune():
+                trial.set_user_attr("failure_reason", f"pruned at epoch {epoch} by the "
+                                                      f"{self.spec.pruner} pruner (reported "
+                                                      "after training)")
+                return True
+        return False
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _run_specs(specs: list[RunSpec], engine: str) -> list[RunResult]:
+    from bench.runner import run_specs
+
+    return run_specs(specs, engine=engine)
+
+
+# ---------------------------------------------------------------------------------------------
+# Several workers, progress, summary
+
+
+@dataclass
+class SweepSummary:
+    """The state of a study after a sweep command."""
+
+    study: str
+    storage: str
+    target: int
+    finished: int
+    states: dict[str, int]
+    best: str
+    stats: WorkerStats
+    worker_exit_codes: list[int]
+
+    @property
+    def ok(self) -> bool:
+        """True when the target was reached and every worker exited cleanly."""
+        return self.finished >= self.target and not any(self.worker_exit_codes)
+
+    def line(self) -> str:
+        """One human line: counts by state and the best trial."""
+        states = ", ".join(f"{n} {s.lower()}" for s, n in sorted(self.states.items()))
+        return (f"{self.study}: {self.finished}/{self.target} finished ({states or 'none'}); "
+                f"{self.best}; storage {self.storage}")
+
+
+def describe_best(study: Any, spec: StudySpec) -> str:
+    """'best val_accuracy 0.97 (trial 12: lr=0.1, ...)' or the Pareto-front size."""
+    from optuna.trial import TrialState
+
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return "no completed trial yet"
+    if len(spec.directions) > 1:
+        return f"{len(study.best_trials)} trials on the Pareto front of " \
+               f"{' vs '.join(spec.objectives)}"
+    best = study.best_trial
+    params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
+    return f"best {spec.objective} {best.value:.4g} (trial {best.number}" + \
+           (f": {params})" if params else ")")
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+class _Progress:
+    """tqdm bar of finished trials and the best value; silent when quiet or not a terminal."""
+
+    def __init__(self, spec: StudySpec, study: Any, quiet: bool) -> None:
+        self.spec = spec
+        self.enabled = not quiet and sys.stderr.isatty()
+        self.bar = None
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=spec.trials, desc=spec.name, unit="trial", leave=True,
+                            initial=min(count_finished(study), spec.trials))
+
+    def update(self, study: Any) -> None:
+        if self.bar is None:
+            return
+        self.bar.n = min(count_finished(study), self.spec.trials)
+        best = describe_best(study, self.spec)
+        self.bar.set_postfix_str(best.split(" (")[0], refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _worker_process(spec: StudySpec, storage_url: str | None, index: int, workers: int,
+                    engine: str, heartbeat_interval: int, grace_period: int) -> None:
+    """Entry point of a `--workers N` child process (spawned: nothing inherited)."""
+    import torch
+
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    Worker(spec, storage_url, worker_index=index, engine=engine,
+           heartbeat_interval=heartbeat_interval, grace_period=grace_period).run()
+
+
+def sweep(spec: StudySpec, storage_url: str | None = None, *, workers: int = 1,
+          quiet: bool = False, engine: str = "auto", heartbeat_interval: int = HEARTBEAT_INTERVAL,
+          grace_period: int = GRACE_PERIOD) -> SweepSummary:
+    """Run (or resume) one study until it has `spec.trials` finished trials."""
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    if spec.sampler == "grid" and spec.trials > grid_size(spec):
+        raise UsageError(f"{spec.path}: trials: above the grid's {grid_size(spec)} points")
+    storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval,
+                           grace_period=grace_period)
+    study = open_study(spec, storage)
+    progress = _Progress(spec, study, quiet)
+    stats = WorkerStats()
+    exit_codes: list[int] = []
+    try:
+        if workers == 1:
+            stats = Worker(spec, storage_url, engine=engine,
+                           heartbeat_interval=heartbeat_interval, grace_period=grace_period,
+                           on_group=progress.update).run()
+        else:
+            exit_codes = _run_processes(spec, storage_url, workers, engine, heartbeat_interval,
+                                        grace_period, lambda: progress.update(study))
+    finally:
+        progress.close()
+    trials = study.get_trials(deepcopy=False)
+    states: dict[str, int] = {}
+    for t in trials:
+        key = t.state.name
+        if key == "FAIL" and is_finished(t):
+            key = "DIVERGED"
+        states[key] = states.get(key, 0) + 1
+    return SweepSummary(study=spec.name, storage=storage_label(storage_url), target=spec.trials,
+                        finished=sum(is_finished(t) for t in trials), states=states,
+                        best=describe_best(study, spec), stats=stats,
+                        worker_exit_codes=exit_codes)
+
+
+def _run_processes(spec: StudySpec, storage_url: str | None, workers: int, engine: str,
+                   heartbeat_interval: int, grace_period: int,
+                   poll: Callable[[], None]) -> list[int]:
+    """Start `workers` spawned worker processes, poll progress until all exit; exit codes."""
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_process, name=f"nnbench-worker-{i}",
+                         args=(spec, storage_url, i, workers, engine, heartbeat_interval,
+                               grace_period))
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            poll()
+            for p in procs:
+                p.join(timeout=1.0 / len(procs))
+        poll()
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+            p.join()
+    return [p.exitcode or 0 for p in procs]
