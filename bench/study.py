@@ -71,7 +71,7 @@ class Param:
     step: float | None = None
     choices: tuple[Any, ...] = ()
 
-    def distribution(self):  # noqa: ANN201 - optuna.distributions.BaseDistribution
+    def distribution(self) -> Any:
         """The Optuna distribution for this parameter."""
         from optuna.distributions import (
             CategoricalDistribution,
@@ -94,7 +94,7 @@ class Param:
             return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
         if self.step is None:
             return None
-        count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
+        count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
         return [self.low + i * self.step for i in range(count)]
 
     def probe_values(self) -> list[Any]:
@@ -321,8 +321,8 @@ def _parse_param(reader: _Reader, name: str, raw: Any, kinds: dict[str, Any]) ->
     return Param(name, kind, low=low, high=high, log=log, step=step)
 
 
-def _parse_objectives(reader: _Reader, data: dict[str, Any], kind: str) -> tuple[tuple[str, ...],
-                                                                                    tuple[str, ...]]:
+def _parse_objectives(reader: _Reader, data: dict[str, Any],
+                      kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     from bench.results import metric_direction, metric_names
 
     raw = data.get("objective")

@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -72,7 +72,7 @@ def is_shared_storage(url: str | None) -> bool:
 
 
 def open_storage(url: str | None, *, heartbeat_interval: int = HEARTBEAT_INTERVAL,
-                 grace_period: int = GRACE_PERIOD):  # noqa: ANN201 - optuna BaseStorage
+                 grace_period: int = GRACE_PERIOD) -> Any:
     """An Optuna storage: a journal file for a path (default), an RDB storage for a URL."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -96,7 +96,7 @@ def open_storage(url: str | None, *, heartbeat_interval: int = HEARTBEAT_INTERVA
                          "database server is running") from None
 
 
-def make_sampler(spec: StudySpec, seed: int):  # noqa: ANN201 - optuna BaseSampler
+def make_sampler(spec: StudySpec, seed: int) -> Any:
     """The study's sampler, seeded."""
     import optuna
 
@@ -120,7 +120,7 @@ def make_sampler(spec: StudySpec, seed: int):  # noqa: ANN201 - optuna BaseSampl
     raise UsageError(f"unknown sampler {spec.sampler!r}")
 
 
-def make_pruner(spec: StudySpec):  # noqa: ANN201 - optuna BasePruner
+def make_pruner(spec: StudySpec) -> Any:
     """The study's pruner (NopPruner for 'none')."""
     import optuna
 
@@ -149,7 +149,7 @@ def worker_seed(spec: StudySpec, *, existing_trials: int, worker_index: int,
     return int(np.random.SeedSequence(salt).generate_state(1)[0])
 
 
-def open_study(spec: StudySpec, storage: Any, *, sampler_seed: int | None = None):  # noqa: ANN201
+def open_study(spec: StudySpec, storage: Any, *, sampler_seed: int | None = None) -> Any:
     """Create or load the Optuna study for `spec`, refusing one made from another study file."""
     import optuna
 
@@ -268,10 +268,8 @@ def _heartbeats(storage: Any, trial_ids: Sequence[int]) -> Iterator[None]:
     def beat() -> None:
         while True:
             for trial_id in trial_ids:
-                try:
+                with suppress(Exception):
                     storage.record_heartbeat(trial_id)
-                except Exception:  # noqa: BLE001 - a missed beat must not kill training
-                    pass
             if stop.wait(interval):
                 return
 
@@ -435,7 +433,7 @@ class Worker:
             try:
                 m.trial.set_user_attr("failure_reason", reason)
                 self.study.tell(m.trial, state=TrialState.FAIL, skip_if_finished=True)
-            except Exception:  # noqa: BLE001 - best effort while another error propagates
+            except Exception:  # best effort while another error propagates
                 continue
 
     def _tell(self, m: _Member) -> None:
