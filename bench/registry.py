@@ -20,11 +20,12 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
-def _lookup(kind: str, table: dict[str, T], name: str) -> T:
+def _lookup(kind: str, table: dict[str, T], name: str, plural: str = "") -> T:
     try:
         return table[name]
     except KeyError:
-        raise UsageError(f"unknown {kind} {name!r}; valid {kind}s: {', '.join(table)}") from None
+        raise UsageError(f"unknown {kind} {name!r}; valid {plural or kind + 's'}: "
+                         f"{', '.join(table)}") from None
 
 
 def tasks() -> dict[str, Task]:
@@ -74,7 +75,7 @@ def get_model(name: str) -> ModelDef:
 
 def get_loss(name: str) -> LossDef:
     """The loss called `name`, or a UsageError listing the losses."""
-    return _lookup("loss", losses(), name)
+    return _lookup("loss", losses(), name, "losses")
 
 
 def get_optimizer(name: str) -> OptimizerDef:

@@ -129,7 +129,7 @@ class RunSpec:
         return cls(**values)
 
     @property
-    def torch_dtype(self):  # noqa: ANN201 - torch.dtype
+    def torch_dtype(self):
         """The torch dtype named by `dtype`."""
         import torch
 

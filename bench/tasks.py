@@ -210,7 +210,7 @@ def how_to_provide(name: str, root: Path) -> str:
             f"place the four IDX files (train-images-idx3-ubyte, ...) there{hint}")
 
 
-def _torchvision_dataset(name: str, root: Path, train: bool):  # noqa: ANN202 - torchvision type
+def _torchvision_dataset(name: str, root: Path, train: bool):
     """Open torchvision's class from `root`, downloading only when the files are absent."""
     from torchvision import datasets
 

@@ -29,7 +29,7 @@ def test_task_shapes_kinds_and_splits(name: str) -> None:
             assert y.dtype == torch.float32
         else:
             assert y.dtype == torch.int64
-            assert 0 <= int(y.min()) and int(y.max()) < task.n_classes
+            assert int(y.min()) >= 0 and int(y.max()) < task.n_classes
     if task.kind != "regression":
         assert len(torch.unique(data.y_train)) == task.n_classes  # every class present
     if task.synthetic:

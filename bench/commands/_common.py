@@ -7,6 +7,7 @@ import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TextIO
 
 from bench.errors import UsageError
 
@@ -17,13 +18,11 @@ def parse_seeds(text: str) -> list[int]:
     try:
         for part in text.split(","):
             part = part.strip()
-            if "-" in part[1:]:
-                lo, hi = part.split("-", 1) if not part.startswith("-") else ("-" + part[1:].split(
-                    "-", 1)[0], part[1:].split("-", 1)[1])
-                lo_i, hi_i = int(lo), int(hi)
-                if hi_i < lo_i:
+            if "-" in part:
+                lo, hi = (int(v) for v in part.split("-", 1))
+                if hi < lo:
                     raise ValueError
-                seeds.extend(range(lo_i, hi_i + 1))
+                seeds.extend(range(lo, hi + 1))
             else:
                 seeds.append(int(part))
     except ValueError:
@@ -71,8 +70,9 @@ def fmt(value: float, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if abs(value) >= 1e4 or abs(value) < 1e-3 else f"{value:.{digits}f}"
 
 
-def print_table(headers: list[str], rows: list[list[str]], file=sys.stdout) -> None:  # noqa: ANN001
-    """Aligned plain-text table."""
+def print_table(headers: list[str], rows: list[list[str]], file: TextIO | None = None) -> None:
+    """Aligned plain-text table (on stdout unless `file` is given)."""
+    file = file if file is not None else sys.stdout
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
               for i, h in enumerate(headers)]
     print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)), file=file)

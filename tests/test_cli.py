@@ -1,0 +1,94 @@
+"""The `bench` command: list, run (table and --json) and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from bench import registry
+from bench.cli import main
+
+QUICK = ["--task", "moons", "--n-samples", "100", "--hidden", "4", "--epochs", "2"]
+
+
+def test_list_names_everything(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for table in (registry.tasks(), registry.models(), registry.losses(), registry.optimizers(),
+                  registry.recipes()):
+        for name in table:
+            assert name in out
+
+
+def test_run_json_prints_only_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", *QUICK, "--seeds", "0-1", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert [r["seed"] for r in data["runs"]] == [0, 1]
+    run = data["runs"][0]
+    assert set(run) >= {"spec", "seed", "metrics", "curves", "timing", "diverged",
+                        "diverged_epoch"}
+    assert set(run["metrics"]) >= {"val_accuracy", "test_accuracy", "val_loss"}
+    assert set(run["curves"]) == {"train_loss", "val_loss", "val_accuracy"}
+    assert set(run["timing"]) == {"train_seconds", "eval_seconds", "samples_per_second"}
+    assert len(run["curves"]["train_loss"]) == 2
+
+
+def test_run_regression_json_reports_mse_and_r2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--task", "regression", "--model", "linear", "--loss", "mse",
+                 "--epochs", "3", "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)["runs"][0]
+    assert {"val_mse", "val_r2"} <= set(run["metrics"]) and "val_accuracy" not in run["metrics"]
+
+
+def test_run_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", *QUICK, "--seeds", "0,1"]) == 0
+    out = capsys.readouterr().out
+    assert "val_accuracy" in out and "mean" in out and "95% CI" in out
+
+
+def test_run_recipe_with_override(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "moons_bn_mlp", "--epochs", "1", "--json"]) == 0
+    run = json.loads(capsys.readouterr().out)["runs"][0]
+    assert run["spec"]["model"] == "bn_mlp_20x3" and run["spec"]["epochs"] == 1
+
+
+BAD = [
+    (["run", "--lr", "0"], "lr must be a positive number"),
+    (["run", "--batch-size", "0"], "batch size must be positive"),
+    (["run", "--task", "moons", "--batch-size", "5000"], "above the training set"),
+    (["run", "--device", "tpu"], "choose one of: cpu, cuda, auto"),
+    (["run", "--hidden", "20,0"], "hidden sizes must be positive"),
+    (["run", "--task", "nope"], "valid tasks:"),
+    (["run", "nope"], "valid recipes:"),
+    (["run", "--model", "bn_mlp_20x3", "--hidden", "4"], "applies to --model mlp only"),
+    (["run", "--seeds", "4-1"], "bad --seeds"),
+    (["run", "--batch-size", "big"], "use an integer or 'full'"),
+    (["reproduce", "--seeds", "0"], "--seeds must be at least 1"),
+    (["frobnicate"], "invalid choice"),
+]
+
+
+@pytest.mark.parametrize("argv,fragment", BAD)
+def test_bad_input_is_one_line_and_exit_2(argv: list[str], fragment: str,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        raise SystemExit(main(argv))
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert fragment in err and "\n" not in err and err.startswith("bench: error:")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cuda_without_cuda_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", *QUICK, "--device", "cuda"]) == 2
+    assert "use --device cpu or --device auto" in capsys.readouterr().err
+
+
+def test_python_dash_m_bench_works() -> None:
+    proc = subprocess.run([sys.executable, "-m", "bench", "list"], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0 and "recipes:" in proc.stdout
