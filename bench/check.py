@@ -1,0 +1,547 @@
+"""Regression check: quality and speed of both engines against a committed baseline.
+
+`bench check` trains a small fixed set of check recipes over fixed seeds on the CPU and times
+the reference and batched engines, then compares both with `results/baselines/check.json`.
+
+Quality rule (per recipe and engine, on the mean of the validation metric over the seeds):
+    fail if  new_mean < base_mean - max(k * base_sd / sqrt(n), floor)   (maximised metrics;
+    mirrored for minimised ones), with k and floor stated in the baseline file. On the same
+    machine and torch, CPU training is deterministic, so the values reproduce exactly; the
+    allowance only has to absorb cross-machine float differences, which perturb a run about as
+    much as drawing another seed does, hence a bound in units of the seed-to-seed standard error.
+
+Speed rule (per engine): a machine-independent throughput is the engine's trials per second
+    times the time of a fixed calibration workload (plain tensor ops of the same kind: tiny
+    matmuls, normalisation, autograd, a bmm) timed right before and after it in the same process:
+    "trials per calibration unit". A uniformly slower machine slows both and the ratio cancels.
+    Times are process CPU seconds on one torch thread, so waiting for a CPU that other processes
+    hold (a shared CI box) is not counted; the median over several interleaved repeats is kept.
+    fail if  new < base * (1 - tolerance); the tolerance is stated in the baseline file.
+
+Everything here is pure comparison logic plus the measurement; `bench/commands/check.py` is
+the thin CLI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import math
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UsageError
+from bench.results import metric_direction
+from bench.spec import RunSpec
+from bench.store import write_json_atomic
+
+FORMAT = 1
+DEFAULT_BASELINE = Path("results/baselines/check.json")
+ENGINES = ("reference", "batched")
+THREADS = 1  # one torch thread: reproducible reductions and timings on a shared machine
+
+# Defaults written by `--update` when no baseline exists yet (an existing file keeps its own).
+QUALITY_K = 3.0
+QUALITY_FLOOR = 0.01
+SPEED_TOLERANCE = 0.30
+
+
+def _spec(**fields: Any) -> RunSpec:
+    return RunSpec(device="cpu", engine="auto", **fields)
+
+
+# The check recipes: small, quick, each exercising a different part of the engines, and not
+# fully saturated, so that a broken optimizer, loss or normalisation moves the metric.
+CHECK_RECIPES: dict[str, RunSpec] = {
+    # Notebook 000's network: BatchNorm, MSE on a sigmoid, SGD with Nesterov momentum.
+    "moons_bn_sgd": _spec(task="moons", model="bn_mlp_20x3", loss="mse", optimizer="sgd",
+                          lr=0.01, momentum=0.9, nesterov=True, batch_size=100, epochs=5),
+    # Adam and BCE on logits.
+    "circle_adam_bce": _spec(task="circle", model="mlp", hidden=(16, 16), activation="relu",
+                             loss="bce", optimizer="adam", lr=0.01, batch_size=100, epochs=10),
+    # tanh and the L1 penalty of notebook 004.
+    "sine_tanh_l1": _spec(task="sine", model="mlp", hidden=(32, 32), activation="tanh",
+                          loss="bce", optimizer="adam", lr=0.01, l1=1e-4, batch_size=100,
+                          epochs=10),
+    # MNIST-shaped (784 inputs, 10 classes; real MNIST files are not needed): softmax CE, AdamW.
+    "mnist_synthetic_adamw": _spec(task="mnist_synthetic", n_samples=1000, model="mlp",
+                                   hidden=(64,), activation="relu", loss="ce",
+                                   optimizer="adamw", lr=0.0002, weight_decay=0.01,
+                                   batch_size=50, epochs=2),
+}
+SEEDS = tuple(range(8))
+QUICK_SEEDS = (0, 1, 2)
+
+# The speed workload: notebook 000's recipe (moons, 2-20-20-20-1 BN MLP, MSE, SGD momentum).
+SPEED_SPEC = _spec(task="moons", model="bn_mlp_20x3", loss="mse", optimizer="sgd", lr=0.1,
+                   momentum=0.9, batch_size=100, epochs=10)
+BATCHED_TRIALS = 32  # seeds trained as one batched group per timed call
+SPEED_REPEATS = 9
+QUICK_SPEED_REPEATS = 3
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    """What one check measures: the seeds, the engines and how many speed repeats."""
+
+    seeds: tuple[int, ...] = SEEDS
+    engines: tuple[str, ...] = ENGINES
+    speed_repeats: int = SPEED_REPEATS
+    quick: bool = False
+
+    @classmethod
+    def make(cls, *, quick: bool = False, engines: Sequence[str] = ENGINES) -> CheckConfig:
+        """The full configuration, or the reduced one of `--quick` (same code path)."""
+        if quick:
+            return cls(QUICK_SEEDS, tuple(engines), QUICK_SPEED_REPEATS, True)
+        return cls(SEEDS, tuple(engines), SPEED_REPEATS, False)
+
+
+# --- comparison rules (pure functions) ----------------------------------------------------
+
+@dataclass(frozen=True)
+class QualityVerdict:
+    """One quality row: baseline vs new mean of a metric over seeds, and the allowance."""
+
+    base_mean: float
+    base_sd: float
+    n: int
+    new_mean: float
+    allowance: float
+    direction: str
+    new_diverged: int
+    base_diverged: int
+
+    @property
+    def limit(self) -> float:
+        """The worst mean that still passes."""
+        sign = -1.0 if self.direction == "maximize" else 1.0
+        return self.base_mean + sign * self.allowance
+
+    @property
+    def ok(self) -> bool:
+        """True when the mean holds within the allowance and no extra seed diverged."""
+        if self.new_diverged > self.base_diverged or not math.isfinite(self.new_mean):
+            return False
+        if self.direction == "maximize":
+            return self.new_mean >= self.limit
+        return self.new_mean <= self.limit
+
+
+def _finite(values: Sequence[float | None]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    if not values:
+        return math.nan, math.nan
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def quality_verdict(base_values: Sequence[float | None], new_values: Sequence[float | None], *,
+                    direction: str = "maximize", k: float = QUALITY_K,
+                    floor: float = QUALITY_FLOOR) -> QualityVerdict:
+    """Compare per-seed metric values: allowance = max(k * base_sd / sqrt(n), floor).
+
+    Non-finite values (diverged runs) are left out of the means and counted; more diverged
+    seeds than the baseline had is a failure by itself.
+    """
+    if direction not in ("maximize", "minimize"):
+        raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
+    base, new = _finite(base_values), _finite(new_values)
+    base_mean, base_sd = _mean_sd(base)
+    new_mean, _ = _mean_sd(new)
+    n = max(len(base), 1)
+    allowance = max(k * base_sd / math.sqrt(n), floor)
+    return QualityVerdict(base_mean, base_sd, len(base), new_mean, allowance, direction,
+                          len(new_values) - len(new), len(base_values) - len(base))
+
+
+@dataclass(frozen=True)
+class SpeedVerdict:
+    """One speed row: baseline vs new normalised throughput (higher is faster)."""
+
+    base: float
+    new: float
+    tolerance: float
+
+    @property
+    def ratio(self) -> float:
+        """new / base: below 1 is slower."""
+        return self.new / self.base
+
+    @property
+    def ok(self) -> bool:
+        """True unless the new throughput is below base * (1 - tolerance)."""
+        return math.isfinite(self.new) and self.new >= self.base * (1.0 - self.tolerance)
+
+    def describe(self) -> str:
+        """'1.85x slower', '1.10x faster' or 'same'."""
+        if not math.isfinite(self.new) or self.new <= 0:
+            return "no measurement"
+        if self.ratio < 1:
+            return f"{1 / self.ratio:.2f}x slower"
+        return f"{self.ratio:.2f}x faster" if self.ratio > 1 else "same"
+
+
+def speed_verdict(base: float, new: float, *, tolerance: float = SPEED_TOLERANCE) -> SpeedVerdict:
+    """Compare normalised throughputs: fail below base * (1 - tolerance)."""
+    if not 0 < tolerance < 1:
+        raise ValueError(f"speed tolerance must be in (0, 1), got {tolerance}")
+    return SpeedVerdict(float(base), float(new), float(tolerance))
+
+
+def normalised_throughput(calibration_seconds: Sequence[float], workload_seconds: Sequence[float],
+                          trials: int) -> float:
+    """Median over repeats of trials per calibration unit: trials * cal / workload.
+
+    `calibration_seconds[i]` is the calibration time measured next to `workload_seconds[i]` in
+    the same process; on a machine uniformly f times slower both grow by f and it cancels.
+    """
+    if len(calibration_seconds) != len(workload_seconds) or not workload_seconds:
+        raise ValueError("need one calibration time per workload time, at least one repeat")
+    return statistics.median(trials * c / w for c, w in zip(calibration_seconds, workload_seconds,
+                                                             strict=True))
+
+
+# --- measurement --------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """Run the body with `n` torch intra-op threads, restoring the previous count."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def calibration_workload(steps: int = 50) -> None:
+    """A fixed piece of work shaped like small-network training, independent of bench code.
+
+    Tiny matmuls, a batch normalisation, autograd and in-place updates (the per-operation
+    overhead the reference engine lives on) plus a batched matmul (the arithmetic the batched
+    engine lives on). Its time is the unit speed is expressed in.
+    """
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(100, 2, generator=g)
+    ws = [(0.3 * torch.randn(a, b, generator=g)).requires_grad_()
+          for a, b in ((2, 20), (20, 20), (20, 1))]
+    xb = torch.randn(32, 100, 20, generator=g)
+    wb = (0.3 * torch.randn(32, 20, 20, generator=g)).requires_grad_()
+    for _ in range(steps):
+        h = x
+        for w in ws[:-1]:
+            h = torch.relu(h @ w)
+            h = (h - h.mean(0)) / (h.var(0, unbiased=False) + 1e-5).sqrt()
+        loss = (h @ ws[-1]).square().mean() + torch.tanh(torch.bmm(xb, wb)).square().mean()
+        loss.backward()
+        with torch.no_grad():
+            for w in (*ws, wb):
+                w -= 0.01 * w.grad
+                w.grad = None
+
+
+def _cpu_seconds(fn: Callable[[], object]) -> tuple[float, float]:
+    """(process CPU seconds, wall seconds) of one call."""
+    cpu, wall = time.process_time(), time.perf_counter()
+    fn()
+    return time.process_time() - cpu, time.perf_counter() - wall
+
+
+def _run(specs: Sequence[RunSpec], engine: str) -> list[Any]:
+    from bench.runner import run_specs
+
+    return run_specs(list(specs), engine=engine)
+
+
+def measure_quality(config: CheckConfig, progress: Callable[[str], None] | None = None
+                    ) -> dict[str, dict[str, Any]]:
+    """Train every check recipe over the seeds with each engine; per-seed validation metrics."""
+    from bench import registry
+
+    out: dict[str, dict[str, Any]] = {}
+    for name, spec in CHECK_RECIPES.items():
+        metric = f"val_{registry.get_task(spec.task).default_metric}"
+        specs = [spec.replace(seed=s) for s in config.seeds]
+        for engine in config.engines:
+            if progress is not None:
+                progress(f"quality {name} [{engine}]")
+            results = _run(specs, engine)
+            values = [r.metrics[metric] for r in results]
+            out[f"{name}/{engine}"] = {
+                "recipe": name, "engine": engine, "metric": metric,
+                "direction": metric_direction(metric), "spec": spec.to_dict(),
+                "values": [v if math.isfinite(v) else None for v in values],
+            }
+    return out
+
+
+def measure_speed(config: CheckConfig, progress: Callable[[str], None] | None = None
+                  ) -> dict[str, Any]:
+    """Interleaved repeats of calibration and each engine; normalised throughput per engine."""
+    trials = {"reference": 1, "batched": BATCHED_TRIALS}
+    workloads = {e: [SPEED_SPEC.replace(seed=s) for s in range(trials[e])]
+                 for e in config.engines}
+    calibration_workload()  # warm-up: first calls allocate and load kernels
+    for engine, specs in workloads.items():
+        _run(specs, engine)
+    samples: dict[str, dict[str, list[float]]] = {
+        e: {"calibration_cpu": [], "cpu": [], "wall": []} for e in config.engines}
+    for repeat in range(config.speed_repeats):
+        if progress is not None:
+            progress(f"speed repeat {repeat + 1}/{config.speed_repeats}")
+        engines = list(config.engines)
+        engines = engines[repeat % len(engines):] + engines[:repeat % len(engines)]
+        before, _ = _cpu_seconds(calibration_workload)
+        for engine in engines:
+            cpu, wall = _cpu_seconds(lambda e=engine: _run(workloads[e], e))
+            after, _ = _cpu_seconds(calibration_workload)
+            samples[engine]["calibration_cpu"].append((before + after) / 2)
+            samples[engine]["cpu"].append(cpu)
+            samples[engine]["wall"].append(wall)
+            before = after
+    out: dict[str, Any] = {}
+    for engine, s in samples.items():
+        out[engine] = {
+            "trials_per_call": trials[engine],
+            "normalised": normalised_throughput(s["calibration_cpu"], s["cpu"], trials[engine]),
+            "trials_per_cpu_second": trials[engine] / statistics.median(s["cpu"]),
+            "trials_per_wall_second": trials[engine] / statistics.median(s["wall"]),
+            "calibration_cpu_seconds": statistics.median(s["calibration_cpu"]),
+            "samples": s,
+        }
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a measurement was taken: host, CPU, Python and torch versions."""
+    import os
+
+    import torch
+
+    return {"node": platform.node(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "torch_threads": THREADS}
+
+
+def commit_info(cwd: str | Path | None = None) -> str:
+    """The git commit of the tree, with '-dirty' when it has uncommitted changes."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=cwd, capture_output=True, text=True, check=True,
+                               timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head}-dirty" if dirty else head
+
+
+def measure(config: CheckConfig, progress: Callable[[str], None] | None = None
+            ) -> dict[str, Any]:
+    """A full measurement, in the shape of the baseline file (without its rules)."""
+    with torch_threads(THREADS):
+        quality = measure_quality(config, progress)
+        speed = measure_speed(config, progress)
+    return {
+        "config": _config_dict(config),
+        "quality": quality,
+        "speed": speed,
+    }
+
+
+def _config_dict(config: CheckConfig) -> dict[str, Any]:
+    """The parts of a configuration that must match for two measurements to be comparable."""
+    return {
+        "quick": config.quick, "seeds": list(config.seeds), "engines": list(config.engines),
+        "speed_repeats": config.speed_repeats, "threads": THREADS,
+        "recipes": {name: spec.to_dict() for name, spec in CHECK_RECIPES.items()},
+        "speed_spec": SPEED_SPEC.to_dict(), "batched_trials": BATCHED_TRIALS,
+    }
+
+
+# --- baseline file ------------------------------------------------------------------------
+
+def default_rules() -> dict[str, Any]:
+    """The comparison rules a fresh baseline states."""
+    return {
+        "quality_k": QUALITY_K,
+        "quality_floor": QUALITY_FLOOR,
+        "quality_rule": "fail if new_mean < base_mean - max(quality_k * base_sd / sqrt(n), "
+                        "quality_floor) (mirrored for minimised metrics), or more seeds diverge",
+        "speed_tolerance": SPEED_TOLERANCE,
+        "speed_rule": "fail if new normalised throughput < base * (1 - speed_tolerance); "
+                      "normalised = median over repeats of trials * calibration CPU seconds / "
+                      "workload CPU seconds",
+    }
+
+
+def build_baseline(measurement: dict[str, Any], rules: dict[str, Any] | None = None,
+                   ) -> dict[str, Any]:
+    """A baseline document: the measurement plus rules, machine, commit and time."""
+    return {
+        "format": FORMAT,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "machine": machine_info(),
+        "commit": commit_info(),
+        "rules": dict(rules) if rules is not None else default_rules(),
+        **measurement,
+    }
+
+
+def write_baseline(path: str | Path, baseline: dict[str, Any]) -> Path:
+    """Replace the baseline file atomically (a failure leaves the old one intact)."""
+    return write_json_atomic(path, baseline)
+
+
+def load_baseline(path: str | Path) -> dict[str, Any]:
+    """Read and validate a baseline file; problems are one-line UsageErrors naming the fix."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"baseline {path} not found; create it with "
+                         f"`bench check --update --baseline {path}`")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"baseline {path} is not valid JSON ({exc}); fix it or rewrite it "
+                         "with `bench check --update`") from None
+    missing = [k for k in ("format", "rules", "config", "quality", "speed")
+               if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise UsageError(f"baseline {path} lacks {', '.join(missing)}; rewrite it with "
+                         "`bench check --update`")
+    if data["format"] != FORMAT:
+        raise UsageError(f"baseline {path} has format {data['format']}, this bench reads "
+                         f"{FORMAT}; rewrite it with `bench check --update`")
+    try:
+        _validate_rules(data["rules"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UsageError(f"baseline {path} has bad rules ({exc}); fix them or rewrite the file "
+                         "with `bench check --update`") from None
+    return data
+
+
+def _validate_rules(rules: dict[str, Any]) -> None:
+    if float(rules["quality_k"]) < 0 or float(rules["quality_floor"]) < 0:
+        raise ValueError("quality_k and quality_floor must be >= 0")
+    if not 0 < float(rules["speed_tolerance"]) < 1:
+        raise ValueError("speed_tolerance must be in (0, 1)")
+
+
+def comparable(baseline: dict[str, Any], config: CheckConfig, path: str | Path) -> None:
+    """Refuse (UsageError) to compare against a baseline measured under another configuration."""
+    mine, theirs = _config_dict(config), baseline.get("config", {})
+    differs = sorted(k for k in mine if theirs.get(k) != mine[k])
+    if not differs:
+        return
+    hint = ""
+    if "quick" in differs:
+        hint = " (run with --quick)" if theirs.get("quick") else " (run without --quick)"
+    raise UsageError(f"baseline {path} was measured with a different check configuration "
+                     f"({', '.join(differs)} differ){hint}; refresh it with "
+                     f"`bench check --update --baseline {path}`")
+
+
+# --- comparing and reporting ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the report: what was compared and whether it held."""
+
+    kind: str  # "quality" or "speed"
+    name: str
+    cells: tuple[str, ...]
+    ok: bool
+
+
+def compare(baseline: dict[str, Any], measurement: dict[str, Any]) -> list[Row]:
+    """Every quality and speed row of `measurement` judged against `baseline`'s rules."""
+    rules = baseline["rules"]
+    rows: list[Row] = []
+    for key, new in measurement["quality"].items():
+        base = baseline["quality"].get(key)
+        if base is None:
+            raise UsageError(f"baseline has no quality row {key!r}; refresh it with "
+                             "`bench check --update`")
+        v = quality_verdict(base["values"], new["values"], direction=new["direction"],
+                            k=float(rules["quality_k"]), floor=float(rules["quality_floor"]))
+        note = "ok" if v.ok else "REGRESSION"
+        if v.new_diverged > v.base_diverged:
+            note += f" ({v.new_diverged} diverged)"
+        rows.append(Row("quality", key, (
+            new["recipe"], new["engine"], new["metric"], f"{v.base_mean:.4f}",
+            f"{v.base_sd:.4f}", f"{v.new_mean:.4f}", f"{v.new_mean - v.base_mean:+.4f}",
+            f"{v.limit:.4f}", note), v.ok))
+    for engine, new in measurement["speed"].items():
+        base = baseline["speed"].get(engine)
+        if base is None:
+            raise UsageError(f"baseline has no speed row for engine {engine!r}; refresh it "
+                             "with `bench check --update`")
+        v = speed_verdict(base["normalised"], new["normalised"],
+                          tolerance=float(rules["speed_tolerance"]))
+        rows.append(Row("speed", engine, (
+            engine, f"{v.base:.4g}", f"{v.new:.4g}", v.describe(),
+            f"{new['trials_per_wall_second']:.1f}", "ok" if v.ok else "REGRESSION"), v.ok))
+    return rows
+
+
+QUALITY_HEADER = ("recipe", "engine", "metric", "baseline", "base_sd", "now", "change",
+                  "limit", "verdict")
+SPEED_HEADER = ("engine", "baseline", "now", "change", "trials/s (wall)", "verdict")
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned plain-text table."""
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
+             for r in (header, *rows)]
+    return "\n".join(lines)
+
+
+def render(baseline: dict[str, Any], measurement: dict[str, Any], rows: Sequence[Row]) -> str:
+    """The readable report: rules, quality table, speed table, speedup and the verdict."""
+    rules = baseline["rules"]
+    n = len(measurement["config"]["seeds"])
+    out = [
+        f"quality: mean validation metric over {n} seeds; fails when worse than "
+        f"max({rules['quality_k']:g} * sd / sqrt(n), {rules['quality_floor']:g}) "
+        "below the baseline",
+        format_table(QUALITY_HEADER, [r.cells for r in rows if r.kind == "quality"]),
+        "",
+        f"speed: trials per calibration unit (median of "
+        f"{measurement['config']['speed_repeats']} repeats, CPU time, {THREADS} thread); "
+        f"fails below baseline * (1 - {rules['speed_tolerance']:g})",
+        format_table(SPEED_HEADER, [r.cells for r in rows if r.kind == "speed"]),
+    ]
+    speed, base_speed = measurement["speed"], baseline["speed"]
+    if all(e in speed and e in base_speed for e in ENGINES):
+        def speedup(s: dict[str, Any]) -> float:
+            return s["batched"]["normalised"] / s["reference"]["normalised"]
+
+        out.append(f"batched/reference speedup (information): baseline "
+                   f"{speedup(base_speed):.1f}x, now {speedup(speed):.1f}x")
+    machine = baseline.get("machine", {})
+    if machine.get("node") != platform.node():
+        out.append(f"note: baseline measured on {machine.get('node', 'another machine')} "
+                   f"({machine.get('processor', '?')}); speed is compared through the "
+                   "calibration normalisation")
+    bad = [r.name for r in rows if not r.ok]
+    out.append("")
+    out.append(f"check FAILED: {len(bad)} regression(s): {', '.join(bad)}" if bad
+               else "check passed")
+    return "\n".join(out)
