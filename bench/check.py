@@ -433,6 +433,11 @@ def load_baseline(path: str | Path) -> dict[str, Any]:
     except (KeyError, TypeError, ValueError) as exc:
         raise UsageError(f"baseline {path} has bad rules ({exc}); fix them or rewrite the file "
                          "with `bench check --update`") from None
+    try:
+        _validate_rows(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"baseline {path} has a malformed row ({exc!r}); rewrite it with "
+                         "`bench check --update`") from None
     return data
 
 
@@ -441,6 +446,18 @@ def _validate_rules(rules: dict[str, Any]) -> None:
         raise ValueError("quality_k and quality_floor must be >= 0")
     if not 0 < float(rules["speed_tolerance"]) < 1:
         raise ValueError("speed_tolerance must be in (0, 1)")
+
+
+def _validate_rows(data: dict[str, Any]) -> None:
+    """Every quality row has per-seed values and a direction; every speed row a figure."""
+    for key, row in data["quality"].items():
+        if row["direction"] not in ("maximize", "minimize"):
+            raise ValueError(f"{key}: direction {row['direction']!r}")
+        if not all(v is None or isinstance(v, (int, float)) for v in row["values"]):
+            raise ValueError(f"{key}: values must be numbers or null")
+    for engine, row in data["speed"].items():
+        if not float(row["normalised"]) > 0:
+            raise ValueError(f"{engine}: normalised speed must be positive")
 
 
 def comparable(baseline: dict[str, Any], config: CheckConfig, path: str | Path) -> None:

@@ -131,6 +131,8 @@ def test_missing_baseline_exits_2_naming_the_fix(tmp_path: Path,
     ("{not json", "not valid JSON"),
     ('{"format": 1}', "lacks rules, config, quality, speed"),
     ('[1, 2]', "lacks format"),
+    ('{"format": 1, "rules": {"quality_k": 3, "quality_floor": 0.01, "speed_tolerance": 0.3},'
+     ' "config": {}, "quality": {}, "speed": {"batched": {}}}', "malformed row"),
 ])
 def test_malformed_baseline_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                     text: str, message: str) -> None:
