@@ -1,16 +1,51 @@
-"""The clock: wall time that synchronises CUDA before it is read.
+"""The clock, and honest CPU-vs-CUDA training timings built on it.
 
-The training loops use `Stopwatch` so that timed regions include the GPU work they launched;
-`bench time` (timing grid, warm-up, repeats, statistics) builds on the same clock.
+Layers, smallest first (the shape of `torch.utils.benchmark`):
+
+- `synchronize`, `Stopwatch`: wall time that synchronises CUDA before it is read. The training
+  loops time each epoch with a Stopwatch; every timed region is kept as a lap, with its CUDA-event
+  time (device time) when the watch was made inside `record_stopwatches()` on a CUDA device.
+- `Lap`, `summarize`, `measure`: repeat a timed callable, drop warm-up laps, stop once the kept
+  laps reach a minimum total time; report raw samples, median and IQR, flag noisy ones.
+- `num_threads`: a context manager that sets torch's intra-op thread count and restores it.
+- `TimingCase`, `measure_case`, `machine_info`: one grid cell (task, model or width, batch size,
+  engine, K, device, dtype, threads) timed per training epoch through the real engines, and the
+  machine envelope of a `bench time` JSON file.
+
+Nothing here imports optuna, pandas or seaborn: `bench time` must run where only torch, numpy,
+scikit-learn and scipy are installed.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import platform
+import socket
+import subprocess
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+
+from bench.errors import UsageError
+
+Clock = Callable[[], float]  # seconds, monotonic (time.perf_counter or a fake in tests)
+
+NOISY_IQR_OVER_MEDIAN = 0.1
+ENGINES = ("dataloader", "reference", "batched")
+SCHEMA = "nnbench.timing/1"
+
+
+class NoisyTimingWarning(UserWarning):
+    """A measurement whose IQR is more than a tenth of its median: its figures are shaky."""
 
 
 def synchronize(device: str | torch.device) -> None:
@@ -19,20 +54,378 @@ def synchronize(device: str | torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-class Stopwatch:
-    """Accumulates synchronised wall-clock seconds over several timed regions."""
+# Stopwatches created while a recorder is active are appended to its list (see
+# `record_stopwatches`); a ContextVar keeps this local to the caller's context.
+_RECORDER: ContextVar[list[Stopwatch] | None] = ContextVar("nnbench_stopwatches", default=None)
 
-    def __init__(self, device: str | torch.device = "cpu") -> None:
+
+class Stopwatch:
+    """Accumulates synchronised wall-clock seconds over several timed regions.
+
+    `seconds` is the total; `laps` holds each region's seconds. A watch created inside
+    `record_stopwatches()` on a CUDA device also records CUDA events around each region, giving
+    device time per lap in `cuda_laps`.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", clock: Clock = time.perf_counter) -> None:
         self.device = device
+        self.clock = clock
         self.seconds = 0.0
+        self.laps: list[float] = []
+        self.cuda_laps: list[float] = []
+        recorder = _RECORDER.get()
+        self._events = recorder is not None and torch.device(device).type == "cuda"
+        if recorder is not None:
+            recorder.append(self)
 
     @contextmanager
     def measure(self) -> Iterator[None]:
         """Time the body, synchronising the device before starting and before stopping."""
         synchronize(self.device)
-        start = time.perf_counter()
+        if self._events:
+            start_event = torch.cuda.Event(enable_timing=True)
+            end_event = torch.cuda.Event(enable_timing=True)
+            start_event.record()
+        start = self.clock()
         try:
             yield
         finally:
+            if self._events:
+                end_event.record()
             synchronize(self.device)
-            self.seconds += time.perf_counter() - start
+            lap = self.clock() - start
+            self.seconds += lap
+            self.laps.append(lap)
+            if self._events:
+                self.cuda_laps.append(start_event.elapsed_time(end_event) / 1000.0)
+
+
+@contextmanager
+def record_stopwatches() -> Iterator[list[Stopwatch]]:
+    """Collect every Stopwatch created in the body (in creation order), with CUDA events on."""
+    watches: list[Stopwatch] = []
+    token = _RECORDER.set(watches)
+    try:
+        yield watches
+    finally:
+        _RECORDER.reset(token)
+
+
+@contextmanager
+def num_threads(threads: int | None) -> Iterator[int]:
+    """Set torch's intra-op thread count for the body and restore it after; None keeps it."""
+    before = torch.get_num_threads()
+    if threads is not None:
+        if threads < 1:
+            raise UsageError(f"thread count must be at least 1, got {threads}; use --threads 1")
+        torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+# --- statistics and the repeat loop ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Lap:
+    """One measured repeat: synchronised wall seconds, and CUDA-event seconds on a GPU."""
+
+    seconds: float
+    cuda_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Median, inter-quartile range and the noise verdict of raw samples."""
+
+    median: float
+    iqr: float
+    iqr_over_median: float
+    noisy: bool
+
+
+def summarize(samples: Sequence[float], noisy_above: float = NOISY_IQR_OVER_MEDIAN) -> Summary:
+    """Median and IQR (linear-interpolated quartiles); noisy when IQR/median > `noisy_above`."""
+    if not samples:
+        raise ValueError("no samples to summarize")
+    xs = np.asarray(samples, dtype=np.float64)
+    median = float(np.median(xs))
+    q1, q3 = np.percentile(xs, [25.0, 75.0])
+    iqr = float(q3 - q1)
+    ratio = iqr / median if median > 0 else math.inf
+    return Summary(median, iqr, ratio, bool(ratio > noisy_above))
+
+
+@dataclass(frozen=True)
+class Samples:
+    """What `measure` kept: the laps after warm-up, how many were dropped, how many calls."""
+
+    laps: tuple[Lap, ...]
+    warmup: int
+    calls: int
+
+    @property
+    def seconds(self) -> list[float]:
+        """Wall seconds of the kept laps."""
+        return [lap.seconds for lap in self.laps]
+
+    @property
+    def cuda_seconds(self) -> list[float] | None:
+        """CUDA-event seconds of the kept laps, or None when there are none (CPU)."""
+        values = [lap.cuda_seconds for lap in self.laps]
+        return None if any(v is None for v in values) else [float(v) for v in values]
+
+
+def measure(run: Callable[[], Sequence[Lap]], *, warmup: int = 1, min_time: float = 1.0,
+            min_repeats: int = 3, max_repeats: int = 100) -> Samples:
+    """Call `run` (which returns one or more laps) until enough laps are kept.
+
+    The first `warmup` laps are dropped (they pay for lazy initialisation, allocator growth and
+    cold caches). Calls continue until at least `min_repeats` laps are kept and their total is
+    at least `min_time` seconds, or `max_repeats` laps are kept.
+    """
+    if warmup < 0 or min_repeats < 1 or max_repeats < min_repeats or min_time < 0:
+        raise UsageError("need warmup >= 0, 1 <= min_repeats <= max_repeats and min_time >= 0; "
+                         f"got {warmup}, {min_repeats}, {max_repeats}, {min_time}")
+    kept: list[Lap] = []
+    dropped = calls = 0
+    while True:
+        laps = list(run())
+        calls += 1
+        if not laps:
+            raise RuntimeError("the timed callable produced no laps")
+        for lap in laps:
+            if dropped < warmup:
+                dropped += 1
+            else:
+                kept.append(lap)
+        if len(kept) >= max_repeats:
+            kept = kept[:max_repeats]
+            break
+        if len(kept) >= min_repeats and sum(lap.seconds for lap in kept) >= min_time:
+            break
+    return Samples(tuple(kept), dropped, calls)
+
+
+def time_call(fn: Callable[[], object], device: str = "cpu",
+              clock: Clock = time.perf_counter) -> Lap:
+    """One synchronised lap around `fn()` (with CUDA events on a CUDA device)."""
+    with record_stopwatches():
+        watch = Stopwatch(device, clock)
+    with watch.measure():
+        fn()
+    return Lap(watch.laps[-1], watch.cuda_laps[-1] if watch.cuda_laps else None)
+
+
+# --- one grid cell ------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TimingCase:
+    """What one timing measures: a training setup on one device with one engine."""
+
+    task: str
+    model: str  # a registry model; "mlp" with `width` is the generic two-hidden-layer MLP
+    width: int | None
+    batch_size: int | None  # None: full batch
+    engine: str  # "dataloader", "reference" or "batched"
+    k: int  # runs trained together (batched engine); 1 otherwise
+    device: str
+    dtype: str = "float32"
+    n_samples: int | None = None  # training-set size of a synthetic task; None: its default
+
+    def spec(self, epochs: int, seed: int = 0) -> Any:
+        """The RunSpec of the case's first run (SGD with momentum, as notebook 000 trains)."""
+        from bench.spec import RunSpec
+
+        extra: dict[str, Any] = {}
+        if self.width is not None:
+            extra = {"hidden": (self.width, self.width), "activation": "relu"}
+        return RunSpec(task=self.task, model=self.model, batch_size=self.batch_size,
+                       epochs=epochs, dtype=self.dtype, seed=seed, device=self.device,
+                       n_samples=self.n_samples, optimizer="sgd", lr=0.1, momentum=0.9,
+                       loss="mse", engine="batched" if self.engine == "batched" else "reference",
+                       **extra)
+
+
+@dataclass
+class CaseTiming:
+    """The kept samples of one case and what the JSON file reports about them."""
+
+    case: TimingCase
+    n_train: int
+    batch_size: int
+    threads: int
+    epochs_per_call: int
+    samples: Samples
+    clock: str  # "engine train clock" (per-epoch laps) or "whole call" (per call / epochs)
+    summary: Summary = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.summary = summarize(self.samples.seconds)
+
+    def to_dict(self) -> dict[str, Any]:
+        """One entry of the JSON file's `measurements` list (schema nnbench.timing/1)."""
+        c, s = self.case, self.summary
+        cuda = self.samples.cuda_seconds
+        return {
+            "task": c.task, "model": c.model, "width": c.width, "batch_size": self.batch_size,
+            "engine": c.engine, "k": c.k, "device": c.device, "dtype": c.dtype,
+            "threads": self.threads, "warmup": self.samples.warmup,
+            "repeats": len(self.samples.laps), "epoch_seconds": self.samples.seconds,
+            "epoch_seconds_median": s.median, "epoch_seconds_iqr": s.iqr,
+            "iqr_over_median": s.iqr_over_median, "noisy": s.noisy,
+            "samples_per_second_median": self.n_train * c.k / s.median if s.median > 0
+            else None,
+            "per_trial_epoch_seconds_median": s.median / c.k,
+            "cuda_event_seconds_median": float(np.median(cuda)) if cuda else None,
+            "cuda_event_seconds": cuda,
+            "n_train": self.n_train, "epochs_per_call": self.epochs_per_call,
+            "calls": self.samples.calls, "clock": self.clock,
+        }
+
+
+def engine_laps(engine: str, specs: Sequence[Any], data: Any) -> tuple[list[Lap], str]:
+    """Train `specs` once with `engine` and return its per-epoch training laps.
+
+    The laps come from the engine's own training Stopwatch (the watch whose total equals the
+    reported `train_seconds`; the first one created otherwise), so model building, evaluation
+    and final metrics are not in them. An engine that uses no Stopwatch is timed as a whole
+    call divided by its epochs ("whole call").
+    """
+    from bench.spec import resolve_device
+
+    device = resolve_device(specs[0].device)
+    outer = Stopwatch(device)
+    with record_stopwatches() as watches, outer.measure():
+        if engine == "reference":
+            from bench.train import train
+
+            results = [train(specs[0], data)]
+        elif engine == "dataloader":
+            from bench.notebook_loop import train_with_dataloader
+
+            results = [train_with_dataloader(specs[0], data)]
+        elif engine == "batched":
+            from bench.batched import train_many
+
+            results = train_many(list(specs))
+        else:
+            raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    watches = [w for w in watches if w is not outer and w.laps]
+    epochs = max(r.epochs_run for r in results)
+    if not watches:
+        return [Lap(outer.seconds / max(epochs, 1))], "whole call"
+    reported = float(results[0].timing.get("train_seconds", math.nan))
+    train_watch = next((w for w in watches
+                        if any(math.isclose(w.seconds, reported * m, rel_tol=1e-9)
+                               for m in (1, len(specs)))), watches[0])
+    cuda = train_watch.cuda_laps or [None] * len(train_watch.laps)
+    return [Lap(s, c) for s, c in zip(train_watch.laps, cuda, strict=True)], "engine train clock"
+
+
+def measure_case(case: TimingCase, *, epochs: int, warmup: int, min_time: float,
+                 min_repeats: int = 3, max_repeats: int = 50,
+                 data: Any = None) -> CaseTiming:
+    """Time one case per training epoch through its engine; warns when the result is noisy."""
+    from bench.train import load_data, plan_run
+
+    spec = case.spec(epochs)
+    if data is None:
+        data = load_data(spec, case.device)
+    plan = plan_run(spec, data.n_train)
+    specs = [spec] + [spec.replace(seed=i) for i in range(1, case.k)]
+    clock_kind: list[str] = []
+
+    def run() -> list[Lap]:
+        laps, kind = engine_laps(case.engine, specs, data)
+        clock_kind.append(kind)
+        return laps
+
+    samples = measure(run, warmup=warmup, min_time=min_time, min_repeats=min_repeats,
+                      max_repeats=max_repeats)
+    timing = CaseTiming(case, data.n_train, plan.batch_size, torch.get_num_threads(), epochs,
+                        samples, clock_kind[-1])
+    if timing.summary.noisy:
+        warnings.warn(f"noisy timing: IQR is {timing.summary.iqr_over_median:.0%} of the median "
+                      f"for {describe(case, plan.batch_size)}; rerun on a quieter machine or "
+                      "raise --min-time", NoisyTimingWarning, stacklevel=2)
+    return timing
+
+
+def describe(case: TimingCase, batch_size: int | None = None) -> str:
+    """A short human label of a case: 'moons mlp w16 bs64 reference cpu'."""
+    model = f"mlp w{case.width}" if case.width is not None else case.model
+    bs = batch_size if batch_size is not None else (case.batch_size or "full")
+    k = f" k{case.k}" if case.k > 1 else ""
+    return f"{case.task} {model} bs{bs} {case.engine}{k} {case.device}"
+
+
+def cuda_crossover(measurements: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """CPU-over-CUDA epoch-time ratios for cases measured on both devices (>1: CUDA pays)."""
+    def key(m: dict[str, Any]) -> tuple:
+        return (m["task"], m["model"], m["width"], m["batch_size"], m["engine"], m["k"],
+                m["dtype"])
+
+    cpu = {key(m): m for m in measurements if m["device"] == "cpu"}
+    rows = []
+    for m in measurements:
+        if m["device"] == "cuda" and key(m) in cpu:
+            base = cpu[key(m)]
+            rows.append({**{k: m[k] for k in ("task", "model", "width", "batch_size", "engine",
+                                               "k")},
+                         "cpu_seconds": base["epoch_seconds_median"],
+                         "cuda_seconds": m["epoch_seconds_median"],
+                         "cuda_speedup": base["epoch_seconds_median"]
+                         / m["epoch_seconds_median"]})
+    return rows
+
+
+# --- the envelope ---------------------------------------------------------------------------------
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _gpu_driver() -> str | None:
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
+
+
+def machine_info() -> dict[str, Any]:
+    """Host, CPU, GPU, driver and library versions for the JSON envelope."""
+    cuda = torch.cuda.is_available()
+    return {
+        "host": socket.gethostname(),
+        "cpu_model": _cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "gpu_name": torch.cuda.get_device_name(0) if cuda else None,
+        "gpu_driver": _gpu_driver() if cuda else None,
+        "torch_version": torch.__version__,
+        "cuda_version": torch.version.cuda,
+        "platform": platform.platform(),
+    }
+
+
+def git_state(directory: str | Path = ".") -> tuple[str | None, bool | None]:
+    """(checked-out commit, whether tracked files differ from it); (None, None) outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=directory, capture_output=True, text=True, timeout=10,
+                               check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return head, bool(dirty)
