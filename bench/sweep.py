@@ -107,8 +107,7 @@ def make_sampler(spec: StudySpec, seed: int) -> Any:
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":
-        return optuna.samplers.GridSampler({p.name: p.grid_values() for p in spec.space},
-                                           seed=seed)
+        return _ask_tell_grid_sampler({p.name: p.grid_values() for p in spec.space}, seed=seed)
     if spec.sampler == "cmaes":
         kwargs = {} if startup is None else {"n_startup_trials": startup}
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
@@ -118,6 +117,26 @@ def make_sampler(spec: StudySpec, seed: int) -> Any:
                                           warn_asynchronous_seeding=False,
                                           warn_independent_sampling=False)
     raise UsageError(f"unknown sampler {spec.sampler!r}")
+
+
+def _grid_sampler_class() -> type:
+    import optuna
+
+    class AskTellGridSampler(optuna.samplers.GridSampler):
+        """GridSampler without its `study.stop()` when the grid is exhausted.
+
+        `stop` only works inside `study.optimize`; with ask/tell the study's target (which may
+        not exceed the grid size) ends the sweep instead.
+        """
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            del study, trial, state, values
+
+    return AskTellGridSampler
+
+
+def _ask_tell_grid_sampler(*args: Any, **kwargs: Any) -> Any:
+    return _grid_sampler_class()(*args, **kwargs)
 
 
 def make_pruner(spec: StudySpec) -> Any:
@@ -194,11 +213,11 @@ def is_finished(trial: Any) -> bool:
             and str(trial.user_attrs.get("failure_reason", "")).startswith(DIVERGED_PREFIX))
 
 
-def is_pending(trial: Any) -> bool:
-    """RUNNING or WAITING: a trial some worker is (or will be) training."""
+def is_running(trial: Any) -> bool:
+    """RUNNING: a trial some worker is training (WAITING ones are handed out by `ask`)."""
     from optuna.trial import TrialState
 
-    return trial.state in (TrialState.RUNNING, TrialState.WAITING)
+    return trial.state == TrialState.RUNNING
 
 
 def count_finished(study: Any) -> int:
@@ -356,7 +375,7 @@ class Worker:
         while True:
             fail_stale_trials(self.study, self.storage)
             trials = self.study.get_trials(deepcopy=False)
-            room = self.spec.trials - sum(is_finished(t) or is_pending(t) for t in trials)
+            room = self.spec.trials - sum(is_finished(t) or is_running(t) for t in trials)
             if room <= 0:
                 break
             group = self._ask(min(room, self.spec.group))
@@ -378,7 +397,7 @@ class Worker:
             asked.append(trial)
         numbers = {t.number for t in asked}
         counted = sorted(t.number for t in self.study.get_trials(deepcopy=False)
-                         if (is_finished(t) or is_pending(t)) and t.number not in numbers)
+                         if (is_finished(t) or is_running(t)) and t.number not in numbers)
         keep = []
         for trial in asked:
             ahead = sum(1 for n in counted if n < trial.number) + len(keep)
@@ -573,20 +592,25 @@ class _Progress:
             self.bar.close()
 
 
-def _worker_process(spec: StudySpec, storage_url: str | None, index: int, workers: int,
+def _worker_process(spec: StudySpec, storage_url: str | None, index: int, threads: int,
                     engine: str, heartbeat_interval: int, grace_period: int) -> None:
     """Entry point of a `--workers N` child process (spawned: nothing inherited)."""
     import torch
 
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+    torch.set_num_threads(threads)
     Worker(spec, storage_url, worker_index=index, engine=engine,
            heartbeat_interval=heartbeat_interval, grace_period=grace_period).run()
 
 
 def sweep(spec: StudySpec, storage_url: str | None = None, *, workers: int = 1,
-          quiet: bool = False, engine: str = "auto", heartbeat_interval: int = HEARTBEAT_INTERVAL,
+          quiet: bool = False, engine: str = "auto", threads: int = 1, echo: bool = False,
+          heartbeat_interval: int = HEARTBEAT_INTERVAL,
           grace_period: int = GRACE_PERIOD) -> SweepSummary:
-    """Run (or resume) one study until it has `spec.trials` finished trials."""
+    """Run (or resume) one study until it has `spec.trials` finished trials.
+
+    `threads` is the torch thread count of each spawned worker (a single worker runs in this
+    process with whatever the caller set); `echo` prints the summary line when done.
+    """
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     if spec.sampler == "grid" and spec.trials > grid_size(spec):
@@ -603,7 +627,8 @@ def sweep(spec: StudySpec, storage_url: str | None = None, *, workers: int = 1,
                            heartbeat_interval=heartbeat_interval, grace_period=grace_period,
                            on_group=progress.update).run()
         else:
-            exit_codes = _run_processes(spec, storage_url, workers, engine, heartbeat_interval,
+            exit_codes = _run_processes(spec, storage_url, workers, threads, engine,
+                                        heartbeat_interval,
                                         grace_period, lambda: progress.update(study))
     finally:
         progress.close()
@@ -614,19 +639,22 @@ def sweep(spec: StudySpec, storage_url: str | None = None, *, workers: int = 1,
         if key == "FAIL" and is_finished(t):
             key = "DIVERGED"
         states[key] = states.get(key, 0) + 1
-    return SweepSummary(study=spec.name, storage=storage_label(storage_url), target=spec.trials,
-                        finished=sum(is_finished(t) for t in trials), states=states,
-                        best=describe_best(study, spec), stats=stats,
-                        worker_exit_codes=exit_codes)
+    summary = SweepSummary(study=spec.name, storage=storage_label(storage_url),
+                           target=spec.trials, finished=sum(is_finished(t) for t in trials),
+                           states=states, best=describe_best(study, spec), stats=stats,
+                           worker_exit_codes=exit_codes)
+    if echo:
+        print(summary.line(), flush=True)
+    return summary
 
 
-def _run_processes(spec: StudySpec, storage_url: str | None, workers: int, engine: str,
-                   heartbeat_interval: int, grace_period: int,
+def _run_processes(spec: StudySpec, storage_url: str | None, workers: int, threads: int,
+                   engine: str, heartbeat_interval: int, grace_period: int,
                    poll: Callable[[], None]) -> list[int]:
     """Start `workers` spawned worker processes, poll progress until all exit; exit codes."""
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_process, name=f"nnbench-worker-{i}",
-                         args=(spec, storage_url, i, workers, engine, heartbeat_interval,
+                         args=(spec, storage_url, i, threads, engine, heartbeat_interval,
                                grace_period))
              for i in range(workers)]
     for p in procs:

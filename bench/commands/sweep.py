@@ -25,6 +25,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="worker processes on this host (default 1)")
     parser.add_argument("--engine", default="auto", choices=("auto", "batched", "reference"),
                         help="training engine (default auto: batched for groups)")
+    parser.add_argument("--threads", type=int, default=1, metavar="N",
+                        help="torch CPU threads per worker (default 1: tiny models are bound "
+                             "by per-operation overhead, and extra threads only contend)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar and no summary lines")
 
@@ -43,12 +46,20 @@ def run(args: argparse.Namespace) -> int:
                     "give each a distinct `name`")
     if args.workers < 1:
         raise_usage(f"--workers must be at least 1, got {args.workers}")
+    if args.threads < 1:
+        raise_usage(f"--threads must be at least 1, got {args.threads}")
+    import torch
+
     ok = True
-    for spec in specs:
-        summary = sweep(spec, args.storage, workers=args.workers, quiet=args.quiet,
-                        engine=args.engine)
-        if not args.quiet:
-            print(summary.line())
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        summaries = [sweep(spec, args.storage, workers=args.workers, quiet=args.quiet,
+                           engine=args.engine, threads=args.threads, echo=not args.quiet)
+                     for spec in specs]
+    finally:
+        torch.set_num_threads(threads_before)
+    for spec, summary in zip(specs, summaries, strict=True):
         if not summary.ok:
             ok = False
             if any(summary.worker_exit_codes):

@@ -1,0 +1,227 @@
+"""Sweeps: storage schema, objective = mean over seeds, resume, divergence, CUDA handling,
+a killed worker, several workers, and plain-Optuna readability in another process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.cli import main
+from bench.study import load_study_file
+from bench.sweep import is_finished, open_storage, open_study, sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SMALL = """
+task = "linear"
+trials = {trials}
+seeds = 2
+group = {group}
+sampler = {{ name = "random", seed = 0 }}
+
+[fixed]
+hidden = [4]
+batch_size = 20
+epochs = {epochs}
+{fixed}
+
+[space]
+optimizer = ["sgd", "adam"]
+lr = {{ low = 1e-3, high = 0.5, log = true }}
+{space}
+"""
+
+
+def study_file(tmp_path: Path, name: str = "small", *, trials: int = 3, group: int = 4,
+               epochs: int = 2, fixed: str = "", space: str = "") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(textwrap.dedent(SMALL.format(trials=trials, group=group, epochs=epochs,
+                                                 fixed=fixed, space=space)))
+    return path
+
+
+def load(storage: Path, name: str = "small"):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=open_storage(str(storage)))
+
+
+def test_storage_schema_and_objective_is_mean_over_seeds(tmp_path):
+    storage = tmp_path / "optuna.journal"
+    assert main(["sweep", str(study_file(tmp_path)), "--storage", str(storage),
+                 "--quiet"]) == 0
+    study = load(storage)
+    attrs = study.user_attrs
+    assert attrs["task"] == "linear" and attrs["model"] == "mlp"
+    assert attrs["objective"] == "val_accuracy" and attrs["directions"] == ["maximize"]
+    assert attrs["study_file"].endswith("small.toml")
+    assert attrs["nnbench_study"]["seeds"] == 2
+    json.dumps(attrs["nnbench_study"])
+    trials = study.get_trials()
+    assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
+    for t in trials:
+        assert set(t.params) == {"optimizer", "lr"}
+        runs = t.user_attrs["runs"]
+        assert [r["seed"] for r in runs] == [0, 1]
+        assert t.user_attrs["objective_metric"] == "val_accuracy"
+        for r in runs:
+            assert r["host"] and r["device"] == "cpu"
+            assert r["spec"]["lr"] == t.params["lr"] and r["spec"]["optimizer"] == \
+                t.params["optimizer"]
+            assert len(r["curves"]["val_accuracy"]) == 2 and "train_seconds" in r["timing"]
+        assert t.value == pytest.approx(np.mean([r["metrics"]["val_accuracy"] for r in runs]))
+
+
+def test_rerun_resumes_keeps_trials_and_stops_at_target(tmp_path):
+    path, storage = study_file(tmp_path, group=2), tmp_path / "optuna.journal"
+    assert main(["sweep", str(path), "--storage", str(storage), "--trials", "2",
+                 "--quiet"]) == 0
+    first = {t.number: (t.params, t.value) for t in load(storage).trials}
+    assert main(["sweep", str(path), "--storage", str(storage), "--trials", "5",
+                 "--quiet"]) == 0
+    assert main(["sweep", str(path), "--storage", str(storage), "--trials", "5",
+                 "--quiet"]) == 0  # nothing left to do
+    trials = load(storage).trials
+    assert len(trials) == 5 and sum(is_finished(t) for t in trials) == 5
+    assert {n: (t.params, t.value) for t in trials if (n := t.number) in first} == first
+
+
+def test_changed_study_settings_are_refused(tmp_path, capsys):
+    storage = tmp_path / "optuna.journal"
+    assert main(["sweep", str(study_file(tmp_path)), "--storage", str(storage), "--trials", "1",
+                 "--quiet"]) == 0
+    code = main(["sweep", str(study_file(tmp_path, epochs=3)), "--storage", str(storage),
+                 "--quiet"])
+    assert code == 2
+    assert "made from different settings (fixed changed)" in capsys.readouterr().err
+
+
+def test_diverged_trial_is_failed_with_reason_and_counted(tmp_path):
+    path = tmp_path / "small.toml"
+    path.write_text(textwrap.dedent("""
+        task = "regression"
+        model = "linear"
+        trials = 2
+        seeds = 2
+        objective = "val_mse"
+        sampler = "grid"
+        [fixed]
+        optimizer = "sgd"
+        epochs = 5
+        [space]
+        lr = [100.0, 1000.0]
+    """))
+    summary = sweep(load_study_file(path), str(tmp_path / "s.journal"), quiet=True)
+    assert summary.finished == 2 and summary.states == {"DIVERGED": 2}
+    for t in load(tmp_path / "s.journal").trials:
+        assert t.state.name == "FAIL"
+        assert t.user_attrs["failure_reason"].startswith("diverged at epoch ")
+        assert "(seeds 0, 1)" in t.user_attrs["failure_reason"]
+        assert all(r["diverged"] for r in t.user_attrs["runs"])
+
+
+def test_cuda_trials_without_cuda_are_pruned_with_reason(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here: cuda trials run instead of being pruned")
+    path = study_file(tmp_path, trials=4, space='device = ["cpu", "cuda"]')
+    text = path.read_text().replace('name = "random"', 'name = "grid"').replace(
+        "lr = { low = 1e-3, high = 0.5, log = true }", "lr = [0.1]")
+    path.write_text(text)
+    summary = sweep(load_study_file(path), str(tmp_path / "s.journal"), quiet=True)
+    assert summary.finished == 4 and summary.states == {"COMPLETE": 2, "PRUNED": 2}
+    for t in load(tmp_path / "s.journal").trials:
+        if t.params["device"] == "cuda":
+            assert "device 'cuda' is not available" in t.user_attrs["failure_reason"]
+        else:
+            assert t.state.name == "COMPLETE"
+
+
+def test_pruner_verdict_is_recorded_after_training(tmp_path):
+    # Median pruner after one start-up trial; two learning trials (lr 0.3) are enqueued first,
+    # so the two that cannot learn (lr 1e-6) fall below their median curve and are pruned.
+    path = study_file(tmp_path, trials=4, group=1, epochs=6)
+    text = path.read_text().replace(
+        "lr = { low = 1e-3, high = 0.5, log = true }", "lr = [0.3, 1e-6]").replace(
+        "group = 1", 'group = 1\npruner = { name = "median", startup_trials = 1 }')
+    path.write_text(text)
+    spec, storage = load_study_file(path), tmp_path / "s.journal"
+    study = open_study(spec, open_storage(str(storage)))
+    for lr in (0.3, 0.3, 1e-6, 1e-6):
+        study.enqueue_trial({"optimizer": "adam", "lr": lr})
+    summary = sweep(spec, str(storage), quiet=True)
+    assert summary.finished == 4
+    trials = load(tmp_path / "s.journal").trials
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    assert [t.params["lr"] for t in pruned] == [1e-6, 1e-6], [(t.params, t.state) for t in trials]
+    for t in pruned:
+        assert t.user_attrs["failure_reason"].startswith("pruned at epoch ")
+        assert t.intermediate_values and t.user_attrs["runs"]
+
+
+def test_study_loads_in_a_separate_process_with_plain_optuna(tmp_path):
+    storage = tmp_path / "optuna.journal"
+    assert main(["sweep", str(study_file(tmp_path, trials=2)), "--storage", str(storage),
+                 "--quiet"]) == 0
+    code = textwrap.dedent(f"""
+        import optuna
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+        storage = JournalStorage(JournalFileBackend({str(storage)!r}))
+        study = optuna.load_study(study_name="small", storage=storage)
+        df = study.trials_dataframe()
+        print(len(df), sorted(c for c in df.columns if c.startswith("params_")),
+              study.user_attrs["objective"])
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=120).stdout
+    assert out.strip() == "2 ['params_lr', 'params_optimizer'] val_accuracy"
+
+
+@pytest.mark.slow
+def test_killed_worker_then_rerun_with_two_workers_loses_and_duplicates_nothing(tmp_path):
+    path = study_file(tmp_path, trials=8, group=1, epochs=40)
+    storage = tmp_path / "optuna.journal"
+    cmd = [sys.executable, "-m", "bench", "sweep", str(path), "--storage", str(storage),
+           "--quiet", "--engine", "reference"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        done: dict[int, tuple] = {}
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.3)
+            if storage.exists():
+                done = {t.number: (t.params, t.value) for t in load(storage).trials
+                        if t.state.name == "COMPLETE"}
+                if len(done) >= 2:
+                    break
+        assert proc.poll() is None, f"worker ended before it could be killed: {proc.stderr}"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    before = {t.number: (t.params, t.value) for t in load(storage).trials
+              if t.state.name == "COMPLETE"}
+    assert len(before) >= 2 and len(before) < 8
+
+    assert main(["sweep", str(path), "--storage", str(storage), "--workers", "2",
+                 "--quiet"]) == 0
+    trials = load(storage).trials
+    complete = {t.number: (t.params, t.value) for t in trials if t.state.name == "COMPLETE"}
+    assert len(complete) == 8 and sum(is_finished(t) for t in trials) == 8
+    assert {n: v for n, v in complete.items() if n in before} == before
+    for t in trials:
+        if t.state.name == "FAIL":  # the killed worker's trial in flight, failed on rerun
+            assert "stopped before finishing" in t.user_attrs["failure_reason"]
+        else:
+            assert len(t.user_attrs["runs"]) == 2
+    hosts_pids = {tuple(t.user_attrs["worker"].values()) for t in trials}
+    assert len(hosts_pids) >= 2  # the killed worker and at least one of the new ones
