@@ -1,0 +1,43 @@
+"""`bench report`: studies, timings and the reproduction table as tables, charts and a page."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+NAME = "report"
+HELP = "write tables (CSV), seaborn charts, index.html and report.md from studies and timings"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """--storage, --out, --timing, --reproduce, --no-boundaries."""
+    parser.add_argument("--storage", metavar="URL",
+                        help="Optuna storage URL (sqlite:///..., postgresql://...) or a journal "
+                             "file; default: results/optuna.db, else results/optuna.journal")
+    parser.add_argument("--out", default="results/report", metavar="DIR",
+                        help="report folder, replaced as a whole when done (default: %(default)s)")
+    parser.add_argument("--timing", nargs="*", metavar="JSON",
+                        help="timing files (default: results/timing/*.json and "
+                             "results/baselines/timing*.json)")
+    parser.add_argument("--reproduce", default="results/reproduce.csv", metavar="CSV",
+                        help="reproduction table (default: %(default)s)")
+    parser.add_argument("--no-boundaries", action="store_true",
+                        help="skip the decision-boundary charts (they retrain the best models)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build the report and print where it is and what it could not show."""
+    from bench import tables
+    from bench.report import build_report
+
+    storage = args.storage or tables.default_storage_url()
+    timing = None if args.timing is None else [Path(p) for p in args.timing]
+    result = build_report(storage, args.out, timing_paths=timing,
+                          reproduce_path=args.reproduce, boundaries=not args.no_boundaries)
+    print(f"report: {result.out / 'index.html'} ({len(result.charts)} charts, "
+          f"{sum(1 for f in result.files if f.suffix == '.csv')} tables)")
+    for note in result.notes:
+        print(f"  note: {note}")
+    for m in result.missing:
+        print(f"  not shown: {m.question} (needs {m.needs})")
+    return 0
