@@ -1,0 +1,487 @@
+"""The batched engine: many runs that share a shape, trained as one stacked computation.
+
+Tiny networks are bound by per-operation overhead, not arithmetic, so K runs are trained at
+once: every parameter is stacked to `[K, ...]`, linear layers are `baddbmm`, BatchNorm is one
+`F.batch_norm` over `K*F` channels (each member keeps its own running statistics), and the
+loss is the sum of the members' losses, so each member's gradient is exactly its own. The
+optimizer step is functional and per member: one flat `[P]` buffer holds all K members'
+parameters, per-member hyperparameters are expanded to it once, and the SGD / Adam / AdamW
+formulas of `torch.optim` run as a handful of element-wise ops over the whole buffer.
+
+Members differ in seed (initial weights and shuffle order), learning rate, momentum, betas,
+eps, weight decay, L1 lambda and init scale; everything else (`GROUP_FIELDS`) must be shared,
+and `train_many` splits mixed specs into groups (and large groups into memory-bounded chunks).
+A member whose epoch train or validation loss is not finite is reported diverged at that
+epoch, exactly like the reference engine, and masked from then on: its parameters, optimizer
+state and learning rate are zeroed so it affects nothing.
+
+Timing: a stacked group is timed as a whole, and each member reports the group's time divided
+by K (`train_seconds`, `eval_seconds`, and the `seconds` of `time_to_target`), so per-run
+throughput figures stay comparable with the reference engine.
+
+No host synchronisation happens inside the step loop: losses are accumulated on the device
+and read once per epoch together with the validation metrics.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bench import registry
+from bench.losses import encode_targets, predict_classes
+from bench.models import Activation, BatchNorm, Linear, initial_state
+from bench.results import RunResult, metric_names, reached
+from bench.spec import RunSpec, resolve_device
+from bench.tasks import TaskData
+from bench.timing import Stopwatch
+from bench.train import Plan, load_data, plan_run, shuffle_generator
+
+Progress = Callable[[int], None]
+
+# What members of one stacked group must share; everything else may differ per member.
+GROUP_FIELDS = ("task", "data_seed", "n_samples", "model", "hidden", "activation", "batch_norm",
+                "init", "loss", "optimizer", "nesterov", "batch_size", "epochs", "shuffle",
+                "dtype", "device")
+
+BN_MOMENTUM, BN_EPS = 0.1, 1e-5
+MAX_MEMBERS = 4096
+# Bytes one chunk may use for activations, stacked parameters and gathered batches.
+MEMORY_BUDGET = {"cpu": 1 << 30, "cuda": 8 << 30}
+PREGATHER_BYTES = 256 << 20  # gather a whole epoch's shuffled inputs at once below this size
+EVAL_ELEMENTS = 1 << 24  # activation elements per evaluation chunk
+
+
+def group_key(spec: RunSpec) -> tuple:
+    """The shape a spec shares with the other members of its stacked group."""
+    return (*(getattr(spec, f) for f in GROUP_FIELDS), resolve_device(spec.device))
+
+
+def train_many(specs: Sequence[RunSpec], *, progress: Progress | None = None,
+               record_steps: bool = False, keep_params: bool = False,
+               max_members: int | None = None) -> list[RunResult]:
+    """Train every spec with the batched engine; results come back in input order.
+
+    Specs are grouped by `group_key`; each group is trained in chunks of at most
+    `max_members` members (default: as many as the memory budget allows, at most 4096).
+    `progress(n)` is called with the number of runs each finished chunk completed.
+    """
+    results: list[RunResult | None] = [None] * len(specs)
+    groups: dict[tuple, list[int]] = {}
+    for i, spec in enumerate(specs):
+        groups.setdefault(group_key(spec), []).append(i)
+    for indices in groups.values():
+        first = specs[indices[0]]
+        device = resolve_device(first.device)
+        data = load_data(first, device)
+        plan = plan_run(first, data.n_train)
+        limit = max_members or members_per_chunk(plan, data, first.shuffle)
+        for start in range(0, len(indices), limit):
+            chunk = indices[start:start + limit]
+            trained = _train_group([specs[i] for i in chunk], data, plan,
+                                   record_steps=record_steps, keep_params=keep_params)
+            for i, result in zip(chunk, trained, strict=True):
+                results[i] = result
+            if progress is not None:
+                progress(len(chunk))
+    return [r for r in results if r is not None]
+
+
+def members_per_chunk(plan: Plan, data: TaskData, shuffle: bool) -> int:
+    """How many members fit the memory budget of the plan's device (at least 1)."""
+    elem = torch.tensor([], dtype=plan.dtype).element_size()
+    widths = [layer.out_features for layer in plan.arch if isinstance(layer, Linear)]
+    n_params = sum(layer.in_features * layer.out_features + layer.out_features
+                   for layer in plan.arch if isinstance(layer, Linear))
+    in_dim = data.x_train.shape[1]
+    per_member = elem * (8 * n_params + 6 * plan.batch_size * sum(widths))
+    if shuffle:
+        per_member += elem * plan.batch_size * in_dim
+    budget = MEMORY_BUDGET["cuda" if plan.device.startswith("cuda") else "cpu"]
+    return int(max(1, min(MAX_MEMBERS, budget // per_member)))
+
+
+# --- stacked parameters ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Param:
+    name: str  # state-dict key, e.g. "0.weight"
+    shape: tuple[int, ...]  # one member's shape
+    offset: int  # start in the flat buffer
+    numel: int  # one member's element count
+
+
+class _Stack:
+    """K members' parameters in one flat buffer, BN running statistics, and the forward pass."""
+
+    def __init__(self, plan: Plan, states: list[dict[str, torch.Tensor]], device: str) -> None:
+        self.arch, self.head, self.dtype, self.device = plan.arch, plan.head, plan.dtype, device
+        self.k = len(states)
+        entries: list[tuple[str, tuple[int, ...]]] = []
+        for i, layer in enumerate(self.arch):
+            if isinstance(layer, Linear):
+                entries += [(f"{i}.weight", (layer.out_features, layer.in_features)),
+                            (f"{i}.bias", (layer.out_features,))]
+            elif isinstance(layer, BatchNorm):
+                entries += [(f"{i}.weight", (layer.features,)), (f"{i}.bias", (layer.features,))]
+        self.layout: list[_Param] = []
+        offset = 0
+        for name, shape in entries:
+            numel = math.prod(shape)
+            self.layout.append(_Param(name, shape, offset, numel))
+            offset += self.k * numel
+        self.flat = torch.empty(offset, dtype=self.dtype, device=device)
+        self.views: dict[str, torch.Tensor] = {}
+        for p in self.layout:
+            view = self.flat[p.offset:p.offset + self.k * p.numel].view(self.k, *p.shape)
+            view.copy_(torch.stack([s[p.name] for s in states]))
+            self.views[p.name] = view.requires_grad_()
+        self.leaves = [self.views[p.name] for p in self.layout]
+        # member_index[j] = which member flat element j belongs to.
+        self.member_index = torch.cat([
+            torch.arange(self.k, device=device).repeat_interleave(p.numel) for p in self.layout])
+        self.running: dict[int, tuple[torch.Tensor, torch.Tensor]] = {
+            i: (torch.zeros(self.k * layer.features, dtype=self.dtype, device=device),
+                torch.ones(self.k * layer.features, dtype=self.dtype, device=device))
+            for i, layer in enumerate(self.arch) if isinstance(layer, BatchNorm)}
+
+    def per_element(self, values: torch.Tensor) -> torch.Tensor:
+        """Expand one value per member ([K]) to one per flat parameter element ([P])."""
+        return values.index_select(0, self.member_index)
+
+    def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
+        """Raw outputs [K, B, O] for shared inputs [B, D] or per-member inputs [K, B, D]."""
+        h = x
+        k = self.k
+        for i, layer in enumerate(self.arch):
+            if isinstance(layer, Linear):
+                w, b = self.views[f"{i}.weight"], self.views[f"{i}.bias"]
+                if h.dim() == 2:  # shared inputs: one GEMM against all members' weights
+                    out = torch.addmm(b.reshape(-1), h, w.reshape(-1, layer.in_features).t())
+                    h = out.view(h.shape[0], k, layer.out_features).transpose(0, 1)
+                else:
+                    h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            elif isinstance(layer, Activation):
+                h = _ACTIVATIONS[layer.name](h)
+            else:
+                rm, rv = self.running[i]
+                n = h.shape[1]
+                flat_in = h.transpose(0, 1).reshape(n, k * layer.features)
+                out = F.batch_norm(flat_in, rm, rv, self.views[f"{i}.weight"].reshape(-1),
+                                   self.views[f"{i}.bias"].reshape(-1), training,
+                                   BN_MOMENTUM, BN_EPS)
+                h = out.view(n, k, layer.features).transpose(0, 1)
+        return h
+
+    def member_state(self, k: int, steps: int) -> dict[str, torch.Tensor]:
+        """Member k's state dict after `steps` training steps, keyed like the reference's."""
+        state = {p.name: self.views[p.name][k].detach().cpu().clone() for p in self.layout}
+        for i, layer in enumerate(self.arch):
+            if isinstance(layer, BatchNorm):
+                rm, rv = self.running[i]
+                f = layer.features
+                state[f"{i}.running_mean"] = rm[k * f:(k + 1) * f].cpu().clone()
+                state[f"{i}.running_var"] = rv[k * f:(k + 1) * f].cpu().clone()
+                state[f"{i}.num_batches_tracked"] = torch.tensor(steps, dtype=torch.int64)
+        return {name: state[name] for name in sorted(state, key=_state_order)}
+
+    def reset_members(self, dead: torch.Tensor) -> None:
+        """Zero the parameters and reset the BN statistics of members where `dead` is True."""
+        with torch.no_grad():
+            mask = self.per_element(dead)
+            self.flat.masked_fill_(mask, 0.0)
+            for i, (rm, rv) in self.running.items():
+                channels = dead.repeat_interleave(self.arch[i].features)
+                rm.masked_fill_(channels, 0.0)
+                rv.masked_fill_(channels, 1.0)
+
+
+def _state_order(name: str) -> tuple[int, int]:
+    index, kind = name.split(".", 1)
+    kinds = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    return int(index), kinds.index(kind)
+
+
+_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+}
+
+
+# --- functional per-member optimizers ----------------------------------------------------------
+
+class _Optimizer:
+    """torch.optim's SGD / Adam / AdamW formulas on the flat buffer, one hyperparameter per member.
+
+    Each formula follows torch's single-tensor implementation operation by operation (weight
+    decay added to the gradient for SGD and Adam, decoupled for AdamW; Adam's bias corrections
+    computed on the host in double precision per step, as torch does), so a member's update is
+    the update torch.optim would make for that run.
+    """
+
+    def __init__(self, stack: _Stack, specs: list[RunSpec], total_steps: int) -> None:
+        self.stack, self.kind = stack, specs[0].optimizer
+        self.nesterov = specs[0].nesterov
+        dev, dt = stack.device, stack.dtype
+
+        def member(values: list[float]) -> torch.Tensor:
+            return stack.per_element(torch.tensor(values, dtype=dt, device=dev))
+
+        flat = stack.flat
+        wd = [s.weight_decay for s in specs]
+        self.l1 = member([s.l1 for s in specs]) if any(s.l1 for s in specs) else None
+        self.alive = torch.ones(len(specs), dtype=torch.bool, device=dev)
+        if self.kind == "sgd":
+            self.neg_lr = member([-s.lr for s in specs])
+            self.wd = member(wd) if any(wd) else None
+            has_momentum = any(s.momentum for s in specs)
+            self.momentum = member([s.momentum for s in specs]) if has_momentum else None
+            self.buf = torch.zeros_like(flat) if has_momentum else None
+            return
+        decoupled = self.kind == "adamw"
+        self.wd = member(wd) if any(wd) and not decoupled else None
+        self.decay = member([1 - s.lr * s.weight_decay for s in specs]) \
+            if any(wd) and decoupled else None
+        self.lerp_weight = member([1 - s.betas[0] for s in specs])
+        self.beta2 = member([s.betas[1] for s in specs])
+        self.one_minus_beta2 = member([1 - s.betas[1] for s in specs])
+        self.eps = member([s.eps for s in specs])
+        self.exp_avg, self.exp_avg_sq = torch.zeros_like(flat), torch.zeros_like(flat)
+        # Bias corrections for every step, computed in double on the host like torch does.
+        t = np.arange(1, total_steps + 1, dtype=np.float64)[:, None]
+        lr = np.array([s.lr for s in specs])[None, :]
+        b1 = np.array([s.betas[0] for s in specs])[None, :]
+        b2 = np.array([s.betas[1] for s in specs])[None, :]
+        self.neg_step_size = torch.tensor(-(lr / (1 - b1 ** t)), dtype=dt, device=dev)
+        self.bc2_sqrt = torch.tensor((1 - b2 ** t) ** 0.5, dtype=dt, device=dev)
+
+    @torch.no_grad()
+    def step(self, grad: torch.Tensor, step_index: int) -> None:
+        """One update of every member from the flat gradient (data loss only; L1 added here)."""
+        p = self.stack.flat
+        if self.l1 is not None:  # d/dp lambda * sum |p| = lambda * sgn(p), as autograd makes it
+            grad = torch.addcmul(grad, self.l1, torch.sgn(p))
+        if self.kind == "sgd":
+            if self.wd is not None:
+                grad = torch.addcmul(grad, p, self.wd)
+            if self.buf is not None:
+                self.buf.mul_(self.momentum).add_(grad)
+                grad = torch.addcmul(grad, self.buf, self.momentum) if self.nesterov else self.buf
+            p.addcmul_(grad, self.neg_lr)
+            return
+        if self.wd is not None:
+            grad = torch.addcmul(grad, p, self.wd)
+        if self.decay is not None:
+            p.mul_(self.decay)
+        self.exp_avg.lerp_(grad, self.lerp_weight)
+        self.exp_avg_sq.mul_(self.beta2).addcmul_(grad * self.one_minus_beta2, grad)
+        per = self.stack.per_element
+        denom = (self.exp_avg_sq.sqrt() / per(self.bc2_sqrt[step_index])).add_(self.eps)
+        # torch's addcdiv computes p + (value * exp_avg) / denom, in that order.
+        p.add_(torch.mul(self.exp_avg, per(self.neg_step_size[step_index])).div_(denom))
+
+    @torch.no_grad()
+    def mask(self, dead: torch.Tensor) -> None:
+        """Stop updating members where `dead` is True and zero their state."""
+        self.alive &= ~dead
+        element_dead = self.stack.per_element(dead)
+        if self.kind == "sgd":
+            self.neg_lr.masked_fill_(element_dead, 0.0)
+            if self.buf is not None:
+                self.buf.masked_fill_(element_dead, 0.0)
+        else:
+            self.neg_step_size.masked_fill_(dead.unsqueeze(0), 0.0)
+            self.exp_avg.masked_fill_(element_dead, 0.0)
+            self.exp_avg_sq.masked_fill_(element_dead, 0.0)
+            if self.decay is not None:
+                self.decay.masked_fill_(element_dead, 1.0)
+        self.stack.reset_members(dead)
+
+
+# --- evaluation -----------------------------------------------------------------------------------
+
+def _evaluate(stack: _Stack, x: torch.Tensor, y: torch.Tensor, loss_name: str,
+              kind: str) -> dict[str, torch.Tensor]:
+    """Per-member loss and metrics ([K] tensors) on one split, BN in eval mode.
+
+    Large splits are evaluated in example chunks (sums combined), so memory stays bounded.
+    """
+    loss_fn = registry.get_loss(loss_name).fn
+    head = stack.head
+    widest = max(layer.out_features for layer in stack.arch if isinstance(layer, Linear))
+    n = x.shape[0]
+    chunk = max(1, min(n, EVAL_ELEMENTS // (stack.k * max(widest, x.shape[1] // 4 + 1))))
+    target = encode_targets(y, head, loss_name, stack.dtype)
+    loss_sum: torch.Tensor | None = None
+    score_sum: torch.Tensor | None = None
+    with torch.no_grad():
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            out = stack.forward(x[start:stop], training=False)
+            loss = loss_fn(out, target[start:stop], head)
+            if kind == "regression":
+                score = ((out.squeeze(-1) - y[start:stop]) ** 2).sum(dim=-1)
+            else:
+                score = (predict_classes(out, head) == y[start:stop]).to(out.dtype)
+                score = score.mean(dim=-1) if chunk >= n else score.sum(dim=-1)
+            if chunk >= n:
+                loss_sum, score_sum = loss, score
+            else:
+                loss_sum = loss * (stop - start) + (0 if loss_sum is None else loss_sum)
+                score_sum = score + (0 if score_sum is None else score_sum)
+    assert loss_sum is not None and score_sum is not None
+    scores = {"loss": loss_sum if chunk >= n else loss_sum / n}
+    if kind == "regression":
+        sse = score_sum
+        sst = ((y - y.mean()) ** 2).sum()
+        scores["mse"], scores["r2"] = sse / n, 1 - sse / sst
+    else:
+        scores["accuracy"] = score_sum if chunk >= n else score_sum / n
+    return scores
+
+
+# --- one group ------------------------------------------------------------------------------------
+
+def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_steps: bool,
+                 keep_params: bool) -> list[RunResult]:
+    """Train specs that share a shape as one stacked computation."""
+    first = specs[0]
+    device, kind = plan.device, data.task.kind
+    k, n, bs = len(specs), data.n_train, plan.batch_size
+    loss_fn = registry.get_loss(first.loss).fn
+    metric = data.task.default_metric
+    names = metric_names(kind)
+    n_batches = math.ceil(n / bs)
+
+    states = [initial_state(plan.arch, init=s.init, init_scale=s.init_scale, seed=s.seed,
+                            dtype=plan.dtype) for s in specs]
+    stack = _Stack(plan, states, device)
+    opt = _Optimizer(stack, specs, first.epochs * n_batches)
+    x = data.x_train
+    y = encode_targets(data.y_train, plan.head, first.loss, plan.dtype)
+    gens = [shuffle_generator(s.seed) for s in specs] if first.shuffle else []
+    pregather = k * n * x.shape[1] * x.element_size() <= PREGATHER_BYTES
+
+    curves: list[dict[str, list[float]]] = [
+        {"train_loss": [], "val_loss": [], **{f"val_{m}": [] for m in names}} for _ in specs]
+    step_buffer = torch.empty((first.epochs * n_batches, k), dtype=plan.dtype, device=device) \
+        if record_steps else None
+    diverged_epoch: list[int | None] = [None] * k
+    epochs_run = [0] * k
+    time_to_target: list[dict[str, float] | None] = [None] * k
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    train_clock, eval_clock = Stopwatch(device), Stopwatch(device)
+    alive = [True] * k
+    step = 0
+
+    for epoch in range(1, first.epochs + 1):
+        with train_clock.measure():
+            xs = ys = order = None
+            if first.shuffle:
+                order = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
+                if pregather:
+                    xs, ys = x[order], y[order]
+            loss_sum = torch.zeros(k, dtype=plan.dtype, device=device)
+            for start in range(0, n, bs):
+                stop = min(n, start + bs)
+                if order is None:
+                    xb, yb = x[start:stop], y[start:stop]
+                elif xs is not None and ys is not None:
+                    xb, yb = xs[:, start:stop], ys[:, start:stop]
+                else:
+                    idx = order[:, start:stop]
+                    xb, yb = x[idx], y[idx]
+                data_loss = loss_fn(stack.forward(xb, training=True), yb, plan.head)
+                grads = torch.autograd.grad(data_loss.sum(), stack.leaves)
+                opt.step(torch.cat([g.reshape(-1) for g in grads]), step)
+                detached = data_loss.detach()
+                loss_sum += detached
+                if step_buffer is not None:
+                    step_buffer[step] = detached
+                step += 1
+        with eval_clock.measure():
+            val = _evaluate(stack, data.x_val, data.y_val, first.loss, kind)
+            rows = torch.stack([loss_sum, val["loss"], *(val[m] for m in names)]).tolist()
+        newly_dead = []
+        for i in range(k):
+            if not alive[i]:
+                continue
+            epochs_run[i] = epoch
+            train_loss = rows[0][i] / n_batches
+            c = curves[i]
+            c["train_loss"].append(train_loss)
+            c["val_loss"].append(rows[1][i])
+            for j, m in enumerate(names):
+                c[f"val_{m}"].append(rows[2 + j][i])
+            if not (math.isfinite(train_loss) and math.isfinite(rows[1][i])):
+                diverged_epoch[i] = epoch
+                newly_dead.append(i)
+                continue
+            target = specs[i].target
+            if (target is not None and time_to_target[i] is None
+                    and reached(c[f"val_{metric}"][-1], target, metric)):
+                time_to_target[i] = {"epoch": epoch, "seconds": train_clock.seconds / k}
+        if newly_dead:
+            if keep_params:
+                snapshots.update({i: stack.member_state(i, epoch * n_batches)
+                                  for i in newly_dead})
+            dead = torch.zeros(k, dtype=torch.bool)
+            dead[newly_dead] = True
+            opt.mask(dead.to(device))
+            for i in newly_dead:
+                alive[i] = False
+        if not any(alive):
+            break
+
+    final = _final_metrics(stack, data, first.loss, kind) if any(alive) else None
+    steps_cpu = step_buffer.cpu() if step_buffer is not None else None
+    results = []
+    for i, spec in enumerate(specs):
+        keys = [f"{split}_{m}" for split in ("train", "val", "test") for m in names] + ["val_loss"]
+        if diverged_epoch[i] is not None or final is None:
+            metrics = dict.fromkeys(keys, math.nan)
+        else:
+            metrics = {key: final[key][i] for key in keys}
+        train_s, eval_s = train_clock.seconds / k, eval_clock.seconds / k
+        params = None
+        if keep_params:
+            params = snapshots.get(i) or stack.member_state(i, epochs_run[i] * n_batches)
+        results.append(RunResult(
+            spec=spec,
+            metrics=metrics,
+            curves=curves[i],
+            timing={"train_seconds": train_s, "eval_seconds": eval_s,
+                    "samples_per_second": epochs_run[i] * n / train_s if train_s > 0 else math.nan},
+            diverged=diverged_epoch[i] is not None,
+            diverged_epoch=diverged_epoch[i],
+            epochs_run=epochs_run[i],
+            time_to_target=time_to_target[i],
+            engine="batched",
+            step_losses=steps_cpu[:epochs_run[i] * n_batches, i].tolist()
+            if steps_cpu is not None else None,
+            params=params,
+        ))
+    return results
+
+
+def _final_metrics(stack: _Stack, data: TaskData, loss: str, kind: str) -> dict[str, list[float]]:
+    """Final train / val / test metrics of every member (one host sync)."""
+    names = metric_names(kind)
+    keys: list[str] = []
+    values: list[torch.Tensor] = []
+    for split, xs, ys in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val),
+                          ("test", data.x_test, data.y_test)):
+        scores = _evaluate(stack, xs, ys, loss, kind)
+        for m in names:
+            keys.append(f"{split}_{m}")
+            values.append(scores[m])
+        if split == "val":
+            keys.append("val_loss")
+            values.append(scores["loss"])
+    rows = torch.stack(values).tolist()
+    return dict(zip(keys, rows, strict=True))
+
