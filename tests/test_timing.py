@@ -301,3 +301,30 @@ def test_batched_engine_timed_per_trial() -> None:
         entry["epoch_seconds_median"] / 4)
     assert entry["samples_per_second_median"] == pytest.approx(
         400 / entry["epoch_seconds_median"])
+
+
+@pytest.mark.parametrize("argv", [
+    ["time", "--quick", "--device", "cpu"],
+    ["time", "--device", "cpu", "--model", "bn_mlp_20x3", "--widths", "none", "--threads", "1,2",
+     "--max-train", "none", "--batch-sizes", "full,8"],
+])
+def test_resolved_command_round_trips(argv: list[str]) -> None:
+    import shlex
+
+    from bench.cli import build_parser
+    from bench.commands.time import parse_grid, resolved_command
+
+    parser = build_parser()
+    grid = parse_grid(parser.parse_args(argv))
+    again = parse_grid(parser.parse_args(shlex.split(resolved_command(grid, "out"))[1:]))
+    assert again == grid
+
+
+def test_quick_overrides_only_unset_options() -> None:
+    from bench.cli import build_parser
+    from bench.commands.time import QUICK, parse_grid
+
+    parser = build_parser()
+    grid = parse_grid(parser.parse_args(["time", "--quick", "--device", "cpu", "--k", "3"]))
+    assert grid.tasks == (QUICK["task"],) and grid.min_time == QUICK["min_time"]
+    assert grid.k == 3

@@ -28,7 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "task": "moons,mnist_synthetic", "model": "", "widths": "16,64,256,1024",
     "batch_sizes": "16,64,256,full", "engines": "dataloader,reference,batched", "k": 64,
     "epochs": 2, "warmup": 1, "min_time": 0.5, "min_repeats": 3, "max_train": "6000",
-    "max_gflop": 100.0,
+    "max_gflop": 100.0, "max_gflop_cuda": 20000.0,
 }
 QUICK: dict[str, Any] = {
     "task": "moons", "widths": "16,256", "batch_sizes": "16,full", "k": 16, "epochs": 2,
@@ -69,8 +69,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="cap synthetic training sets at N examples (mnist_synthetic has 60000), or 'none' "
              f"(default {d['max_train']})")
     add("--max-gflop", dest="max_gflop", type=float,
-        help="skip cells whose training work per epoch (6 x params x examples x K) exceeds "
-             f"this many GFLOP (default {d['max_gflop']:g}; raise it on a GPU)")
+        help="skip CPU cells whose training work per epoch (6 x params x examples x K) "
+             f"exceeds this many GFLOP (default {d['max_gflop']:g})")
+    add("--max-gflop-cuda", dest="max_gflop_cuda", type=float,
+        help=f"the same cap for CUDA cells (default {d['max_gflop_cuda']:g})")
     add("--quick", action="store_true",
         help="a sub-minute grid: moons, widths 16 and 256, batch 16 and full, K 16")
     add("--out", default="results/timing", help="directory of the JSON files")
@@ -95,6 +97,7 @@ class Grid:
     max_repeats: int
     max_train: int | None
     max_gflop: float
+    max_gflop_cuda: float
 
 
 def _opt(args: argparse.Namespace, name: str) -> Any:
@@ -175,7 +178,8 @@ def parse_grid(args: argparse.Namespace) -> Grid:
         engines=engines, k=_opt(args, "k"), devices=_devices(args.device), dtype=args.dtype,
         threads=threads, epochs=_opt(args, "epochs"), warmup=_opt(args, "warmup"),
         min_time=_opt(args, "min_time"), min_repeats=_opt(args, "min_repeats"),
-        max_repeats=args.max_repeats, max_train=max_train, max_gflop=_opt(args, "max_gflop"))
+        max_repeats=args.max_repeats, max_train=max_train, max_gflop=_opt(args, "max_gflop"),
+        max_gflop_cuda=_opt(args, "max_gflop_cuda"))
     if not (grid.tasks and grid.archs and grid.batch_sizes and grid.engines):
         raise UsageError("the grid is empty; give at least one --task, one --model or --widths "
                          "value, one --batch-sizes value and one --engines value")
@@ -183,10 +187,33 @@ def parse_grid(args: argparse.Namespace) -> Grid:
                              ("--warmup", grid.warmup, 0), ("--min-repeats", grid.min_repeats, 1)):
         if value < low:
             raise UsageError(f"{name} must be at least {low}, got {value}")
-    if grid.min_time < 0 or grid.max_gflop <= 0 or grid.max_repeats < grid.min_repeats:
-        raise UsageError("need --min-time >= 0, --max-gflop > 0 and --max-repeats >= "
-                         "--min-repeats")
+    if (grid.min_time < 0 or min(grid.max_gflop, grid.max_gflop_cuda) <= 0
+            or grid.max_repeats < grid.min_repeats):
+        raise UsageError("need --min-time >= 0, --max-gflop and --max-gflop-cuda > 0 and "
+                         "--max-repeats >= --min-repeats")
     return grid
+
+
+def resolved_command(grid: Grid, out: str) -> str:
+    """A `bench time` command line that spells out every resolved grid setting."""
+    models = [m for m, w in grid.archs if w is None]
+    widths = [str(w) for m, w in grid.archs if w is not None]
+    parts = ["bench", "time", "--task", ",".join(grid.tasks)]
+    if models:
+        parts += ["--model", ",".join(models)]
+    parts += ["--widths", ",".join(widths) or "none",
+              "--batch-sizes", ",".join(str(b) if b else "full" for b in grid.batch_sizes),
+              "--engines", ",".join(grid.engines), "--k", str(grid.k),
+              "--device", ",".join(grid.devices), "--dtype", grid.dtype]
+    if grid.threads != (None,):
+        parts += ["--threads", ",".join(str(t) for t in grid.threads)]
+    parts += ["--epochs", str(grid.epochs), "--warmup", str(grid.warmup),
+              "--min-time", f"{grid.min_time:g}", "--min-repeats", str(grid.min_repeats),
+              "--max-repeats", str(grid.max_repeats),
+              "--max-train", str(grid.max_train) if grid.max_train else "none",
+              "--max-gflop", f"{grid.max_gflop:g}", "--max-gflop-cuda",
+              f"{grid.max_gflop_cuda:g}", "--out", out]
+    return shlex.join(parts)
 
 
 def _n_samples(task: str, max_train: int | None) -> int | None:
@@ -205,6 +232,8 @@ def _cases(grid: Grid, device: str, batched_ok: bool) -> tuple[list, list[str]]:
     from bench.train import load_data, plan_run
 
     cases, skipped = [], []
+    cap, cap_option = ((grid.max_gflop_cuda, "--max-gflop-cuda") if device == "cuda"
+                       else (grid.max_gflop, "--max-gflop"))
     for task in grid.tasks:
         n_samples = _n_samples(task, grid.max_train)
         data = None
@@ -231,9 +260,9 @@ def _cases(grid: Grid, device: str, batched_ok: bool) -> tuple[list, list[str]]:
                         skipped.append(f"{describe(case)}: {exc}")
                         continue
                     gflop = 6 * parameter_count(plan.arch) * data.n_train * k / 1e9
-                    if gflop > grid.max_gflop:
+                    if gflop > cap:
                         skipped.append(f"{describe(case)}: ~{gflop:.0f} GFLOP per epoch is above "
-                                       f"--max-gflop {grid.max_gflop:g}")
+                                       f"{cap_option} {cap:g}")
                         continue
                     cases.append((case, data))
     return cases, skipped
@@ -284,13 +313,14 @@ def run(args: argparse.Namespace) -> int:
     document: dict[str, Any] = {
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": shlex.join(["bench", *sys.argv[1:]]) if sys.argv[0].endswith("bench")
-        else shlex.join(sys.argv),
+        "command": shlex.join(["bench", *sys.argv[1:]]) if sys.argv[1:2] == ["time"]
+        else resolved_command(grid, args.out),
+        "resolved_command": resolved_command(grid, args.out),
         "git_commit": commit, "git_dirty": dirty, "machine": machine_info(),
         "settings": {"epochs_per_call": grid.epochs, "warmup": grid.warmup,
                      "min_time": grid.min_time, "min_repeats": grid.min_repeats,
                      "max_repeats": grid.max_repeats, "max_train": grid.max_train,
-                     "max_gflop": grid.max_gflop},
+                     "max_gflop": grid.max_gflop, "max_gflop_cuda": grid.max_gflop_cuda},
         "skipped": skipped, "complete": False, "measurements": [],
     }
     path = new_numbered_path(args.out, "timing", ".json")
