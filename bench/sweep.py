@@ -34,6 +34,7 @@ import socket
 import sys
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
@@ -82,18 +83,45 @@ def open_storage(url: str | None, *, heartbeat_interval: int = HEARTBEAT_INTERVA
         path = Path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
+    url = postgres_driver_url(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": 60}}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                          heartbeat_interval=heartbeat_interval,
-                                          grace_period=grace_period)
-    except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot open"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UsageError(f"cannot open storage {url}: {first}; check the URL and that the "
-                         "database server is running") from None
+    for attempt in range(5):  # workers starting together race to create the schema
+        try:
+            with _quiet_heartbeat_warnings():
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                  heartbeat_interval=heartbeat_interval,
+                                                  grace_period=grace_period)
+        except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot open"
+            error = exc
+            time.sleep(0.5 + attempt)
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise UsageError(f"cannot open storage {url}: {first}; check the URL and that the "
+                     "database server is running")
+
+
+@contextmanager
+def _quiet_heartbeat_warnings() -> Iterator[None]:
+    """Silence Optuna's notes that heartbeats are experimental and meant for `optimize`."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+        yield
+
+
+def postgres_driver_url(url: str) -> str:
+    """`postgresql://` with the psycopg2 driver when psycopg (3), SQLAlchemy's default, is absent."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
 
 
 def make_sampler(spec: StudySpec, seed: int) -> Any:
@@ -258,7 +286,8 @@ def fail_stale_trials(study: Any, storage: Any) -> int:
     from optuna.trial import TrialState
 
     if isinstance(storage, optuna.storages.RDBStorage):
-        optuna.storages.fail_stale_trials(study)  # heartbeats, for workers on any host
+        with _quiet_heartbeat_warnings():
+            optuna.storages.fail_stale_trials(study)  # heartbeats, for workers on any host
     host, now, failed = socket.gethostname(), datetime.now(), 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         reason = _stale_reason(trial, host, now)
@@ -392,7 +421,8 @@ class Worker:
 
         asked = []
         for _ in range(k):
-            trial = self.study.ask(self.distributions)
+            with _quiet_heartbeat_warnings():
+                trial = self.study.ask(self.distributions)
             trial.set_user_attr("worker", {"host": self.host, "pid": os.getpid()})
             asked.append(trial)
         numbers = {t.number for t in asked}
@@ -537,8 +567,13 @@ class SweepSummary:
 
     @property
     def ok(self) -> bool:
-        """True when the target was reached and every worker exited cleanly."""
-        return self.finished >= self.target and not any(self.worker_exit_codes)
+        """True when every worker exited cleanly with the target reached or in other hands.
+
+        A worker stops asking once finished + running trials cover the target, so with
+        several hosts one may end while the last trials still run on another.
+        """
+        running = self.states.get("RUNNING", 0)
+        return self.finished + running >= self.target and not any(self.worker_exit_codes)
 
     def line(self) -> str:
         """One human line: counts by state and the best trial."""
