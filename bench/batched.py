@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from bench import registry
 from bench.losses import encode_targets, predict_classes
-from bench.models import Activation, BatchNorm, Linear, initial_state
+from bench.models import Activation, BatchNorm, Head, Linear, initial_state
 from bench.results import RunResult, metric_names, reached
 from bench.spec import RunSpec, resolve_device
 from bench.tasks import TaskData
@@ -302,6 +302,14 @@ class _Optimizer:
         self.stack.reset_members(dead)
 
 
+def _loss(loss_fn: Callable[..., torch.Tensor], out: torch.Tensor, target: torch.Tensor,
+          head: Head) -> torch.Tensor:
+    """Per-member losses [K]; shared float targets are expanded to the stacked outputs."""
+    if target.is_floating_point() and target.dim() < out.dim():
+        target = target.expand_as(out)
+    return loss_fn(out, target, head)
+
+
 # --- evaluation -----------------------------------------------------------------------------------
 
 def _evaluate(stack: _Stack, x: torch.Tensor, y: torch.Tensor, loss_name: str,
@@ -322,7 +330,7 @@ def _evaluate(stack: _Stack, x: torch.Tensor, y: torch.Tensor, loss_name: str,
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             out = stack.forward(x[start:stop], training=False)
-            loss = loss_fn(out, target[start:stop], head)
+            loss = _loss(loss_fn, out, target[start:stop], head)
             if kind == "regression":
                 score = ((out.squeeze(-1) - y[start:stop]) ** 2).sum(dim=-1)
             else:
@@ -395,7 +403,7 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
                 else:
                     idx = order[:, start:stop]
                     xb, yb = x[idx], y[idx]
-                data_loss = loss_fn(stack.forward(xb, training=True), yb, plan.head)
+                data_loss = _loss(loss_fn, stack.forward(xb, training=True), yb, plan.head)
                 grads = torch.autograd.grad(data_loss.sum(), stack.leaves)
                 opt.step(torch.cat([g.reshape(-1) for g in grads]), step)
                 detached = data_loss.detach()

@@ -1,0 +1,201 @@
+"""The batched engine computes what the reference engine computes, member by member."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from bench import registry
+from bench.batched import group_key, train_many
+from bench.runner import run_specs
+from bench.spec import RunSpec
+from bench.train import train
+
+# Members differ in seed, learning rate, momentum, betas, eps, weight decay, L1 and init scale.
+SGD_MEMBERS = [
+    {"seed": 1, "lr": 0.05},
+    {"seed": 2, "lr": 0.1, "weight_decay": 0.01},
+    {"seed": 3, "lr": 0.02, "l1": 1e-3},
+    {"seed": 4, "lr": 0.2, "init_scale": 0.5, "weight_decay": 1e-3, "l1": 1e-4},
+]
+ADAM_MEMBERS = [
+    {"seed": 1, "lr": 0.01},
+    {"seed": 2, "lr": 0.005, "betas": (0.8, 0.99), "weight_decay": 0.01},
+    {"seed": 3, "lr": 0.02, "l1": 1e-3, "eps": 1e-6},
+    {"seed": 4, "lr": 0.001, "init_scale": 0.5, "weight_decay": 0.1, "l1": 1e-4},
+]
+OPTIMIZERS = {
+    "sgd": ({"optimizer": "sgd"}, SGD_MEMBERS),
+    "momentum": ({"optimizer": "sgd"},
+                 [dict(m, momentum=mom) for m, mom in zip(SGD_MEMBERS, (0.0, 0.5, 0.9, 0.8))]),
+    "nesterov": ({"optimizer": "sgd", "nesterov": True},
+                 [dict(m, momentum=mom) for m, mom in zip(SGD_MEMBERS, (0.9, 0.5, 0.9, 0.8))]),
+    "adam": ({"optimizer": "adam"}, ADAM_MEMBERS),
+    "adamw": ({"optimizer": "adamw"}, ADAM_MEMBERS),
+}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny ops run faster on one thread on the shared 2-core machine; restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_spec(model: str, device: str = "cpu", **changes: object) -> RunSpec:
+    """A fast float64 spec for `model`: 784-input models on 200 synthetic MNIST examples."""
+    wide = registry.get_model(model).name == "sigmoid_mlp_16x2"
+    base = RunSpec(task="mnist_synthetic" if wide else "moons", model=model, dtype="float64",
+                   n_samples=200 if wide else 100, epochs=2, batch_size=32, shuffle=True,
+                   hidden=(8, 8), batch_norm=True, device=device)
+    return base.replace(**changes)
+
+
+def assert_same_run(reference, batched, rtol: float = 1e-9) -> None:
+    """Per-step losses and final parameters equal to `rtol`, relative to each tensor's scale."""
+    assert batched.engine == "batched"
+    assert batched.epochs_run == reference.epochs_run
+    assert batched.diverged == reference.diverged
+    assert batched.diverged_epoch == reference.diverged_epoch
+    ref_steps = torch.tensor(reference.step_losses, dtype=torch.float64)
+    got_steps = torch.tensor(batched.step_losses, dtype=torch.float64)
+    assert got_steps.shape == ref_steps.shape
+    torch.testing.assert_close(got_steps, ref_steps, rtol=rtol, atol=0.0, equal_nan=True)
+    assert list(batched.params) == list(reference.params)
+    for key, ref in reference.params.items():
+        got = batched.params[key]
+        assert got.dtype == ref.dtype and got.shape == ref.shape, key
+        if ref.dtype.is_floating_point:
+            scale = float(ref.abs().max()) if ref.numel() else 1.0
+            torch.testing.assert_close(got, ref, rtol=rtol, atol=rtol * scale, equal_nan=True,
+                                       msg=lambda m, k=key: f"{k}: {m}")
+        else:
+            assert torch.equal(got, ref), key
+    assert set(batched.metrics) == set(reference.metrics)
+    assert set(batched.curves) == set(reference.curves)
+    assert set(batched.timing) == set(reference.timing)
+
+
+def check_equivalence(model: str, optimizer: str, device: str) -> None:
+    shared, members = OPTIMIZERS[optimizer]
+    specs = [small_spec(model, device, **shared, **m) for m in members]
+    batched = train_many(specs, record_steps=True, keep_params=True)
+    for spec, got in zip(specs, batched, strict=True):
+        assert got.spec == spec
+        assert_same_run(train(spec, record_steps=True, keep_params=True), got)
+
+
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("model", list(registry.models()))
+def test_members_equal_reference_float64(model: str, optimizer: str) -> None:
+    check_equivalence(model, optimizer, "cpu")
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+@pytest.mark.parametrize("model", ["mlp", "bn_mlp_20x3", "sigmoid_mlp_16x2", "tanh_mlp_4"])
+def test_members_equal_reference_float64_cuda(model: str, optimizer: str) -> None:
+    check_equivalence(model, optimizer, "cuda")
+
+
+def test_unshuffled_full_batch_and_losses_match_reference() -> None:
+    # Shared batches take the one-GEMM first layer; full batch and every loss.
+    for loss, task in (("bce", "moons"), ("ce", "circles"), ("mse", "regression")):
+        specs = [small_spec("mlp", loss=loss, task=task, shuffle=False, batch_size=None,
+                            momentum=0.9, **m) for m in SGD_MEMBERS]
+        for spec, got in zip(specs, train_many(specs, record_steps=True, keep_params=True),
+                             strict=True):
+            ref = train(spec, record_steps=True, keep_params=True)
+            assert_same_run(ref, got)
+            for key, value in ref.metrics.items():
+                assert got.metrics[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+
+
+def test_float32_validation_accuracy_within_one_example() -> None:
+    base = RunSpec(task="moons", model="bn_mlp_20x3", loss="mse", optimizer="sgd", momentum=0.9,
+                   batch_size=50, epochs=3, n_samples=200)
+    specs = [base.replace(seed=s, lr=lr) for s in range(10) for lr in (0.03, 0.1)]
+    n_val = 200
+    batched = train_many(specs)
+    close = sum(abs(b.metrics["val_accuracy"] - train(s).metrics["val_accuracy"]) * n_val <= 1.0001
+                for s, b in zip(specs, batched, strict=True))
+    assert close >= 0.95 * len(specs)
+
+
+def test_diverging_member_is_masked_and_neighbours_unaffected() -> None:
+    base = RunSpec(task="regression", model="linear", loss="mse", optimizer="sgd", momentum=0.5,
+                   dtype="float64", batch_size=20, epochs=12, seed=0)
+    calm = [base.replace(seed=s, lr=lr) for s, lr in ((1, 0.001), (2, 0.003), (3, 0.002))]
+    wild = base.replace(seed=9, lr=500.0)
+    alone = train_many(calm, record_steps=True, keep_params=True)
+    mixed = train_many([calm[0], wild, calm[1], calm[2]], record_steps=True, keep_params=True)
+    blown = mixed[1]
+    assert blown.diverged and 1 < blown.diverged_epoch < 12
+    assert blown.epochs_run == blown.diverged_epoch
+    assert len(blown.curves["train_loss"]) == blown.diverged_epoch
+    assert all(math.isnan(v) for v in blown.metrics.values())
+    assert_same_run(train(wild, record_steps=True, keep_params=True), blown)
+    for solo, together in zip(alone, [mixed[0], mixed[2], mixed[3]], strict=True):
+        assert not together.diverged and together.epochs_run == 12
+        assert_same_run(solo, together)
+        assert together.metrics == pytest.approx(solo.metrics, rel=1e-9)
+
+
+def test_lr_500_classifier_member_diverges_or_sticks_alone() -> None:
+    base = RunSpec(task="moons", model="mlp", hidden=(16, 16), loss="bce", optimizer="sgd",
+                   batch_size=50, epochs=3, n_samples=200)
+    calm = [base.replace(seed=s, lr=0.1) for s in range(3)]
+    mixed = train_many([*calm[:2], base.replace(seed=7, lr=500.0), calm[2]])
+    alone = train_many(calm)
+    wild = mixed[2]
+    assert wild.diverged or wild.metrics["val_accuracy"] <= max(r.metrics["val_accuracy"]
+                                                                for r in alone)
+    for solo, together in zip(alone, mixed[:2] + mixed[3:], strict=True):
+        assert together.curves["train_loss"] == pytest.approx(solo.curves["train_loss"], rel=1e-4)
+        assert together.metrics["val_accuracy"] == pytest.approx(solo.metrics["val_accuracy"],
+                                                                 abs=1 / 200 + 1e-9)
+
+
+def test_mixed_specs_are_grouped_and_returned_in_order() -> None:
+    a = small_spec("tanh_mlp_4", optimizer="sgd")
+    b = small_spec("relu_mlp_5", optimizer="adam", lr=0.01)
+    c = small_spec("mlp", batch_size=16, target=0.6)
+    specs = [a.replace(seed=1), b.replace(seed=1), c.replace(seed=1), a.replace(seed=2, lr=0.3),
+             c.replace(seed=2, lr=0.05), b.replace(seed=2, betas=(0.5, 0.9))]
+    assert len({group_key(s) for s in specs}) == 3
+    finished: list[int] = []
+    got = train_many(specs, progress=finished.append, record_steps=True, keep_params=True,
+                     max_members=1)
+    assert sum(finished) == len(specs) and len(finished) == len(specs)
+    for spec, result in zip(specs, got, strict=True):
+        assert result.spec == spec
+        ref = train(spec, record_steps=True, keep_params=True)
+        assert_same_run(ref, result)
+        for name, values in ref.curves.items():
+            assert result.curves[name] == pytest.approx(values, rel=1e-9), name
+        assert (result.time_to_target is None) == (ref.time_to_target is None)
+        if ref.time_to_target is not None:
+            assert result.time_to_target["epoch"] == ref.time_to_target["epoch"]
+
+
+def test_chunking_gives_the_same_results() -> None:
+    specs = [small_spec("mlp", optimizer="adam", seed=s, lr=0.01 * (s + 1)) for s in range(5)]
+    whole = train_many(specs, record_steps=True, keep_params=True)
+    chunked = train_many(specs, record_steps=True, keep_params=True, max_members=2)
+    for one, other in zip(whole, chunked, strict=True):
+        assert_same_run(one, other)
+
+
+def test_runner_dispatches_to_batched_engine() -> None:
+    specs = [small_spec("logistic", seed=s) for s in range(3)]
+    seen: list[int] = []
+    results = run_specs(specs, engine="batched", progress=seen.append)
+    assert [r.engine for r in results] == ["batched"] * 3 and sum(seen) == 3
+    assert [r.spec for r in results] == specs
+    timing = results[0].timing
+    assert timing["train_seconds"] > 0 and timing["samples_per_second"] > 0
