@@ -26,6 +26,7 @@ import io
 import math
 import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -205,7 +206,9 @@ class StudyView:
 def study_views(runs: pd.DataFrame, studies: list[tables.StudyData]) -> list[StudyView]:
     """A view per study that has runs; its metric is the study objective (or task default)."""
     views = []
-    ran = runs[runs["seed"].notna()] if not runs.empty else runs
+    # Pruned trials stopped early: their scores are not comparable with finished ones.
+    ran = runs[runs["seed"].notna() & runs["state"].isin(["COMPLETE", "FAIL"])] \
+        if not runs.empty else runs
     for s in studies:
         sub = ran[ran["study"] == s.name].copy()
         if sub.empty:
@@ -280,13 +283,36 @@ def _colors(values: list[Any]) -> dict[Any, Any]:
 
 
 def _band(ax: Any, x: np.ndarray, mean: np.ndarray, half: np.ndarray, color: Any,
-          label: str, marker: str = "o") -> None:
-    """Mean line with markers and a shaded 95% CI band where the CI exists."""
+          label: str | None, marker: str = "o",
+          bounds: tuple[float, float] = (-math.inf, math.inf)) -> None:
+    """Mean line with markers and a shaded 95% CI band where the CI exists.
+
+    The band is drawn clipped to the metric's possible range (an accuracy CI can reach past 1
+    with three seeds; the CSV keeps the unclipped half-width).
+    """
     ax.plot(x, mean, marker=marker, color=color, label=label, lw=1.8, ms=5)
     ok = np.isfinite(half)
     if ok.any():
-        ax.fill_between(x, np.where(ok, mean - half, np.nan), np.where(ok, mean + half, np.nan),
-                        color=color, alpha=0.2, lw=0)
+        lo = np.clip(np.where(ok, mean - half, np.nan), *bounds)
+        hi = np.clip(np.where(ok, mean + half, np.nan), *bounds)
+        ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
+
+
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """The range a metric can take: [0, 1] for accuracy, (-inf, 1] for R², [0, inf) else."""
+    base = metric.rsplit("_", 1)[-1]
+    if base == "accuracy":
+        return 0.0, 1.0
+    if base == "r2":
+        return -math.inf, 1.0
+    return 0.0, math.inf
+
+
+def _legend_outside(ax: Any, title: str | None = None) -> None:
+    """Legend to the right of the axes, so it never hides data."""
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(title=title, fontsize=8, title_fontsize=8, loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), frameon=False)
 
 
 def _diverged_marks(ax: Any, x: list[float], color: Any) -> None:
@@ -338,15 +364,18 @@ def _categorical_chart(ctx: Context, factor: str, key: str, question: str,
             order = sorted(d[factor].unique())
             other = "lr" if "lr" in v.varied and factor != "lr" else None
             if other:
-                d["setting"] = [f"lr={_param_text(x)}" for x in d[other]]
-                hue_order = [f"lr={_param_text(x)}" for x in sorted(d[other].unique())]
+                d["setting"] = [_param_text(x) for x in d[other]]
+                hue_order = [_param_text(x) for x in sorted(d[other].unique())]
             finite = d[d[v.metric].notna()]
-            sns.boxplot(data=finite, x=factor, y=v.metric, order=order, ax=ax, color="0.92",
-                        fliersize=0, width=0.6)
+            with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's old `vert`
+                warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
+                sns.boxplot(data=finite, x=factor, y=v.metric, order=order, ax=ax,
+                            color="0.92", fliersize=0, width=0.6)
             sns.stripplot(data=finite, x=factor, y=v.metric, order=order, ax=ax,
                           hue="setting" if other else None,
                           hue_order=hue_order if other else None,
-                          palette="viridis" if other else None,
+                          palette=sns.color_palette("viridis", len(hue_order) + 1)[:len(
+                              hue_order)] if other else None,
                           color=None if other else "0.25", dodge=bool(other), size=5,
                           alpha=0.85, jitter=0.12)
             ticks = []
@@ -361,8 +390,8 @@ def _categorical_chart(ctx: Context, factor: str, key: str, question: str,
             ax.set_title(v.label, fontsize=10)
             ax.set_xlabel(factor)
             ax.set_ylabel(metric_label(v.metric))
-            if other and ax.get_legend():
-                ax.legend(title=None, fontsize=7, loc="best", ncol=2 if len(hue_order) > 4 else 1)
+            if other:
+                _legend_outside(ax, "learning rate")
             best = v.ranked()
             if not best.empty:
                 captions.append(_winner_sentence(v, factor))
@@ -430,7 +459,7 @@ def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
                 color = colors[level] if hue else "0.2"
                 _band(ax, agg[x].to_numpy(float), agg[f"{v.metric}_mean"].to_numpy(float),
                       agg[f"{v.metric}_ci95"].to_numpy(float), color,
-                      f"{hue}={level}" if hue else "mean")
+                      str(level) if hue else None, bounds=metric_bounds(v.metric))
                 all_div = agg.loc[agg[f"{v.metric}_n"] == 0, x].astype(float).tolist()
                 _diverged_marks(ax, all_div, color)
             if xscale == "symlog":
@@ -439,15 +468,19 @@ def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
             else:
                 ax.set_xscale(xscale)
             ax.set_title(v.label, fontsize=10)
-            ax.set_xlabel(x + (" (log scale)" if xscale == "log" else ""))
+            ax.set_xlabel(f"{X_LABELS.get(x, x)} ({xscale} scale)")
             ax.set_ylabel(f"{metric_label(v.metric)}\n(mean over seeds, 95% CI band)")
-            ax.legend(fontsize=8, loc="best")
+            if hue:
+                _legend_outside(ax, hue)
     png, files = _save(fig, ctx.folder, key)
     caption = ("Lines join the mean over seeds; the band is the 95% CI (absent where a point "
                "has one finite seed); an x on the axis marks a setting where every seed "
                "diverged.")
     return Chart(key, f"{x} sensitivity", question, caption, png, files,
                  ctx.write_table(pd.concat(rows, ignore_index=True), key))
+
+
+X_LABELS = {"lr": "learning rate", "l1": "L1 lambda", "batch_size": "batch size"}
 
 
 def chart_lr(ctx: Context) -> Chart | Missing:
@@ -477,15 +510,22 @@ def chart_batch_size(ctx: Context) -> Chart | Missing:
             colors = _colors([g for g, _ in groups])
             for level, g in groups:
                 agg = tables.aggregate(g, ["batch_size"], [v.metric, "epoch_seconds"])
+                spread = g.groupby("batch_size")["epoch_seconds"].agg(
+                    epoch_seconds_median="median", epoch_seconds_min="min",
+                    epoch_seconds_max="max").reset_index()
+                agg = agg.merge(spread, on="batch_size")
                 agg["study"], agg["line"] = v.name, level
                 rows.append(agg)
                 xs = agg["batch_size"].to_numpy(float)
                 color = colors[level] if hue else "0.2"
-                label = f"{hue}={level}" if hue else "mean"
+                label = str(level) if hue else None
                 _band(ax_m, xs, agg[f"{v.metric}_mean"].to_numpy(float),
-                      agg[f"{v.metric}_ci95"].to_numpy(float), color, label)
-                _band(ax_t, xs, agg["epoch_seconds_mean"].to_numpy(float) * 1e3,
-                      agg["epoch_seconds_ci95"].to_numpy(float) * 1e3, color, label)
+                      agg[f"{v.metric}_ci95"].to_numpy(float), color, label,
+                      bounds=metric_bounds(v.metric))
+                ax_t.plot(xs, agg["epoch_seconds_median"] * 1e3, "o-", color=color, lw=1.8,
+                          ms=5, label=label)
+                ax_t.fill_between(xs, agg["epoch_seconds_min"] * 1e3,
+                                  agg["epoch_seconds_max"] * 1e3, color=color, alpha=0.2, lw=0)
             for ax in (ax_m, ax_t):
                 ax.set_xscale("log", base=2)
                 ticks = sorted(v.runs["batch_size"].astype(float).unique())
@@ -493,15 +533,17 @@ def chart_batch_size(ctx: Context) -> Chart | Missing:
                 ax.minorticks_off()
             ax_m.set_title(v.label, fontsize=10)
             ax_m.set_xlabel("")
-            ax_m.set_ylabel(metric_label(v.metric))
+            ax_m.set_ylabel(f"{metric_label(v.metric)}\n(mean, 95% CI band)")
             ax_t.set_yscale("log")
+            _plain_log_ticks(ax_t)
             ax_t.set_xlabel("batch size (examples, log scale)")
-            ax_t.set_ylabel("training time per epoch (ms)")
+            ax_t.set_ylabel("training time per epoch\n(ms, median, min-max band)")
             if hue:
-                ax_m.legend(fontsize=8)
+                _legend_outside(ax_m, hue)
     png, files = _save(fig, ctx.folder, key)
     caption = ("Top: the metric (mean over seeds, 95% CI band). Bottom: wall-clock training "
-               "time per epoch measured inside the sweep (mean, CI band; log scale). Sweep "
+               "time per epoch measured inside the sweep (median over seeds, band from the "
+               "fastest to the slowest seed; log scale). Sweep "
                "timings share the machine with other work: for clean speed figures use the "
                "timing chart below.")
     return Chart(key, "batch size", question, caption, png, files,
@@ -536,25 +578,56 @@ def chart_curves(ctx: Context) -> Chart | Missing:
                     c = sel[sel["curve"] == curve]
                     if c.empty:
                         continue
-                    agg = tables.aggregate(c, ["epoch"], ["value"])
+                    agg = _curve_stats(c, log=curve == "train_loss")
                     agg["study"], agg["config"], agg["curve"] = v.name, label, curve
                     rows.append(agg)
-                    _band(ax, agg["epoch"].to_numpy(float), agg["value_mean"].to_numpy(float),
-                          agg["value_ci95"].to_numpy(float), colors[i], label, marker="")
+                    ax.plot(agg["epoch"], agg["center"], color=colors[i], label=label, lw=1.8)
+                    lo, hi = agg["low"].to_numpy(float), agg["high"].to_numpy(float)
+                    if curve != "train_loss":
+                        lo, hi = np.clip(lo, *metric_bounds(curve)), np.clip(hi, *metric_bounds(
+                            curve))
+                    ax.fill_between(agg["epoch"], lo, hi, color=colors[i], alpha=0.2, lw=0)
             ax_l.set_title(v.label, fontsize=10)
-            ax_l.set_ylabel(f"training loss ({v.runs['loss'].iloc[0]})"
-                            if v.runs["loss"].nunique() == 1 else "training loss (own loss)")
+            ax_l.set_ylabel("training loss, " + (v.runs["loss"].iloc[0].upper()
+                                                  if v.runs["loss"].nunique() == 1 else
+                                                  "each its own") +
+                             "\n(geometric mean, log scale)")
             ax_l.set_yscale("log")
-            ax_m.set_ylabel(metric_label(v.metric))
+            ax_m.set_ylabel(f"{metric_label(v.metric)}\n(mean, 95% CI band)")
             ax_m.set_xlabel("epoch")
-            ax_l.legend(fontsize=7, loc="upper right")
+            _legend_outside(ax_l)
     png, files = _save(fig, ctx.folder, key)
-    caption = ("The best configuration per optimizer (or loss), else the three best; mean "
-               "over seeds with a 95% CI band. Diverged seeds stop at the epoch they diverged "
+    caption = ("The best configuration per optimizer (or loss), else the three best. Top: "
+               "training loss, geometric mean over seeds with a 95% CI computed on log10(loss) "
+               "(losses span decades, and an arithmetic CI would reach below zero); losses of "
+               "different kinds (MSE, BCE) are not comparable in height. Bottom: the metric, "
+               "mean over seeds with a 95% CI band. Diverged seeds stop at the epoch they diverged "
                "(curves are never padded), so late epochs may average fewer seeds.")
     return Chart(key, "training curves", question, caption, png, files,
                  ctx.write_table(pd.concat(rows, ignore_index=True) if rows else
                                  pd.DataFrame(), key))
+
+
+def _curve_stats(c: pd.DataFrame, log: bool) -> pd.DataFrame:
+    """Per epoch: center and 95% CI bounds over seeds (in log10 space when `log`)."""
+    values = c.assign(value=np.log10(c["value"].where(c["value"] > 0))) if log else c
+    agg = tables.aggregate(values, ["epoch"], ["value"])
+    half = agg["value_ci95"].to_numpy(float)
+    center = agg["value_mean"].to_numpy(float)
+    lo, hi = center - half, center + half
+    if log:
+        center, lo, hi = 10 ** center, 10 ** lo, 10 ** hi
+    return pd.DataFrame({"epoch": agg["epoch"], "center": center, "low": lo, "high": hi,
+                         "n": agg["value_n"], "scale": "log10" if log else "linear"})
+
+
+def _plain_log_ticks(ax: Any) -> None:
+    """Label a log y axis at 1, 2, 5 x 10^k with plain numbers, so short ranges keep labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: ""))
 
 
 def crossovers(timing: pd.DataFrame) -> pd.DataFrame:
@@ -616,29 +689,33 @@ def chart_timing(ctx: Context) -> Chart | Missing:
                 label = f"{dev}, {engine}" + (f" (K={int(k)})" if k and k > 1 else "")
                 if len(sub["task"].unique()) > 1 or len(sub["model"].unique()) > 1:
                     label += f", {task}/{model}"
-                ax.plot(g["batch_size"], g["epoch_seconds_median"] * 1e3, marker=marker,
-                        color=colors[dev], label=label, lw=1.6,
-                        ls="-" if engine != "dataloader" else "--")
+                med = g["epoch_seconds_median"].astype(float) * 1e3
+                iqr = g["epoch_seconds_iqr"].astype(float).fillna(0) * 1e3
+                ax.errorbar(g["batch_size"], med, yerr=[np.minimum(iqr / 2, med * 0.99),
+                                                        iqr / 2],
+                            marker=marker, color=colors[dev], label=label, lw=1.6, capsize=3,
+                            ls="-" if engine != "dataloader" else "--")
             cw = cross[(cross["width"] == w)] if w is not None else cross
             for _, c in cw[cw["status"] == "crossover"].iterrows():
                 xc = math.sqrt(c["batch_size"] * c["previous_batch_size"])
                 ax.axvline(xc, color="0.3", ls=":", lw=1.5)
                 ax.text(xc, 0.97, f" CUDA faster\n from batch {int(c['batch_size'])}",
                         transform=ax.get_xaxis_transform(), va="top", fontsize=8)
-            if "cuda" not in set(sub["device"]):
-                ax.text(0.5, 0.96, "CPU only: no CUDA timings,\nno crossover to mark",
-                        transform=ax.transAxes, ha="center", va="top", fontsize=9,
-                        bbox={"boxstyle": "round", "fc": "#fff3cd", "ec": "#d4a017"})
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
+            _plain_log_ticks(ax)
             ticks = sorted(sub["batch_size"].unique())
             ax.set_xticks(ticks, [f"{b:g}" for b in ticks])
             ax.minorticks_off()
             ax.set_title(f"hidden width {int(w)}" if w is not None else "all widths",
                          fontsize=10)
             ax.set_xlabel("batch size (examples, log scale)")
-            ax.set_ylabel("time per epoch (ms, median, log scale)")
-            ax.legend(fontsize=7, loc="lower left")
+            ax.set_ylabel("time per epoch (ms, log scale)\nmedian over repeats, bar: IQR")
+            ax.legend(fontsize=7, loc="best")
+    if "cuda" not in set(t["device"]):
+        fig.suptitle("CPU only: no CUDA timings were found, so there is no CPU/CUDA crossover "
+                     "to mark", fontsize=10, color="#8a6d00",
+                     bbox={"boxstyle": "round", "fc": "#fff3cd", "ec": "#d4a017"})
     for status, text in (("cpu_only", "only CPU timings exist: the CPU/CUDA crossover is not "
                                       "measured (run `bench time --device cuda` on a GPU)"),
                          ("cpu_faster", "the CPU is faster at every batch size measured"),

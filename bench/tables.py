@@ -63,12 +63,13 @@ def _spec_fields() -> tuple[str, ...]:
 # --- storage --------------------------------------------------------------------------------
 
 def default_storage_url(root: str | Path = ".") -> str | None:
-    """The embedded storage that exists under `root/results`: SQLite first, then the journal."""
+    """The embedded storage that exists under `root/results`: the journal `bench sweep` writes
+    by default, else an SQLite file; None when neither exists."""
     root = Path(root)
-    if (root / DEFAULT_SQLITE).exists():
-        return f"sqlite:///{root / DEFAULT_SQLITE}"
     if (root / DEFAULT_JOURNAL).exists():
         return str(root / DEFAULT_JOURNAL)
+    if (root / DEFAULT_SQLITE).exists():
+        return f"sqlite:///{root / DEFAULT_SQLITE}"
     return None
 
 
@@ -91,7 +92,9 @@ def open_storage(url: str) -> Any:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         return JournalStorage(JournalFileBackend(str(url)))
-    return optuna.storages.RDBStorage(url, skip_table_creation=True)
+    from bench.sweep import postgres_driver_url
+
+    return optuna.storages.RDBStorage(postgres_driver_url(url), skip_table_creation=True)
 
 
 @dataclass
@@ -183,10 +186,12 @@ def runs_table(studies: list[StudyData]) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for s in studies:
         for t in s.trials:
+            worker = t.user_attrs.get("worker") or {}
             base = {"study": s.name, "study_file": s.user_attrs.get("study_file"),
                     "objective": s.objective, "trial": t.number, "state": t.state.name,
                     "failure_reason": t.user_attrs.get("failure_reason"),
-                    "host": t.user_attrs.get("host"), "device_name": t.user_attrs.get("device")}
+                    "host": t.user_attrs.get("host", worker.get("host")),
+                    "device_name": t.user_attrs.get("device")}
             runs = t.user_attrs.get("runs") or []
             if not runs:
                 row = dict(base, seed=math.nan)
@@ -194,7 +199,8 @@ def runs_table(studies: list[StudyData]) -> pd.DataFrame:
                 rows.append(row)
             for run in runs:
                 spec = run.get("spec", {})
-                row = dict(base)
+                row = dict(base, host=run.get("host", base["host"]),
+                           device_name=run.get("device", base["device_name"]))
                 row.update({k: _cell(spec.get(k, t.params.get(k))) for k in spec_fields})
                 ttt = run.get("time_to_target") or {}
                 timing = run.get("timing", {})

@@ -1,0 +1,220 @@
+"""The report: files, documented columns, CIs, charts, empty storage, atomic replacement."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+
+from bench import report, tables
+from bench.cli import main
+from bench.spec import RunSpec
+from bench.store import write_json_atomic
+from tests._report_study import make_study
+
+TINY = RunSpec(task="moons", n_samples=60, hidden=(4,), epochs=4, batch_size=None, loss="bce")
+
+
+def _measurement(device: str, batch: int, seconds: float) -> dict:
+    return {"task": "moons", "model": "mlp", "width": 20, "batch_size": batch,
+            "engine": "reference", "k": 1, "device": device, "dtype": "float32", "threads": 2,
+            "warmup": 1, "repeats": 3, "epoch_seconds": [seconds] * 3,
+            "epoch_seconds_median": seconds, "epoch_seconds_iqr": 0.0, "iqr_over_median": 0.0,
+            "noisy": False, "samples_per_second_median": 1000 / seconds,
+            "per_trial_epoch_seconds_median": seconds, "cuda_event_seconds_median": None}
+
+
+def _timing_file(path: Path, devices: tuple[str, ...]) -> Path:
+    # CPU time grows with the batch, CUDA time stays flat: CUDA wins from batch 256.
+    ms = [_measurement("cpu", b, 0.001 * b) for b in (16, 64, 256, 1024) if "cpu" in devices]
+    ms += [_measurement("cuda", b, 0.1) for b in (16, 64, 256, 1024) if "cuda" in devices]
+    return write_json_atomic(path, {
+        "schema": "nnbench.timing/1", "created": "2026-01-01T00:00:00", "command": "bench time",
+        "git_commit": "abc", "machine": {"host": "h", "cpu_model": "cpu", "gpu_name": "GPU",
+                                         "torch_version": "2"}, "measurements": ms})
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, report.ReportResult, str]:
+    """A report over real two-seed and one-seed studies, a timing file and a reproduce table."""
+    root = tmp_path_factory.mktemp("report")
+    url = f"sqlite:///{root / 'optuna.db'}"
+    make_study(url, "opt", TINY, [{"optimizer": o, "lr": lr} for o in ("sgd", "adam")
+                                  for lr in (0.01, 0.1, 1.0)], seeds=(0, 1))
+    make_study(url, "single", TINY.replace(optimizer="adam"), [{"lr": 0.01}, {"lr": 0.1}],
+               seeds=(3,))
+    timing = _timing_file(root / "timing.json", ("cpu", "cuda"))
+    repro = root / "reproduce.csv"
+    pd.DataFrame([{"recipe": "moons_bn_mlp", "notebook": "000", "metric": "train_accuracy",
+                   "notebook_figure": 0.998, "mean": 0.997, "ci95": 0.002, "n_seeds": 3,
+                   "verdict": "match", "reason": ""}]).to_csv(repro, index=False)
+    out = root / "out"
+    result = report.build_report(url, out, timing_paths=[timing], reproduce_path=repro)
+    return out, result, url
+
+
+def test_every_expected_file_exists(built) -> None:
+    out, result, _ = built
+    expected = ["index.html", "report.md"]
+    expected += [f"tables/{n}.csv" for n in ("runs", "configs", "trials", "curves", "timing",
+                                             "summary", "optimizers", "lr_sensitivity",
+                                             "curves", "timing_crossover", "importances_opt",
+                                             "boundary_opt")]
+    expected += [f"charts/{n}.{ext}" for n in ("optimizers", "lr_sensitivity", "curves",
+                                               "timing", "history_opt", "history_single",
+                                               "boundary_opt", "boundary_single")
+                 for ext in ("png", "svg")]
+    for name in expected:
+        assert (out / name).is_file(), name
+        assert (out / name).stat().st_size > 0, name
+    assert {str(f) for f in result.files} >= set(expected)
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".out.")]
+
+
+def test_tables_have_the_documented_columns(built) -> None:
+    out, _, _ = built
+    runs = pd.read_csv(out / "tables" / "runs.csv")
+    assert list(runs.columns[:len(tables.RUN_COLUMNS)]) == list(tables.RUN_COLUMNS)
+    assert len(runs) == 6 * 2 + 2 * 1
+    configs = pd.read_csv(out / "tables" / "configs.csv")
+    for col in ("study", "trial", "optimizer", "lr", "n_runs", "n_diverged"):
+        assert col in configs.columns
+    for stat in tables.AGG_SUFFIXES:
+        assert f"val_accuracy_{stat}" in configs.columns
+        assert f"epoch_seconds_{stat}" in configs.columns
+
+
+def test_two_seed_configs_get_the_t_interval_and_single_seed_gets_none(built) -> None:
+    out, _, _ = built
+    runs = pd.read_csv(out / "tables" / "runs.csv")
+    configs = pd.read_csv(out / "tables" / "configs.csv")
+    for _, row in configs[configs["study"] == "opt"].iterrows():
+        xs = runs.loc[(runs["study"] == "opt") & (runs["trial"] == row["trial"]),
+                      "val_accuracy"].tolist()
+        mean = sum(xs) / 2
+        # two seeds: s = |a - b| / sqrt(2); half width = t(0.975, 1) * s / sqrt(2)
+        half = 12.706204736 * abs(xs[0] - xs[1]) / math.sqrt(2) / math.sqrt(2)
+        assert row["val_accuracy_mean"] == pytest.approx(mean)
+        assert row["val_accuracy_ci95"] == pytest.approx(half, rel=1e-8)
+    single = configs[configs["study"] == "single"]
+    assert single["val_accuracy_ci95"].isna().all() and single["val_accuracy_std"].isna().all()
+    page = (out / "index.html").read_text()
+    summary = pd.read_csv(out / "tables" / "summary.csv").set_index("study")
+    assert "(no CI)" in summary.loc["single", "winner_score"]
+    assert "±" not in summary.loc["single", "winner_score"]
+    assert "one seed only" in summary.loc["single", "verdict"]
+    assert "±" in summary.loc["opt", "winner_score"]
+    assert re.search(r"(beyond|within) the seed-to-seed spread", summary.loc["opt", "verdict"])
+    assert "do not overlap" in page  # the rule is stated on the page
+
+
+def test_page_is_self_contained_and_says_what_is_missing(built) -> None:
+    out, result, _ = built
+    page = (out / "index.html").read_text()
+    sources = re.findall(r"<img[^>]*src='([^']*)'", page)
+    assert len(sources) == len(result.charts) and all(s.startswith("data:image/png;base64,")
+                                                      for s in sources)
+    assert "<link" not in page and "<script" not in page
+    missing = {m.key for m in result.missing}
+    assert {"losses", "l1", "batch_size"} <= missing
+    assert "sweeps <code>loss</code>" in page and "sweeps <code>l1</code>" in page
+    assert "match" in page and "moons_bn_mlp" in page  # reproduction table
+    md = (out / "report.md").read_text()
+    for chart in result.charts:
+        assert f"]({chart.files[0]})" in md
+
+
+def test_crossover_is_marked_where_cuda_becomes_faster(built) -> None:
+    out, _, _ = built
+    cross = pd.read_csv(out / "tables" / "timing_crossover.csv")
+    assert cross["status"].tolist() == ["crossover"]
+    assert cross["batch_size"].tolist() == [256] and cross["previous_batch_size"].tolist() == [64]
+
+
+def test_cpu_only_timing_says_so_instead_of_a_crossover(tmp_path: Path) -> None:
+    timing = _timing_file(tmp_path / "cpu.json", ("cpu",))
+    result = report.build_report(None, tmp_path / "out", timing_paths=[timing],
+                                 reproduce_path=tmp_path / "none.csv")
+    chart = next(c for c in result.charts if c.key == "timing")
+    assert "not measured" in chart.caption
+    assert any("CPU measurements only" in n for n in result.notes)
+    assert "crossover" not in pd.read_csv(tmp_path / "out" / "tables" / "timing_crossover.csv")[
+        "status"].tolist()
+
+
+def test_boundaries_retrain_the_stored_run_exactly(built) -> None:
+    out, _, _ = built
+    table = pd.read_csv(out / "tables" / "boundary_opt.csv")
+    assert len(table) == 2  # one panel per optimizer
+    assert (table["stored_metric"] == table["retrained_metric"]).all()
+
+
+def test_history_and_importances_handle_degenerate_studies(built) -> None:
+    _, result, url = built
+    opt = next(s for s in tables.load_studies(url) if s.name == "opt")
+    imp, why = report.importances(opt)
+    assert why is None and set(imp) == {"optimizer", "lr"}
+    assert sum(imp.values()) == pytest.approx(1.0)
+    one = tables.StudyData("x", {}, ["maximize"], opt.trials[:1], opt.study)
+    assert report.importances(one) == ({}, "1 completed trial(s): importances need at least 2")
+    caption = next(c.caption for c in result.charts if c.key == "history_single")
+    assert "Importances" in caption
+
+
+def test_empty_and_missing_storage_give_a_page_that_says_what_is_missing(tmp_path: Path) -> None:
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    optuna.storages.RDBStorage(empty)  # a valid storage without studies
+    result = report.build_report(empty, tmp_path / "a", timing_paths=[],
+                                 reproduce_path=tmp_path / "none.csv")
+    page = (tmp_path / "a" / "index.html").read_text()
+    assert "holds no study yet" in page and "No timing files" in page
+    assert "No reproduction table" in page and result.charts == []
+    assert {m.key for m in result.missing} >= {"optimizers", "lr_sensitivity", "timing",
+                                               "history", "boundaries"}
+    missing_db = tmp_path / "nothing.db"
+    report.build_report(f"sqlite:///{missing_db}", tmp_path / "b", timing_paths=[],
+                        reproduce_path=tmp_path / "none.csv")
+    assert "no SQLite storage file" in (tmp_path / "b" / "index.html").read_text()
+    assert not missing_db.exists()
+    report.build_report(None, tmp_path / "c", timing_paths=[], reproduce_path=tmp_path / "x")
+    assert "No Optuna storage found" in (tmp_path / "c" / "report.md").read_text()
+
+
+def test_a_failing_report_keeps_the_previous_one(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    timing = _timing_file(tmp_path / "t.json", ("cpu",))
+    report.build_report(None, out, timing_paths=[timing], reproduce_path=tmp_path / "x")
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+
+    def broken(ctx: report.Context) -> report.Chart:
+        raise RuntimeError("chart failed")
+
+    monkeypatch.setattr(report, "CHARTS", (*report.CHARTS, broken))
+    with pytest.raises(RuntimeError, match="chart failed"):
+        report.build_report(None, out, timing_paths=[timing], reproduce_path=tmp_path / "x")
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "t.json"]
+
+
+def test_cli_report_and_its_usage_errors(built, tmp_path: Path,
+                                         capsys: pytest.CaptureFixture) -> None:
+    _, _, url = built
+    code = main(["report", "--storage", url, "--out", str(tmp_path / "r"), "--timing",
+                 "--reproduce", str(tmp_path / "none.csv"), "--no-boundaries"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "index.html" in printed and "not shown" in printed
+    assert main(["report", "--storage", "nosuchdriver://x", "--out", str(tmp_path / "s")]) == 2
+    assert "--storage" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
+def test_fmt_ci_never_shows_a_fake_interval() -> None:
+    assert report.fmt_ci(0.5, float("nan")) == "0.500 (no CI)"
+    assert report.fmt_ci(0.5, 0.01) == "0.500 ± 0.010"
+    assert report.fmt_ci(float("nan"), float("nan")) == "n/a"

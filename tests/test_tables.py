@@ -1,0 +1,128 @@
+"""Tidy tables out of Optuna storages and timing files (bench/tables.py)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import optuna
+import pandas as pd
+import pytest
+
+from bench import tables
+from bench.spec import RunSpec
+from bench.store import write_json_atomic
+from tests._report_study import make_study
+
+TINY = RunSpec(task="moons", n_samples=60, hidden=(4,), epochs=3, batch_size=None, loss="bce")
+
+
+@pytest.fixture(scope="module")
+def storage(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A journal storage with one real two-seed study (one trial diverges)."""
+    path = tmp_path_factory.mktemp("tables") / "optuna.journal"
+    url = str(path)
+    store = tables.open_storage(url)
+    make_study(store, "tiny", TINY, [{"optimizer": "sgd", "lr": 0.5},
+                                     {"optimizer": "adam", "lr": 0.05},
+                                     {"optimizer": "sgd", "lr": 1e30}], seeds=(0, 1))
+    return url
+
+
+def test_aggregate_matches_hand_computed_t_interval() -> None:
+    df = pd.DataFrame({"g": ["a", "a", "a", "b"], "x": [1.0, 2.0, 3.0, 5.0]})
+    agg = tables.aggregate(df, ["g"], ["x"]).set_index("g")
+    assert agg.loc["a", "x_mean"] == pytest.approx(2.0)
+    assert agg.loc["a", "x_std"] == pytest.approx(1.0)
+    # t(0.975, 2) = 4.302653 -> 4.302653 / sqrt(3) = 2.4841
+    assert agg.loc["a", "x_ci95"] == pytest.approx(2.4841, abs=1e-4)
+    assert agg.loc["a", "x_n"] == 3
+    # one seed: a mean, but no spread and no interval (never a fake zero)
+    assert agg.loc["b", "x_mean"] == 5.0
+    assert math.isnan(agg.loc["b", "x_ci95"]) and math.isnan(agg.loc["b", "x_std"])
+
+
+def test_aggregate_leaves_non_finite_values_out_but_counts_the_runs() -> None:
+    df = pd.DataFrame({"g": ["a"] * 3, "x": [1.0, float("nan"), 3.0]})
+    row = tables.aggregate(df, ["g"], ["x"]).iloc[0]
+    assert row["n_runs"] == 3 and row["x_n"] == 2 and row["x_mean"] == 2.0
+
+
+def test_runs_table_has_one_row_per_trial_and_seed_with_documented_columns(storage: str) -> None:
+    studies = tables.load_studies(storage)
+    runs = tables.runs_table(studies)
+    assert len(runs) == 3 * 2
+    for col in (*tables.RUN_COLUMNS, "lr", "optimizer", "loss", "hidden", "batch_size",
+                "val_accuracy", "test_accuracy", "train_accuracy", "val_loss"):
+        assert col in runs.columns, col
+    assert set(runs["seed"]) == {0, 1}
+    assert (runs["host"] == "testhost").all()
+    # values are the stored RunResult values, not recomputed
+    trial = studies[0].trials[1]
+    stored = [r["metrics"]["val_accuracy"] for r in trial.user_attrs["runs"]]
+    assert runs.loc[runs["trial"] == 1, "val_accuracy"].tolist() == stored
+    diverged = runs[runs["lr"] == 1e30]
+    assert diverged["diverged"].all() and diverged["val_accuracy"].isna().all()
+    assert (diverged["state"] == "FAIL").all() and diverged["failure_reason"].notna().all()
+    assert (runs["epoch_seconds"].dropna() > 0).all()
+
+
+def test_configs_trials_and_curves_tables(storage: str) -> None:
+    studies = tables.load_studies(storage)
+    runs = tables.runs_table(studies)
+    configs = tables.configs_table(runs)
+    assert len(configs) == 3
+    for col in ("study", "trial", "optimizer", "lr", "n_runs", "n_diverged",
+                "val_accuracy_mean", "val_accuracy_std", "val_accuracy_ci95", "val_accuracy_n"):
+        assert col in configs.columns, col
+    row = configs[configs["trial"] == 0].iloc[0]
+    values = runs.loc[runs["trial"] == 0, "val_accuracy"].tolist()
+    assert row["val_accuracy_mean"] == pytest.approx(sum(values) / 2)
+    trials = tables.trials_table(studies)
+    assert trials["state"].tolist() == ["COMPLETE", "COMPLETE", "FAIL"]
+    assert "param_lr" in trials.columns and trials["n_seeds"].tolist() == [2, 2, 2]
+    curves = tables.curves_table(studies)
+    assert list(curves.columns) == list(tables.CURVE_COLUMNS)
+    one = curves[(curves["trial"] == 0) & (curves["seed"] == 0) & (curves["curve"] == "train_loss")]
+    assert one["epoch"].tolist() == [1, 2, 3]
+
+
+def test_missing_storage_is_reported_and_never_created(tmp_path) -> None:
+    url = f"sqlite:///{tmp_path / 'none.db'}"
+    assert "no SQLite storage file" in tables.missing_storage_reason(url)
+    with pytest.raises(tables.UsageError, match="make sweep"):
+        tables.load_studies(url)
+    assert not (tmp_path / "none.db").exists()
+    assert tables.default_storage_url(tmp_path) is None
+    (tmp_path / "results").mkdir()
+    optuna.create_study(storage=f"sqlite:///{tmp_path / 'results' / 'optuna.db'}")
+    assert tables.default_storage_url(tmp_path).startswith("sqlite:///")
+    (tmp_path / "results" / "optuna.journal").write_text("")
+    assert tables.default_storage_url(tmp_path).endswith("optuna.journal")
+
+
+def test_unreadable_storage_url_is_a_usage_error() -> None:
+    with pytest.raises(tables.UsageError, match="--storage"):
+        tables.load_studies("nosuchdriver://x/y")
+
+
+def test_timing_table_reads_the_schema_and_skips_other_files(tmp_path) -> None:
+    m = {"task": "moons", "model": "mlp", "width": 20, "batch_size": 64, "engine": "reference",
+         "k": 1, "device": "cpu", "dtype": "float32", "threads": 2, "warmup": 1, "repeats": 3,
+         "epoch_seconds": [0.1, 0.2, 0.3], "epoch_seconds_median": 0.2,
+         "epoch_seconds_iqr": 0.1, "iqr_over_median": 0.5, "noisy": True,
+         "samples_per_second_median": 5000.0, "per_trial_epoch_seconds_median": 0.2,
+         "cuda_event_seconds_median": None}
+    good = write_json_atomic(tmp_path / "timing" / "0001_t.json", {
+        "schema": "nnbench.timing/1", "created": "2026-01-01T00:00:00", "command": "bench time",
+        "git_commit": "abc", "machine": {"host": "h", "cpu_model": "c", "gpu_name": None,
+                                         "torch_version": "2"}, "measurements": [m, m]})
+    other = tmp_path / "timing" / "0002_x.json"
+    other.write_text(json.dumps({"schema": "something/else"}))
+    broken = tmp_path / "timing" / "0003_y.json"
+    broken.write_text("{")
+    df, notes = tables.timing_table([good, other, broken])
+    assert len(df) == 2 and df["host"].tolist() == ["h", "h"]
+    assert list(df.columns[:len(tables.TIMING_COLUMNS)]) == list(tables.TIMING_COLUMNS)
+    assert len(notes) == 2 and "0002_x.json" in notes[0] and "unreadable" in notes[1]
+    assert tables.timing_files(tmp_path) == []  # only results/timing and results/baselines
