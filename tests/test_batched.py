@@ -26,12 +26,17 @@ ADAM_MEMBERS = [
     {"seed": 3, "lr": 0.02, "l1": 1e-3, "eps": 1e-6},
     {"seed": 4, "lr": 0.001, "init_scale": 0.5, "weight_decay": 0.1, "l1": 1e-4},
 ]
+
+
+def with_momentum(*momenta: float) -> list[dict]:
+    """The SGD members, each with its own momentum."""
+    return [dict(m, momentum=mom) for m, mom in zip(SGD_MEMBERS, momenta, strict=True)]
+
+
 OPTIMIZERS = {
     "sgd": ({"optimizer": "sgd"}, SGD_MEMBERS),
-    "momentum": ({"optimizer": "sgd"},
-                 [dict(m, momentum=mom) for m, mom in zip(SGD_MEMBERS, (0.0, 0.5, 0.9, 0.8))]),
-    "nesterov": ({"optimizer": "sgd", "nesterov": True},
-                 [dict(m, momentum=mom) for m, mom in zip(SGD_MEMBERS, (0.9, 0.5, 0.9, 0.8))]),
+    "momentum": ({"optimizer": "sgd"}, with_momentum(0.0, 0.5, 0.9, 0.8)),
+    "nesterov": ({"optimizer": "sgd", "nesterov": True}, with_momentum(0.9, 0.5, 0.9, 0.8)),
     "adam": ({"optimizer": "adam"}, ADAM_MEMBERS),
     "adamw": ({"optimizer": "adamw"}, ADAM_MEMBERS),
 }
