@@ -184,12 +184,14 @@ class SpeedVerdict:
         return math.isfinite(self.new) and self.new >= self.base * (1.0 - self.tolerance)
 
     def describe(self) -> str:
-        """'1.85x slower', '1.10x faster' or 'same'."""
+        """'1.85x slower', '1.10x faster' or 'same' (within half a percent)."""
         if not math.isfinite(self.new) or self.new <= 0:
             return "no measurement"
+        if abs(self.ratio - 1) < 0.005:
+            return "same"
         if self.ratio < 1:
             return f"{1 / self.ratio:.2f}x slower"
-        return f"{self.ratio:.2f}x faster" if self.ratio > 1 else "same"
+        return f"{self.ratio:.2f}x faster"
 
 
 def speed_verdict(base: float, new: float, *, tolerance: float = SPEED_TOLERANCE) -> SpeedVerdict:
@@ -402,6 +404,14 @@ def build_baseline(measurement: dict[str, Any], rules: dict[str, Any] | None = N
         "rules": dict(rules) if rules is not None else default_rules(),
         **measurement,
     }
+
+
+def rules_for_update(path: str | Path) -> dict[str, Any]:
+    """The rules an `--update` writes: the existing file's (tuned by hand), else the defaults."""
+    try:
+        return load_baseline(path)["rules"]
+    except UsageError:
+        return default_rules()
 
 
 def write_baseline(path: str | Path, baseline: dict[str, Any]) -> Path:

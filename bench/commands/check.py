@@ -7,7 +7,6 @@ Exit 0 when every row holds, 1 on a regression (the table names the rows), 2 on 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 
 NAME = "check"
@@ -35,13 +34,10 @@ def _progress(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Measure, then either rewrite the baseline or compare with it and print the table."""
     from bench import check
-    from bench.errors import UsageError
 
     config = check.CheckConfig.make(quick=args.quick)
     if args.update:
-        rules = None
-        with contextlib.suppress(UsageError):  # no usable baseline yet: default rules
-            rules = check.load_baseline(args.baseline)["rules"]
+        rules = check.rules_for_update(args.baseline)
         measurement = check.measure(config, _progress)
         path = check.write_baseline(args.baseline, check.build_baseline(measurement, rules))
         print(f"baseline written to {path}")
