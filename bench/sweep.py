@@ -104,7 +104,8 @@ def open_storage(url: str | None, *, heartbeat_interval: int = HEARTBEAT_INTERVA
 
 @contextmanager
 def _quiet_heartbeat_warnings() -> Iterator[None]:
-    """Silence Optuna's notes that heartbeats are experimental and meant for `optimize`."""
+    """Silence Optuna's notes that features (heartbeats, QMC) are experimental, and that
+    heartbeats are meant for `optimize` (we record them ourselves around ask/tell)."""
     import optuna
 
     with warnings.catch_warnings():
@@ -141,9 +142,10 @@ def make_sampler(spec: StudySpec, seed: int) -> Any:
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
                                             **kwargs)
     if spec.sampler == "qmc":
-        return optuna.samplers.QMCSampler(seed=seed, scramble=True,
-                                          warn_asynchronous_seeding=False,
-                                          warn_independent_sampling=False)
+        with _quiet_heartbeat_warnings():  # QMCSampler is "experimental" in Optuna's terms
+            return optuna.samplers.QMCSampler(seed=seed, scramble=True,
+                                              warn_asynchronous_seeding=False,
+                                              warn_independent_sampling=False)
     raise UsageError(f"unknown sampler {spec.sampler!r}")
 
 
