@@ -1,8 +1,8 @@
 """The batched engine: many runs that share a shape, trained as one stacked computation.
 
 Tiny networks are bound by per-operation overhead, not arithmetic, so K runs are trained at
-once: every parameter is stacked to `[K, ...]`, linear layers are `baddbmm`, BatchNorm is one
-`F.batch_norm` over `K*F` channels (each member keeps its own running statistics), and the
+once: every parameter is stacked to `[K, ...]`, linear layers are `baddbmm`, BatchNorm runs
+over all K*F channels at once (each member keeps its own running statistics), and the
 loss is the sum of the members' losses, so each member's gradient is exactly its own. The
 optimizer step is functional and per member: one flat `[P]` buffer holds all K members'
 parameters, per-member hyperparameters are expanded to it once, and the SGD / Adam / AdamW
@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bench import registry
 from bench.losses import encode_targets, predict_classes
@@ -146,8 +145,8 @@ class _Stack:
         self.member_index = torch.cat([
             torch.arange(self.k, device=device).repeat_interleave(p.numel) for p in self.layout])
         self.running: dict[int, tuple[torch.Tensor, torch.Tensor]] = {
-            i: (torch.zeros(self.k * layer.features, dtype=self.dtype, device=device),
-                torch.ones(self.k * layer.features, dtype=self.dtype, device=device))
+            i: (torch.zeros(self.k, layer.features, dtype=self.dtype, device=device),
+                torch.ones(self.k, layer.features, dtype=self.dtype, device=device))
             for i, layer in enumerate(self.arch) if isinstance(layer, BatchNorm)}
 
     def per_element(self, values: torch.Tensor) -> torch.Tensor:
@@ -170,12 +169,12 @@ class _Stack:
                 h = _ACTIVATIONS[layer.name](h)
             else:
                 rm, rv = self.running[i]
-                n = h.shape[1]
-                flat_in = h.transpose(0, 1).reshape(n, k * layer.features)
-                out = F.batch_norm(flat_in, rm, rv, self.views[f"{i}.weight"].reshape(-1),
-                                   self.views[f"{i}.bias"].reshape(-1), training,
-                                   BN_MOMENTUM, BN_EPS)
-                h = out.view(n, k, layer.features).transpose(0, 1)
+                w, b = self.views[f"{i}.weight"], self.views[f"{i}.bias"]
+                if training:
+                    h = _StackedBatchNorm.apply(h, w, b, rm, rv)
+                else:
+                    scale = torch.rsqrt(rv + BN_EPS) * w
+                    h = torch.addcmul((b - rm * scale).unsqueeze(1), h, scale.unsqueeze(1))
         return h
 
     def member_state(self, k: int, steps: int) -> dict[str, torch.Tensor]:
@@ -184,9 +183,8 @@ class _Stack:
         for i, layer in enumerate(self.arch):
             if isinstance(layer, BatchNorm):
                 rm, rv = self.running[i]
-                f = layer.features
-                state[f"{i}.running_mean"] = rm[k * f:(k + 1) * f].cpu().clone()
-                state[f"{i}.running_var"] = rv[k * f:(k + 1) * f].cpu().clone()
+                state[f"{i}.running_mean"] = rm[k].cpu().clone()
+                state[f"{i}.running_var"] = rv[k].cpu().clone()
                 state[f"{i}.num_batches_tracked"] = torch.tensor(steps, dtype=torch.int64)
         return {name: state[name] for name in sorted(state, key=_state_order)}
 
@@ -195,10 +193,45 @@ class _Stack:
         with torch.no_grad():
             mask = self.per_element(dead)
             self.flat.masked_fill_(mask, 0.0)
-            for i, (rm, rv) in self.running.items():
-                channels = dead.repeat_interleave(self.arch[i].features)
-                rm.masked_fill_(channels, 0.0)
-                rv.masked_fill_(channels, 1.0)
+            for rm, rv in self.running.values():
+                rm.masked_fill_(dead.unsqueeze(1), 0.0)
+                rv.masked_fill_(dead.unsqueeze(1), 1.0)
+
+
+class _StackedBatchNorm(torch.autograd.Function):
+    """Training-mode BatchNorm1d of K members at once on [K, B, F] activations.
+
+    Same function as `nn.BatchNorm1d` per member (batch statistics with biased variance for
+    normalising, unbiased variance for the running estimate, momentum 0.1, eps 1e-5), written
+    as a few reductions over the batch dimension with the closed-form backward. On the CPU this
+    is several times faster than `F.batch_norm` over K*F channels, whose variance reduction
+    and the two transposes it needs dominated a step.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, running_mean, running_var):
+        n = x.shape[1]
+        mean = x.mean(1, keepdim=True)
+        xhat = x - mean
+        var = (xhat * xhat).mean(1, keepdim=True)
+        invstd = torch.rsqrt(var + BN_EPS)
+        xhat.mul_(invstd)
+        with torch.no_grad():
+            running_mean.mul_(1 - BN_MOMENTUM).add_(mean.squeeze(1), alpha=BN_MOMENTUM)
+            running_var.mul_(1 - BN_MOMENTUM).add_(var.squeeze(1), alpha=BN_MOMENTUM * n / (n - 1))
+        ctx.save_for_backward(xhat, invstd, weight)
+        return torch.addcmul(bias.unsqueeze(1), xhat, weight.unsqueeze(1))
+
+    @staticmethod
+    def backward(ctx, grad):
+        xhat, invstd, weight = ctx.saved_tensors
+        n = grad.shape[1]
+        grad_bias = grad.sum(1)
+        grad_weight = (grad * xhat).sum(1)
+        g = grad * weight.unsqueeze(1)
+        proj = (grad_weight * weight / n).unsqueeze(1)
+        grad_x = (g - g.mean(1, keepdim=True)).sub_(xhat * proj).mul_(invstd)
+        return grad_x, grad_weight, grad_bias, None, None
 
 
 def _state_order(name: str) -> tuple[int, int]:
