@@ -419,6 +419,9 @@ def _winner_sentence(v: StudyView, factor: str) -> str:
 
 
 def _verdict(a: list[float], b: list[float]) -> str:
+    fa, fb = [x for x in a if math.isfinite(x)], [x for x in b if math.isfinite(x)]
+    if fa and fb and sorted(fa) == sorted(fb):
+        return "a tie (identical scores on every seed)"
     c = compare(a, b)
     if not c["decidable"]:
         return "one seed only, so the seed-to-seed spread is unknown (no CI)"
@@ -673,11 +676,13 @@ def chart_timing(ctx: Context) -> Chart | Missing:
     if t.empty or t["epoch_seconds_median"].isna().all():
         return Missing(key, question, NEEDS[key])
     t = latest_timing(t.dropna(subset=["epoch_seconds_median", "batch_size"]))
+    # Per-trial time, so a batched group of K runs compares with one reference run.
+    t["per_trial"] = t["per_trial_epoch_seconds_median"].astype(float).fillna(
+        t["epoch_seconds_median"].astype(float) / t["k"].fillna(1).astype(float))
     widths = sorted(t["width"].dropna().unique().tolist()) or [None]
     cross = crossovers(t)
     fig, facets = _facets(len(widths), ncols=3)
-    devices = sorted(t["device"].dropna().unique())
-    colors = _colors(devices)
+    colors = _colors(sorted(t["engine"].dropna().unique()))
     notes = []
     with _style():
         for w, (ax,) in zip(widths, facets, strict=False):
@@ -685,16 +690,16 @@ def chart_timing(ctx: Context) -> Chart | Missing:
             for (dev, engine, task, model, k), g in sub.groupby(
                     ["device", "engine", "task", "model", "k"], dropna=False):
                 g = g.sort_values("batch_size")
-                marker = {"dataloader": "s", "reference": "o", "batched": "^"}.get(engine, "D")
+                marker = "o" if dev == "cpu" else "s"
                 label = f"{dev}, {engine}" + (f" (K={int(k)})" if k and k > 1 else "")
                 if len(sub["task"].unique()) > 1 or len(sub["model"].unique()) > 1:
                     label += f", {task}/{model}"
-                med = g["epoch_seconds_median"].astype(float) * 1e3
-                iqr = g["epoch_seconds_iqr"].astype(float).fillna(0) * 1e3
+                med = g["per_trial"] * 1e3
+                iqr = g["iqr_over_median"].astype(float).fillna(0) * med
                 ax.errorbar(g["batch_size"], med, yerr=[np.minimum(iqr / 2, med * 0.99),
                                                         iqr / 2],
-                            marker=marker, color=colors[dev], label=label, lw=1.6, capsize=3,
-                            ls="-" if engine != "dataloader" else "--")
+                            marker=marker, color=colors[engine], label=label, lw=1.6,
+                            capsize=3, ls="-" if dev == "cpu" else "--")
             cw = cross[(cross["width"] == w)] if w is not None else cross
             for _, c in cw[cw["status"] == "crossover"].iterrows():
                 xc = math.sqrt(c["batch_size"] * c["previous_batch_size"])
@@ -710,7 +715,7 @@ def chart_timing(ctx: Context) -> Chart | Missing:
             ax.set_title(f"hidden width {int(w)}" if w is not None else "all widths",
                          fontsize=10)
             ax.set_xlabel("batch size (examples, log scale)")
-            ax.set_ylabel("time per epoch (ms, log scale)\nmedian over repeats, bar: IQR")
+            ax.set_ylabel("time per epoch per trained model\n(ms, median, bar: IQR; log)")
             ax.legend(fontsize=7, loc="best")
     if "cuda" not in set(t["device"]):
         fig.suptitle("CPU only: no CUDA timings were found, so there is no CPU/CUDA crossover "
@@ -728,9 +733,13 @@ def chart_timing(ctx: Context) -> Chart | Missing:
     png, files = _save(fig, ctx.folder, key)
     hosts = ", ".join(sorted({f"{h} ({g or 'no GPU'})" for h, g in
                               zip(t["host"], t["gpu_name"], strict=True)}))
-    caption = (f"Median time per training epoch over repeats, measured by `bench time` on "
-               f"{hosts}. Dotted line: where CUDA becomes faster. " +
-               ("; ".join(notes).capitalize() + "." if notes else ""))
+    caption = (f"Median time per training epoch and per trained model (a batched group's "
+               f"time divided by its K models) over repeats, measured by `bench time` on "
+               f"{hosts}. Colour: engine; solid line and circles: CPU, dashed line and squares: "
+               "CUDA. " + ("Dotted vertical line: where CUDA becomes faster. "
+                           if (cross["status"] == "crossover").any() else "") +
+               ("; ".join(notes) + "." if notes else ""))
+    caption = caption[0].upper() + caption[1:]
     ctx.write_table(cross, "timing_crossover")
     return Chart(key, "CPU vs CUDA", question, caption, png, files,
                  ctx.write_table(t, "timing_latest"))
@@ -777,13 +786,17 @@ def chart_history(ctx: Context) -> list[Chart | Missing]:
             if failed:
                 _diverged_marks(ax_h, failed, "0.3")
                 ax_h.plot([], [], "x", color="0.3", label="failed/pruned (e.g. diverged)")
+            from matplotlib.ticker import MaxNLocator
+
+            ax_h.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax_h.set_xlabel("trial number")
             ax_h.set_ylabel(f"{metric_label(s.objective)}\n(objective, mean over seeds)")
             ax_h.set_title(f"{s.name}: optimisation history", fontsize=10)
             ax_h.legend(fontsize=8, loc="best")
             if imp:
                 names = list(imp)[::-1]
-                ax_i.barh(names, [imp[n] for n in names], color="#4c72b0")
+                ax_i.barh(names, [imp[n] for n in names], color="#4c72b0", height=0.5)
+                ax_i.set_xlim(0, 1)
                 ax_i.set_xlabel("importance (PED-ANOVA, sums to 1)")
                 ax_i.set_title("parameter importances", fontsize=10)
             else:
@@ -796,7 +809,8 @@ def chart_history(ctx: Context) -> list[Chart | Missing]:
         caption = (f"{len(done)} completed, {len(trials) - len(done)} failed or pruned trials. "
                    + (f"Importances not shown: {why}." if why else
                       "Importances: " + ", ".join(f"{k} {v:.2f}" for k, v in imp.items()) + "."))
-        out.append(Chart(key, f"search: {s.name}", question, caption, png, files,
+        out.append(Chart(key, f"search: {s.name}", f"{s.name}: {question[0].lower()}"
+                         f"{question[1:]}", caption, png, files,
                          ctx.write_table(table, f"importances_{_slug(s.name)}")))
     if not out:
         out.append(Missing("history", question, NEEDS["history"]))
@@ -871,7 +885,7 @@ def chart_boundaries(ctx: Context) -> list[Chart | Missing]:
         return [Missing("boundaries", question, "a report run without --no-boundaries")]
     out: list[Chart | Missing] = []
     for v in views:
-        factor = "optimizer" if "optimizer" in v.varied else None
+        factor = next((f for f in ("optimizer", "loss") if f in v.varied), None)
         ranked = v.ranked()
         best = ranked.groupby(factor, sort=False).head(1) if factor else ranked.head(1)
         fig, facets = _facets(len(best), ncols=3, size=(4.4, 3.9))
@@ -904,8 +918,8 @@ def chart_boundaries(ctx: Context) -> list[Chart | Missing]:
                              "config": title, "stored_metric": median[v.metric],
                              "retrained_metric": retrained})
             facets[0][0].legend(fontsize=7, loc="lower right", framealpha=0.8)
-        fig.suptitle(f"{v.label}: decision boundary of the best model"
-                     + (" per optimizer" if factor else ""), fontsize=11)
+        fig.suptitle(_wrap(f"{v.label}: decision boundary of the best model"
+                           + (f" per {factor}" if factor else ""), 48 * len(best)), fontsize=10)
         key = f"boundary_{_slug(v.name)}"
         png, files = _save(fig, ctx.folder, key)
         table = pd.DataFrame(rows)
@@ -916,7 +930,8 @@ def chart_boundaries(ctx: Context) -> list[Chart | Missing]:
                    + ("score equals the stored one." if same else
                       "score differs slightly from the stored one (another engine or device "
                       "ran the sweep)."))
-        out.append(Chart(key, f"boundary: {v.name}", question, caption, png, files,
+        out.append(Chart(key, f"boundary: {v.name}", f"{v.name}: {question[0].lower()}"
+                         f"{question[1:]}", caption, png, files,
                          ctx.write_table(table, key)))
     return out
 
@@ -1034,7 +1049,7 @@ def render_html(result: ReportResult, summaries: list[dict[str, Any]],
         ("studies", "Studies"), ("charts", "Charts"), ("reproduction", "Reproduction"),
         ("timing", "Timing"), ("tables", "Tables"))) + "</nav>")
     if result.notes or result.missing:
-        items = [f"<li>{e(n)}</li>" for n in result.notes]
+        items = [f"<li>{_md_code_html(n)}</li>" for n in result.notes]
         items += [f"<li><b>{e(m.question)}</b> not answered: needs {_md_code_html(m.needs)}.</li>"
                   for m in result.missing]
         parts.append("<div class='missing'><b>Missing data</b><ul>" + "".join(items) +
