@@ -154,17 +154,22 @@ class _Stack:
         return values.index_select(0, self.member_index)
 
     def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
-        """Raw outputs [K, B, O] for shared inputs [B, D] or per-member inputs [K, B, D]."""
-        h = x
+        """Raw outputs [K, B, O] for shared inputs [B, D] or per-member inputs [K, B, D].
+
+        Activations are kept feature-major, [K, F, B], so that BatchNorm reduces and every
+        per-feature broadcast runs along contiguous rows of B examples (much faster on the CPU
+        than [K, B, F] with its short inner dimension); the result is a [K, B, O] view.
+        """
         k = self.k
+        h = x if x.dim() == 2 else x.transpose(1, 2)
         for i, layer in enumerate(self.arch):
             if isinstance(layer, Linear):
                 w, b = self.views[f"{i}.weight"], self.views[f"{i}.bias"]
                 if h.dim() == 2:  # shared inputs: one GEMM against all members' weights
-                    out = torch.addmm(b.reshape(-1), h, w.reshape(-1, layer.in_features).t())
-                    h = out.view(h.shape[0], k, layer.out_features).transpose(0, 1)
+                    out = torch.addmm(b.reshape(-1, 1), w.reshape(-1, layer.in_features), h.t())
+                    h = out.view(k, layer.out_features, h.shape[0])
                 else:
-                    h = torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+                    h = torch.baddbmm(b.unsqueeze(2), w, h)
             elif isinstance(layer, Activation):
                 h = _ACTIVATIONS[layer.name](h)
             else:
@@ -174,8 +179,8 @@ class _Stack:
                     h = _StackedBatchNorm.apply(h, w, b, rm, rv)
                 else:
                     scale = torch.rsqrt(rv + BN_EPS) * w
-                    h = torch.addcmul((b - rm * scale).unsqueeze(1), h, scale.unsqueeze(1))
-        return h
+                    h = torch.addcmul((b - rm * scale).unsqueeze(2), h, scale.unsqueeze(2))
+        return h.transpose(1, 2)
 
     def member_state(self, k: int, steps: int) -> dict[str, torch.Tensor]:
         """Member k's state dict after `steps` training steps, keyed like the reference's."""
@@ -199,38 +204,38 @@ class _Stack:
 
 
 class _StackedBatchNorm(torch.autograd.Function):
-    """Training-mode BatchNorm1d of K members at once on [K, B, F] activations.
+    """Training-mode BatchNorm1d of K members at once on feature-major [K, F, B] activations.
 
     Same function as `nn.BatchNorm1d` per member (batch statistics with biased variance for
     normalising, unbiased variance for the running estimate, momentum 0.1, eps 1e-5), written
-    as a few reductions over the batch dimension with the closed-form backward. On the CPU this
-    is several times faster than `F.batch_norm` over K*F channels, whose variance reduction
-    and the two transposes it needs dominated a step.
+    as reductions along contiguous rows with the closed-form backward: five passes forward,
+    four backward. On the CPU this is several times faster than `F.batch_norm` over K*F
+    channels, whose variance reduction and the two transposes it needs dominated a step.
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, running_mean, running_var):
-        n = x.shape[1]
-        mean = x.mean(1, keepdim=True)
-        xhat = x - mean
-        var = (xhat * xhat).mean(1, keepdim=True)
+        n = x.shape[2]
+        mean = x.mean(2, keepdim=True)
+        centred = x - mean
+        var = (centred * centred).mean(2, keepdim=True)
         invstd = torch.rsqrt(var + BN_EPS)
-        xhat.mul_(invstd)
         with torch.no_grad():
-            running_mean.mul_(1 - BN_MOMENTUM).add_(mean.squeeze(1), alpha=BN_MOMENTUM)
-            running_var.mul_(1 - BN_MOMENTUM).add_(var.squeeze(1), alpha=BN_MOMENTUM * n / (n - 1))
-        ctx.save_for_backward(xhat, invstd, weight)
-        return torch.addcmul(bias.unsqueeze(1), xhat, weight.unsqueeze(1))
+            running_mean.mul_(1 - BN_MOMENTUM).add_(mean.squeeze(2), alpha=BN_MOMENTUM)
+            running_var.mul_(1 - BN_MOMENTUM).add_(var.squeeze(2), alpha=BN_MOMENTUM * n / (n - 1))
+        ctx.save_for_backward(centred, invstd, weight)
+        return torch.addcmul(bias.unsqueeze(2), centred, invstd * weight.unsqueeze(2))
 
     @staticmethod
     def backward(ctx, grad):
-        xhat, invstd, weight = ctx.saved_tensors
-        n = grad.shape[1]
-        grad_bias = grad.sum(1)
-        grad_weight = (grad * xhat).sum(1)
-        g = grad * weight.unsqueeze(1)
-        proj = (grad_weight * weight / n).unsqueeze(1)
-        grad_x = (g - g.mean(1, keepdim=True)).sub_(xhat * proj).mul_(invstd)
+        centred, invstd, weight = ctx.saved_tensors
+        n = grad.shape[2]
+        invstd = invstd.squeeze(2)
+        grad_bias = grad.sum(2)
+        grad_weight = (grad * centred).sum(2) * invstd
+        scale = invstd * weight  # d out / d x through the normalisation, per channel
+        grad_x = torch.addcmul((-grad_bias * scale / n).unsqueeze(2), grad, scale.unsqueeze(2))
+        grad_x.addcmul_(centred, (-grad_weight * scale * invstd / n).unsqueeze(2))
         return grad_x, grad_weight, grad_bias, None, None
 
 
