@@ -738,7 +738,7 @@ def chart_timing(ctx: Context) -> Chart | Missing:
                f"{hosts}. Colour: engine; solid line and circles: CPU, dashed line and squares: "
                "CUDA. " + ("Dotted vertical line: where CUDA becomes faster. "
                            if (cross["status"] == "crossover").any() else "") +
-               ("; ".join(notes) + "." if notes else ""))
+               ("; ".join(n[0].upper() + n[1:] for n in notes) + "." if notes else ""))
     caption = caption[0].upper() + caption[1:]
     ctx.write_table(cross, "timing_crossover")
     return Chart(key, "CPU vs CUDA", question, caption, png, files,
@@ -1008,7 +1008,9 @@ font-weight:600} nav a{margin-right:1em}
 
 
 def _html_table(df: pd.DataFrame, max_rows: int = 60) -> str:
-    shown = df.head(max_rows)
+    shown = df.head(max_rows).copy()
+    for c in shown.select_dtypes(include=["object", "string"]).columns:
+        shown[c] = shown[c].where(shown[c].notna(), "")
     body = shown.to_html(index=False, na_rep="", escape=True, float_format=lambda x: f"{x:.4g}",
                          border=0)
     more = f"<p class='meta'>{len(df) - max_rows} more rows in the CSV.</p>" \

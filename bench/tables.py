@@ -354,6 +354,6 @@ def reproduce_table(path: str | Path) -> pd.DataFrame | None:
     if not path.exists():
         return None
     try:
-        return pd.read_csv(path)
+        return pd.read_csv(path, dtype={"notebook": str, "recipe": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
         return None
