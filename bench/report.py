@@ -62,12 +62,16 @@ SPLIT_LABELS = {"val": "validation", "test": "test", "train": "training"}
 
 # What each chart needs, said on the page when the data is absent.
 NEEDS = {
-    "optimizers": "a study that sweeps `optimizer` over sgd and adam (with seeds), "
-                  "e.g. `bench sweep studies/<optimizers>.toml`",
-    "lr_sensitivity": "a study that sweeps `lr` over at least 3 values (log scale)",
-    "losses": "a study that sweeps `loss` over mse and bce on a classification task",
-    "l1": "a study that sweeps `l1` over at least 2 values (0 included)",
-    "batch_size": "a study that sweeps `batch_size` over at least 2 values",
+    "optimizers": "a study that sweeps `optimizer` over sgd and adam with seeds, e.g. "
+                  "`bench sweep studies/moons_optimizer.toml`",
+    "lr_sensitivity": "a study that sweeps `lr` over at least 3 values, e.g. "
+                      "`bench sweep studies/moons_lr.toml`",
+    "losses": "a study that sweeps `loss` over mse and bce on a classification task, e.g. "
+              "`bench sweep studies/moons_loss.toml`",
+    "l1": "a study that sweeps `l1` over at least 2 values (0 included), e.g. "
+          "`bench sweep studies/sine_l1.toml`",
+    "batch_size": "a study that sweeps `batch_size` over at least 2 values, e.g. "
+                  "`bench sweep studies/circle_batch_size.toml`",
     "curves": "any study with completed trials (their per-epoch curves)",
     "timing": "timing files (`bench time`, written to results/timing/*.json)",
     "history": "any study with completed trials",
