@@ -76,13 +76,13 @@ def open_storage(url: str | None, *, heartbeat_interval: int = HEARTBEAT_INTERVA
                  grace_period: int = GRACE_PERIOD) -> Any:
     """An Optuna storage: a journal file for a path (default), an RDB storage for a URL."""
     import optuna
-    from optuna.storages.journal import JournalFileBackend, JournalStorage
+    from optuna.storages.journal import JournalStorage
 
     url = storage_label(url)
     if "://" not in url:
         path = Path(url)
         path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
+        return JournalStorage(_group_synced_backend(str(path)))
     url = postgres_driver_url(url)
     engine_kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
@@ -112,6 +112,41 @@ def _quiet_heartbeat_warnings() -> Iterator[None]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
         yield
+
+
+def _group_synced_backend(path: str) -> Any:
+    """Optuna's journal file backend, fsynced once per trained group instead of per record.
+
+    Optuna fsyncs every appended record (~4 ms each here, ~7 records per trial), which made
+    storage the larger part of a 512-trial sweep. Records are still appended under Optuna's
+    file lock in one write each, in Optuna's own format (any `JournalFileBackend` reads the
+    file); a killed process loses nothing written, since the kernel holds it. Only a machine
+    crash can lose the records since the last `sync_storage`, i.e. at most one group's
+    trials, which a re-run then trains again.
+    """
+    import json
+
+    from optuna.storages.journal import JournalFileBackend
+    from optuna.storages.journal._file import get_lock_file
+
+    class GroupSyncedJournalFileBackend(JournalFileBackend):
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
+            with get_lock_file(self._lock), open(self._file_path, "ab") as fh:
+                fh.write(text.encode("utf-8"))
+
+        def sync(self) -> None:
+            with open(self._file_path, "ab") as fh:
+                os.fsync(fh.fileno())
+
+    return GroupSyncedJournalFileBackend(path)
+
+
+def sync_storage(storage: Any) -> None:
+    """Make what was written durable (journal files: one fsync; databases commit per write)."""
+    backend = getattr(storage, "_backend", None)
+    if hasattr(backend, "sync"):
+        backend.sync()
 
 
 def postgres_driver_url(url: str) -> str:
@@ -476,6 +511,7 @@ class Worker:
                 raise
         for m in members:
             self._tell(m)
+        sync_storage(self.storage)
 
     def _fail_untold(self, members: list[_Member], reason: str) -> None:
         from optuna.trial import TrialState
