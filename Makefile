@@ -20,10 +20,10 @@ test: setup
 	$(BIN)/pytest -q --benchmark-disable
 
 sweep: setup
-	$(BIN)/bench reproduce
+	$(BIN)/bench sweep studies/
 
 report: setup
-	$(BIN)/bench report
+	$(BIN)/bench report --out results/report
 
 check: setup
 	$(BIN)/bench check
