@@ -1,0 +1,88 @@
+"""`bench perf`: the notebooks' loop vs the reference engine vs the batched engine.
+
+Times whole trials of notebook 000's moons recipe and of notebook 002's 784-16-16-10 network
+on MNIST-sized data (see `bench.perf` for the exact recipes), prints milliseconds per trial,
+peak memory and speed-ups, and writes them with machine information to
+`results/perf/NNNN_perf.json` (never overwritten).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from datetime import UTC, datetime
+
+from bench.errors import UsageError
+
+NAME = "perf"
+HELP = "time the notebooks' loop, the reference engine and the batched engine per trial"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Device, workloads, K values, repeats, threads and output directory."""
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    parser.add_argument("--quick", action="store_true",
+                        help="CI-sized: 2 repeats, K=16,64, 6,000 MNIST-sized examples")
+    parser.add_argument("--ks", default=None,
+                        help="batched group sizes, comma-separated (default 64,256; quick 16,64)")
+    parser.add_argument("--workloads", default="moons,mnist", help="moons and/or mnist")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="timed repeats per engine after one warm-up (default 5; quick 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads for every engine (default 1: on a shared "
+                             "small machine more threads make tiny ops slower)")
+    parser.add_argument("--out-dir", default="results/perf", help="where the JSON goes")
+
+
+def _ints(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"bad {flag} {text!r}; use comma-separated integers like 64,256") from None
+    if not values or any(v < 1 for v in values):
+        raise UsageError(f"bad {flag} {text!r}; use positive integers like 64,256")
+    return values
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure every requested workload, print the table and write the JSON file."""
+    from bench import perf
+    from bench.spec import resolve_device
+    from bench.store import new_numbered_path, write_json_atomic
+    from bench.timing import git_state, machine_info, num_threads
+
+    device = resolve_device(args.device)
+    ks = _ints(args.ks or ("16,64" if args.quick else "64,256"), "--ks")
+    repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
+    if repeats < 1:
+        raise UsageError(f"--repeats must be at least 1, got {repeats}")
+    names = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    unknown = [w for w in names if w not in perf.WORKLOADS]
+    if unknown or not names:
+        raise UsageError(f"unknown workload(s) {', '.join(unknown) or '(none)'}; choose from "
+                         f"{', '.join(perf.WORKLOADS)}")
+    results = []
+    with num_threads(args.threads) as threads:
+        print(f"bench perf on {device}, {threads} thread(s), {repeats} repeats, K={ks}",
+              file=sys.stderr)
+        for name in names:
+            results.append(perf.measure_workload(
+                perf.WORKLOADS[name], device=device, ks=ks, repeats=repeats, quick=args.quick,
+                log=lambda line: print(line, file=sys.stderr)))
+        machine = machine_info()
+    commit, dirty = git_state()
+    print(perf.format_table(results))
+    path = new_numbered_path(args.out_dir, "perf", ".json")
+    write_json_atomic(path, {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": "bench perf " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["perf"]
+        else "bench perf",
+        "device": device, "threads": threads, "quick": args.quick, "repeats": repeats, "ks": ks,
+        "machine": machine, "git_commit": commit, "git_dirty": dirty,
+        "note": "ms_per_trial = wall time of a whole run (training, per-epoch validation, final "
+                "metrics); batched = one train_many call over K runs divided by K",
+        "workloads": results,
+    })
+    print(f"wrote {path}")
+    return 0

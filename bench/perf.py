@@ -1,0 +1,152 @@
+"""Engine speed comparison: the notebooks' loop, the reference engine and the batched engine.
+
+`bench perf` measures, in one process and on one device, the wall time of a whole training run
+("trial": training, per-epoch validation and final metrics) for two workloads:
+
+- `moons`: notebook 000's recipe (moons, bn_mlp_20x3, MSE, SGD lr 0.1 momentum 0.9, batch
+  100, 10 epochs, no shuffling);
+- `mnist`: the 784-16-16-10 sigmoid network of notebook 002 (sigmoid_mlp_16x2, MSE, SGD lr
+  0.1) on MNIST-sized synthetic data (60,000 training examples), mini-batches of 64 with
+  per-epoch shuffling, 1 epoch.
+
+Each engine gets one untimed warm-up call, then `repeats` timed calls; figures are medians.
+Batched figures are per trial: the time of one `train_many` call over K runs divided by K.
+Peak memory is taken in a separate, untimed call: `torch.cuda.max_memory_allocated` on CUDA;
+on the CPU the tracemalloc peak of Python allocations and the process's peak RSS so far.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from bench.spec import RunSpec
+from bench.tasks import TaskData
+from bench.timing import synchronize
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A named recipe whose trials are timed; `spec` is seed 0 of it."""
+
+    name: str
+    description: str
+    spec: RunSpec
+    quick_n_samples: int | None  # training-set size under --quick
+
+
+WORKLOADS: dict[str, Workload] = {
+    w.name: w
+    for w in [
+        Workload("moons", "notebook 000: moons, bn_mlp_20x3, mse, sgd lr 0.1 momentum 0.9, "
+                 "batch 100, 10 epochs, no shuffle",
+                 RunSpec(task="moons", model="bn_mlp_20x3", loss="mse", optimizer="sgd", lr=0.1,
+                         momentum=0.9, batch_size=100, epochs=10, shuffle=False), None),
+        Workload("mnist", "notebook 002's 784-16-16-10 sigmoid net, mse, sgd lr 0.1, on "
+                 "mnist_synthetic (60,000 train), batch 64, shuffled, 1 epoch",
+                 RunSpec(task="mnist_synthetic", model="sigmoid_mlp_16x2", loss="mse",
+                         optimizer="sgd", lr=0.1, batch_size=64, epochs=1, shuffle=True),
+                 6000),
+    ]
+}
+ENGINES = ("notebook", "reference", "batched")
+
+
+def trial_runner(engine: str, spec: RunSpec, data: TaskData, k: int = 1) -> Callable[[], int]:
+    """A zero-argument call that trains K trials (K=1 except batched) and returns K."""
+    specs = [spec.replace(seed=s) for s in range(k)]
+    if engine == "notebook":
+        from bench.notebook_loop import train_with_dataloader
+
+        return lambda: (train_with_dataloader(specs[0], data), 1)[1]
+    if engine == "reference":
+        from bench.train import train
+
+        return lambda: (train(specs[0], data), 1)[1]
+    from bench.batched import train_many
+
+    return lambda: len(train_many(specs))
+
+
+def time_trials(run: Callable[[], int], device: str, repeats: int) -> list[float]:
+    """Seconds per trial of `repeats` timed calls after one warm-up call."""
+    run()
+    out = []
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        trials = run()
+        synchronize(device)
+        out.append((time.perf_counter() - start) / trials)
+    return out
+
+
+def peak_memory(run: Callable[[], int], device: str) -> dict[str, float]:
+    """Peak memory of one untimed call, in MiB."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        run()
+        synchronize(device)
+        return {"cuda_max_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20}
+    tracemalloc.start()
+    try:
+        run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"tracemalloc_peak_mib": peak / 2**20, "process_peak_rss_mib": rss_kib / 1024}
+
+
+def measure_workload(workload: Workload, *, device: str, ks: Sequence[int], repeats: int,
+                     quick: bool, engines: Sequence[str] = ENGINES,
+                     log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Median ms per trial, peak memory and speed-up ratios of every engine on one workload."""
+    from bench.train import load_data
+
+    spec = workload.spec.replace(device=device)
+    if quick and workload.quick_n_samples is not None:
+        spec = spec.replace(n_samples=workload.quick_n_samples)
+    data = load_data(spec, device)
+    rows: list[dict[str, Any]] = []
+    cases = [(e, 1) for e in engines if e != "batched"]
+    cases += [("batched", k) for k in ks] if "batched" in engines else []
+    for engine, k in cases:
+        run = trial_runner(engine, spec, data, k)
+        seconds = time_trials(run, device, repeats)
+        row = {"engine": engine, "k": k, "repeats": repeats,
+               "ms_per_trial_median": 1e3 * statistics.median(seconds),
+               "ms_per_trial": [1e3 * s for s in seconds], **peak_memory(run, device)}
+        rows.append(row)
+        log(f"  {workload.name:<6} {engine:<9} K={k:<5} {row['ms_per_trial_median']:10.3f} "
+            "ms/trial")
+    by_engine = {r["engine"]: r["ms_per_trial_median"] for r in rows if r["k"] == 1}
+    for row in rows:
+        for base in ("notebook", "reference"):
+            if base in by_engine and row["engine"] == "batched":
+                row[f"speedup_vs_{base}"] = by_engine[base] / row["ms_per_trial_median"]
+    return {"workload": workload.name, "description": workload.description,
+            "spec": spec.to_dict(), "n_train": data.n_train, "rows": rows}
+
+
+def format_table(results: Sequence[dict[str, Any]]) -> str:
+    """Aligned text table: workload, engine, K, ms/trial, memory, speed-ups."""
+    lines = [f"{'workload':<8} {'engine':<9} {'K':>5} {'ms/trial':>10} {'peak MiB':>9} "
+             f"{'x notebook':>10} {'x reference':>11}"]
+    for res in results:
+        for r in res["rows"]:
+            mem = r.get("cuda_max_allocated_mib", r.get("process_peak_rss_mib", float("nan")))
+            nb = r.get("speedup_vs_notebook")
+            ref = r.get("speedup_vs_reference")
+            lines.append(f"{res['workload']:<8} {r['engine']:<9} {r['k']:>5} "
+                         f"{r['ms_per_trial_median']:>10.3f} {mem:>9.1f} "
+                         f"{'' if nb is None else f'{nb:.1f}':>10} "
+                         f"{'' if ref is None else f'{ref:.1f}':>11}")
+    return "\n".join(lines)

@@ -1,0 +1,39 @@
+"""Engine speed per trial (pytest-benchmark): notebooks' loop, reference engine, batched engine.
+
+    .venv/bin/pytest tests/perf/test_engines.py -p no:xdist
+
+Small sizes so the file runs in well under a minute: notebook 000's moons recipe with 3
+epochs, and the 784-16-16-10 network on 3,000 MNIST-sized examples. Each benchmark's time is
+one call; batched calls train K=64 runs, so their per-trial time is the figure divided by 64
+(`extra_info["trials"]`). `bench perf` takes the full-size figures.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench.perf import WORKLOADS, trial_runner
+from bench.timing import num_threads
+from bench.train import load_data
+
+pytestmark = pytest.mark.perf
+
+SMALL = {
+    "moons": WORKLOADS["moons"].spec.replace(epochs=3),
+    "mnist": WORKLOADS["mnist"].spec.replace(n_samples=3000),
+}
+CASES = [("notebook", 1), ("reference", 1), ("batched", 64)]
+
+
+@pytest.mark.parametrize(("engine", "k"), CASES, ids=[f"{e}-K{k}" for e, k in CASES])
+@pytest.mark.parametrize("workload", list(SMALL))
+def test_engine_trial_time(benchmark, workload: str, engine: str, k: int) -> None:
+    spec = SMALL[workload]
+    data = load_data(spec, "cpu")
+    with num_threads(1):
+        run = trial_runner(engine, spec, data, k)
+        trials = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    assert trials == k
+    benchmark.extra_info.update({"trials": k, "workload": workload, "engine": engine,
+                                 "threads": 1, "torch": torch.__version__})
