@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from bench import registry
 from bench.losses import encode_targets, predict_classes
@@ -430,8 +431,8 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
             xs = ys = order = None
             if first.shuffle:
                 order = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
-                if pregather:
-                    xs, ys = x[order], y[order]
+                if pregather:  # embedding is torch's fastest row gather on the CPU
+                    xs, ys = F.embedding(order, x), y[order]
             loss_sum = torch.zeros(k, dtype=plan.dtype, device=device)
             for start in range(0, n, bs):
                 stop = min(n, start + bs)
@@ -441,7 +442,7 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
                     xb, yb = xs[:, start:stop], ys[:, start:stop]
                 else:
                     idx = order[:, start:stop]
-                    xb, yb = x[idx], y[idx]
+                    xb, yb = F.embedding(idx, x), y[idx]
                 data_loss = _loss(loss_fn, stack.forward(xb, training=True), yb, plan.head)
                 grads = torch.autograd.grad(data_loss.sum(), stack.leaves)
                 opt.step(torch.cat([g.reshape(-1) for g in grads]), step)
