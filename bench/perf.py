@@ -7,7 +7,9 @@
   100, 10 epochs, no shuffling);
 - `mnist`: the 784-16-16-10 sigmoid network of notebook 002 (sigmoid_mlp_16x2, MSE, SGD lr
   0.1) on MNIST-sized synthetic data (60,000 training examples), mini-batches of 64 with
-  per-epoch shuffling, 1 epoch.
+  per-epoch shuffling, 1 epoch;
+- `mnist_fixed`: the same without shuffling (shared batches: the batched engine's first layer
+  becomes one GEMM over all members, and no per-member gather is needed).
 
 Each engine gets one untimed warm-up call, then `repeats` timed calls; figures are medians.
 Batched figures are per trial: the time of one `train_many` call over K runs divided by K.
@@ -53,6 +55,12 @@ WORKLOADS: dict[str, Workload] = {
                  "mnist_synthetic (60,000 train), batch 64, shuffled, 1 epoch",
                  RunSpec(task="mnist_synthetic", model="sigmoid_mlp_16x2", loss="mse",
                          optimizer="sgd", lr=0.1, batch_size=64, epochs=1, shuffle=True),
+                 6000),
+        Workload("mnist_fixed", "as mnist but in a fixed order (shuffle off, like notebook "
+                 "002's full-batch loop): every member sees the same batches, so the batched "
+                 "engine's first layer is one GEMM over all members",
+                 RunSpec(task="mnist_synthetic", model="sigmoid_mlp_16x2", loss="mse",
+                         optimizer="sgd", lr=0.1, batch_size=64, epochs=1, shuffle=False),
                  6000),
     ]
 }

@@ -26,7 +26,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="CI-sized: 2 repeats, K=16,64, 6,000 MNIST-sized examples")
     parser.add_argument("--ks", default=None,
                         help="batched group sizes, comma-separated (default 64,256; quick 16,64)")
-    parser.add_argument("--workloads", default="moons,mnist", help="moons and/or mnist")
+    parser.add_argument("--workloads", default="moons,mnist,mnist_fixed",
+                        help="comma-separated: moons, mnist, mnist_fixed (default all)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed repeats per engine after one warm-up (default 5; quick 2)")
     parser.add_argument("--threads", type=int, default=1,
