@@ -19,6 +19,8 @@ def pytest_configure(config: pytest.Config) -> None:
     """Default the storage to results/perf/benchmarks and turn autosave on."""
     if config.getoption("benchmark_storage", None) != PLUGIN_DEFAULT_STORAGE:
         return  # chosen on the command line (or the plugin is absent): leave it alone
+    if config.option.collectonly or config.getoption("benchmark_skip"):
+        return  # nothing will run, so nothing to save
     uri = "file://" + str(config.rootpath.joinpath(*STORAGE_DIR))
     config.option.benchmark_storage = uri
     if not config.option.benchmark_save and not config.option.benchmark_autosave:
