@@ -38,7 +38,7 @@ reproduce: setup
 	$(BIN)/bench reproduce
 
 perf: setup
-	$(BIN)/pytest tests/perf -q
+	$(BIN)/pytest tests/perf -q -p no:xdist --benchmark-storage=file://results/perf/benchmarks --benchmark-autosave
 
 time: setup
 	$(BIN)/bench time
