@@ -117,11 +117,17 @@ class _Param:
 
 
 class _Stack:
-    """K members' parameters in one flat buffer, BN running statistics, and the forward pass."""
+    """K members' parameters and gradients in flat buffers, BN running statistics, and the
+    hand-written stacked forward and backward passes (no autograd in the step loop)."""
 
     def __init__(self, plan: Plan, states: list[dict[str, torch.Tensor]], device: str) -> None:
         self.arch, self.head, self.dtype, self.device = plan.arch, plan.head, plan.dtype, device
         self.k = len(states)
+        for i, layer in enumerate(self.arch):
+            if isinstance(layer, BatchNorm) and not (
+                    i + 1 < len(self.arch) and isinstance(self.arch[i + 1], Linear)):
+                raise ValueError("the batched engine folds every BatchNorm into the Linear "
+                                 "layer that follows it; this architecture has none there")
         entries: list[tuple[str, tuple[int, ...]]] = []
         for i, layer in enumerate(self.arch):
             if isinstance(layer, Linear):
@@ -136,12 +142,14 @@ class _Stack:
             self.layout.append(_Param(name, shape, offset, numel))
             offset += self.k * numel
         self.flat = torch.empty(offset, dtype=self.dtype, device=device)
+        self.grad = torch.zeros_like(self.flat)
         self.views: dict[str, torch.Tensor] = {}
+        self.grads: dict[str, torch.Tensor] = {}
         for p in self.layout:
-            view = self.flat[p.offset:p.offset + self.k * p.numel].view(self.k, *p.shape)
-            view.copy_(torch.stack([s[p.name] for s in states]))
-            self.views[p.name] = view.requires_grad_()
-        self.leaves = [self.views[p.name] for p in self.layout]
+            part = slice(p.offset, p.offset + self.k * p.numel)
+            self.views[p.name] = self.flat[part].view(self.k, *p.shape)
+            self.views[p.name].copy_(torch.stack([s[p.name] for s in states]))
+            self.grads[p.name] = self.grad[part].view(self.k, *p.shape)
         # member_index[j] = which member flat element j belongs to.
         self.member_index = torch.cat([
             torch.arange(self.k, device=device).repeat_interleave(p.numel) for p in self.layout])
@@ -149,39 +157,135 @@ class _Stack:
             i: (torch.zeros(self.k, layer.features, dtype=self.dtype, device=device),
                 torch.ones(self.k, layer.features, dtype=self.dtype, device=device))
             for i, layer in enumerate(self.arch) if isinstance(layer, BatchNorm)}
+        self._workspaces: dict[tuple[int, bool], _Workspace] = {}
 
     def per_element(self, values: torch.Tensor) -> torch.Tensor:
         """Expand one value per member ([K]) to one per flat parameter element ([P])."""
         return values.index_select(0, self.member_index)
 
-    def forward(self, x: torch.Tensor, training: bool) -> torch.Tensor:
-        """Raw outputs [K, B, O] for shared inputs [B, D] or per-member inputs [K, B, D].
+    def forward(self, x: torch.Tensor, training: bool,
+                ws: _Workspace | None = None) -> torch.Tensor:
+        """Raw outputs [K, O, B] (feature-major) for shared inputs [B, D] or per-member [K, B, D].
 
-        Activations are kept feature-major, [K, F, B], so that BatchNorm reduces and every
-        per-feature broadcast runs along contiguous rows of B examples (much faster on the CPU
-        than [K, B, F] with its short inner dimension); the result is a [K, B, O] view.
+        Activations are feature-major, [K, F, B], so BatchNorm reduces and every per-feature
+        broadcast runs along contiguous rows of B examples (much faster on the CPU than
+        [K, B, F] with its short inner dimension). A BatchNorm layer is never materialised:
+        its output c * s + shift (c the centred input, s = gamma / std) is folded into the
+        Linear layer after it, whose weights become W * s and bias b + W @ shift, so a
+        training step saves one full pass over the activations per BatchNorm layer.
+        With `training`, BN uses batch statistics, updates its running estimates and keeps
+        what `backward` needs in `ws` (which owns every buffer: no allocation per step).
         """
-        k = self.k
-        h = x if x.dim() == 2 else x.transpose(1, 2)
+        ws = ws if ws is not None else _Workspace(self.dtype, self.device)
+        k, n = self.k, x.shape[-2]
+        h = x
+        fold: tuple[torch.Tensor, torch.Tensor] | None = None  # (s, shift) of the BN before
         for i, layer in enumerate(self.arch):
             if isinstance(layer, Linear):
                 w, b = self.views[f"{i}.weight"], self.views[f"{i}.bias"]
+                fo, fi = layer.out_features, layer.in_features
+                bias = b.unsqueeze(2)
+                if fold is not None:
+                    s, shift = fold
+                    w = torch.mul(w, s.transpose(1, 2), out=ws.get(("wfold", i), (k, fo, fi)))
+                    bias = torch.baddbmm(bias, self.views[f"{i}.weight"], shift,
+                                         out=ws.get(("bfold", i), (k, fo, 1)))
+                    fold = None
+                out = ws.get(("z", i), (k, fo, n))
                 if h.dim() == 2:  # shared inputs: one GEMM against all members' weights
-                    out = torch.addmm(b.reshape(-1, 1), w.reshape(-1, layer.in_features), h.t())
-                    h = out.view(k, layer.out_features, h.shape[0])
+                    torch.addmm(bias.reshape(k * fo, 1), w.reshape(k * fo, fi), h.t(),
+                                out=out.view(k * fo, n))
+                elif i == 0:  # per-member inputs [K, B, D]
+                    torch.baddbmm(bias, w, h.transpose(1, 2), out=out)
                 else:
-                    h = torch.baddbmm(b.unsqueeze(2), w, h)
+                    torch.baddbmm(bias, w, h, out=out)
+                h = out
             elif isinstance(layer, Activation):
-                h = _ACTIVATIONS[layer.name](h)
+                _ACTIVATIONS[layer.name](h)  # in place: the saved output gives the derivative
             else:
-                rm, rv = self.running[i]
-                w, b = self.views[f"{i}.weight"], self.views[f"{i}.bias"]
-                if training:
-                    h = _StackedBatchNorm.apply(h, w, b, rm, rv)
-                else:
-                    scale = torch.rsqrt(rv + BN_EPS) * w
-                    h = h.mul(scale.unsqueeze(2)).add_((b - rm * scale).unsqueeze(2))
-        return h.transpose(1, 2)
+                fold = self._batch_norm(i, h, training, ws)
+                h = ws.get(("c", i), h.shape) if training else h
+        return h
+
+    def _batch_norm(self, i: int, a: torch.Tensor, training: bool,
+                    ws: _Workspace) -> tuple[torch.Tensor, torch.Tensor]:
+        """BatchNorm1d of K members on [K, F, B]: (s, shift) with output c * s + shift.
+
+        Training: batch statistics (biased variance to normalise, unbiased for the running
+        estimate, momentum 0.1, eps 1e-5, as `nn.BatchNorm1d`), c = a - mean is kept in `ws`.
+        Eval: running statistics, c = a itself.
+        """
+        k, f, n = a.shape
+        gamma, beta = self.views[f"{i}.weight"], self.views[f"{i}.bias"]
+        rm, rv = self.running[i]
+        s = ws.get(("s", i), (k, f, 1))
+        if not training:
+            torch.add(rv.unsqueeze(2), BN_EPS, out=s).rsqrt_().mul_(gamma.unsqueeze(2))
+            return s, torch.addcmul(beta.unsqueeze(2), rm.unsqueeze(2), s, value=-1.0,
+                                    out=ws.get(("shift", i), (k, f, 1)))
+        mean = torch.mean(a, 2, keepdim=True, out=ws.get(("mean", i), (k, f, 1)))
+        c = torch.sub(a, mean, out=ws.get(("c", i), (k, f, n)))
+        sq = torch.mul(c, c, out=ws.get(("tmp", f), (k, f, n)))
+        var = torch.mean(sq, 2, keepdim=True, out=ws.get(("var", i), (k, f, 1)))
+        invstd = torch.add(var, BN_EPS, out=ws.get(("invstd", i), (k, f, 1))).rsqrt_()
+        rm.mul_(1 - BN_MOMENTUM).add_(mean.squeeze(2), alpha=BN_MOMENTUM)
+        rv.mul_(1 - BN_MOMENTUM).add_(var.squeeze(2), alpha=BN_MOMENTUM * n / (n - 1))
+        torch.mul(invstd, gamma.unsqueeze(2), out=s)
+        return s, beta.unsqueeze(2)
+
+    def backward(self, x: torch.Tensor, grad_out: torch.Tensor, ws: _Workspace) -> None:
+        """Gradients of the summed member losses into `self.grad`, from dL/d outputs [K, O, B].
+
+        Uses what the training `forward` of the same batch left in `ws`; each member's
+        gradient is exactly its own (members never mix). The derivative formulas are
+        autograd's own (threshold / tanh / sigmoid backward from saved outputs).
+        """
+        k, n = self.k, x.shape[-2]
+        g = grad_out
+        for i in range(len(self.arch) - 1, -1, -1):
+            layer = self.arch[i]
+            if isinstance(layer, Linear):
+                fo, fi = layer.out_features, layer.in_features
+                gw, gb = self.grads[f"{i}.weight"], self.grads[f"{i}.bias"]
+                torch.sum(g, 2, out=gb)
+                if i == 0:
+                    if x.dim() == 2:
+                        torch.mm(g.reshape(k * fo, n), x, out=gw.view(k * fo, fi))
+                    else:
+                        torch.bmm(g, x, out=gw)
+                    break
+                prev = self.arch[i - 1]
+                h = ws.get(("c", i - 1) if isinstance(prev, BatchNorm) else ("z", i - 2),
+                           (k, fi, n))
+                torch.bmm(g, h.transpose(1, 2), out=gw)
+                if isinstance(prev, BatchNorm):  # dW of W @ (c * s + shift)
+                    gw.mul_(ws.get(("s", i - 1), (k, fi, 1)).transpose(1, 2))
+                    gw.baddbmm_(gb.unsqueeze(2), self.views[f"{i - 1}.bias"].unsqueeze(1))
+                g = torch.bmm(self.views[f"{i}.weight"].transpose(1, 2), g,
+                              out=ws.get(("g", i), (k, fi, n)))
+            elif isinstance(layer, Activation):
+                out = ws.get(("z", i - 1), g.shape)
+                _ACTIVATION_BACKWARD[layer.name](g, out, grad_input=g)
+            else:
+                self._batch_norm_backward(i, g, ws)
+
+    def _batch_norm_backward(self, i: int, g: torch.Tensor, ws: _Workspace) -> None:
+        """Closed-form BatchNorm backward, in place on g (dL/d output -> dL/d input)."""
+        k, f, n = g.shape
+        gamma_grad, beta_grad = self.grads[f"{i}.weight"], self.grads[f"{i}.bias"]
+        c, s = ws.get(("c", i), g.shape), ws.get(("s", i), (k, f, 1))
+        invstd = ws.get(("invstd", i), (k, f, 1)).squeeze(2)
+        torch.sum(g, 2, out=beta_grad)
+        torch.sum(torch.mul(g, c, out=ws.get(("tmp", f), g.shape)), 2, out=gamma_grad)
+        gamma_grad.mul_(invstd)
+        s2 = s.squeeze(2)
+        shift = (beta_grad * s2).div_(-n).unsqueeze(2)
+        coef = (gamma_grad * s2 * invstd).div_(-n).unsqueeze(2)
+        g.mul_(s).add_(shift).addcmul_(c, coef)
+
+    def workspace(self, n: int) -> _Workspace:
+        """The reusable training buffers for batches of n examples."""
+        return self._workspaces.setdefault((n, True), _Workspace(self.dtype, self.device))
 
     def member_state(self, k: int, steps: int) -> dict[str, torch.Tensor]:
         """Member k's state dict after `steps` training steps, keyed like the reference's."""
@@ -196,49 +300,26 @@ class _Stack:
 
     def reset_members(self, dead: torch.Tensor) -> None:
         """Zero the parameters and reset the BN statistics of members where `dead` is True."""
-        with torch.no_grad():
-            mask = self.per_element(dead)
-            self.flat.masked_fill_(mask, 0.0)
-            for rm, rv in self.running.values():
-                rm.masked_fill_(dead.unsqueeze(1), 0.0)
-                rv.masked_fill_(dead.unsqueeze(1), 1.0)
+        mask = self.per_element(dead)
+        self.flat.masked_fill_(mask, 0.0)
+        for rm, rv in self.running.values():
+            rm.masked_fill_(dead.unsqueeze(1), 0.0)
+            rv.masked_fill_(dead.unsqueeze(1), 1.0)
 
 
-class _StackedBatchNorm(torch.autograd.Function):
-    """Training-mode BatchNorm1d of K members at once on feature-major [K, F, B] activations.
+class _Workspace:
+    """Named buffers allocated on first use and reused by every later step of the same shape."""
 
-    Same function as `nn.BatchNorm1d` per member (batch statistics with biased variance for
-    normalising, unbiased variance for the running estimate, momentum 0.1, eps 1e-5), written
-    as reductions along contiguous rows with the closed-form backward. On the CPU this is
-    several times faster than `F.batch_norm` over K*F channels, whose variance reduction and
-    the two transposes it needs dominated a step.
-    """
+    def __init__(self, dtype: torch.dtype, device: str) -> None:
+        self.dtype, self.device = dtype, device
+        self.buffers: dict[tuple, torch.Tensor] = {}
 
-    @staticmethod
-    def forward(ctx, x, weight, bias, running_mean, running_var):
-        n = x.shape[2]
-        mean = x.mean(2, keepdim=True)
-        centred = x - mean
-        var = (centred * centred).mean(2, keepdim=True)
-        invstd = torch.rsqrt(var + BN_EPS)
-        with torch.no_grad():
-            running_mean.mul_(1 - BN_MOMENTUM).add_(mean.squeeze(2), alpha=BN_MOMENTUM)
-            running_var.mul_(1 - BN_MOMENTUM).add_(var.squeeze(2), alpha=BN_MOMENTUM * n / (n - 1))
-        ctx.save_for_backward(centred, invstd, weight)
-        # mul then add: TensorIterator vectorises one broadcast operand per op, not two.
-        return centred.mul(invstd * weight.unsqueeze(2)).add_(bias.unsqueeze(2))
-
-    @staticmethod
-    def backward(ctx, grad):
-        centred, invstd, weight = ctx.saved_tensors
-        n = grad.shape[2]
-        invstd = invstd.squeeze(2)
-        grad_bias = grad.sum(2)
-        grad_weight = (grad * centred).sum(2) * invstd
-        scale = invstd * weight  # d out / d x through the normalisation, per channel
-        grad_x = grad.mul(scale.unsqueeze(2)).sub_((grad_bias * scale / n).unsqueeze(2))
-        grad_x.addcmul_(centred, (-grad_weight * scale * invstd / n).unsqueeze(2))
-        return grad_x, grad_weight, grad_bias, None, None
+    def get(self, key: tuple, shape: Sequence[int]) -> torch.Tensor:
+        buf = self.buffers.get(key)
+        if buf is None:
+            buf = self.buffers[key] = torch.empty(tuple(shape), dtype=self.dtype,
+                                                  device=self.device)
+        return buf
 
 
 def _state_order(name: str) -> tuple[int, int]:
@@ -248,7 +329,14 @@ def _state_order(name: str) -> tuple[int, int]:
 
 
 _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "relu": torch.relu, "tanh": torch.tanh, "sigmoid": torch.sigmoid,
+    "relu": torch.relu_, "tanh": torch.tanh_, "sigmoid": torch.sigmoid_,
+}
+# Autograd's derivative kernels, from the saved outputs: (grad, output, grad_input=out).
+_ACTIVATION_BACKWARD: dict[str, Callable[..., torch.Tensor]] = {
+    "relu": lambda g, out, grad_input: torch.ops.aten.threshold_backward.grad_input(
+        g, out, 0, grad_input=grad_input),
+    "tanh": torch.ops.aten.tanh_backward.grad_input,
+    "sigmoid": torch.ops.aten.sigmoid_backward.grad_input,
 }
 
 
@@ -350,6 +438,16 @@ def _loss(loss_fn: Callable[..., torch.Tensor], out: torch.Tensor, target: torch
     return loss_fn(out, target, head)
 
 
+def _loss_and_grad(loss_fn: Callable[..., torch.Tensor], out: torch.Tensor, target: torch.Tensor,
+                   head: Head) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-member losses [K] and d(sum of them)/d outputs, both for feature-major [K, O, B]."""
+    leaf = out.transpose(1, 2).detach().requires_grad_()
+    with torch.enable_grad():
+        loss = _loss(loss_fn, leaf, target, head)
+        (grad,) = torch.autograd.grad(loss.sum(), leaf)
+    return loss.detach(), grad.transpose(1, 2)
+
+
 # --- evaluation -----------------------------------------------------------------------------------
 
 def _evaluate(stack: _Stack, x: torch.Tensor, y: torch.Tensor, loss_name: str,
@@ -369,7 +467,7 @@ def _evaluate(stack: _Stack, x: torch.Tensor, y: torch.Tensor, loss_name: str,
     with torch.no_grad():
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
-            out = stack.forward(x[start:stop], training=False)
+            out = stack.forward(x[start:stop], training=False).transpose(1, 2)
             loss = _loss(loss_fn, out, target[start:stop], head)
             if kind == "regression":
                 score = ((out.squeeze(-1) - y[start:stop]) ** 2).sum(dim=-1)
@@ -443,10 +541,11 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
                 else:
                     idx = order[:, start:stop]
                     xb, yb = F.embedding(idx, x), y[idx]
-                data_loss = _loss(loss_fn, stack.forward(xb, training=True), yb, plan.head)
-                grads = torch.autograd.grad(data_loss.sum(), stack.leaves)
-                opt.step(torch.cat([g.reshape(-1) for g in grads]), step)
-                detached = data_loss.detach()
+                ws = stack.workspace(stop - start)
+                out = stack.forward(xb, True, ws)
+                detached, grad_out = _loss_and_grad(loss_fn, out, yb, plan.head)
+                stack.backward(xb, grad_out, ws)
+                opt.step(stack.grad, step)
                 loss_sum += detached
                 if step_buffer is not None:
                     step_buffer[step] = detached
