@@ -28,12 +28,12 @@ SEEDS = 5
 SAMPLE = int(os.environ.get("NNBENCH_SWEEP_SAMPLE", "8"))
 
 # Notebook 000's recipe: 2-20-20-20-1 ReLU MLP with BatchNorm, MSE, SGD + momentum, batch 100.
-STUDY = f"""
+STUDY_TEMPLATE = """
 description = "speed benchmark: notebook 000's moons recipe, lr x momentum"
 task = "moons"
 model = "bn_mlp_20x3"
-trials = {TRIALS}
-seeds = {SEEDS}
+trials = {trials}
+seeds = {seeds}
 group = 64
 sampler = {{ name = "tpe", seed = 0 }}
 
@@ -58,7 +58,9 @@ def test_sweep_512x5_moons_vs_notebook_loop(benchmark, tmp_path):
     from bench.sweep import open_storage, sweep
 
     path = tmp_path / "moons_speed.toml"
-    path.write_text(textwrap.dedent(STUDY))
+    # Under `--benchmark-disable` (make test) this is a smoke test of the same code path.
+    n_trials = TRIALS if not benchmark.disabled else 16
+    path.write_text(textwrap.dedent(STUDY_TEMPLATE.format(trials=n_trials, seeds=SEEDS)))
     spec = load_study_file(path)
     storage = str(tmp_path / "optuna.journal")
     threads = torch.get_num_threads()
@@ -70,7 +72,7 @@ def test_sweep_512x5_moons_vs_notebook_loop(benchmark, tmp_path):
         summary = benchmark.pedantic(sweep, args=(spec, storage), kwargs={"quiet": True},
                                      rounds=1, iterations=1)
         sweep_seconds = time.perf_counter() - began
-        assert summary.finished == TRIALS
+        assert summary.finished == n_trials
 
         import optuna
 
@@ -86,11 +88,11 @@ def test_sweep_512x5_moons_vs_notebook_loop(benchmark, tmp_path):
     finally:
         torch.set_num_threads(threads)
 
-    notebook_seconds = notebook_per_trial * TRIALS
+    notebook_seconds = notebook_per_trial * n_trials
     overhead = sweep_seconds - summary.stats.train_seconds
     figures = {
         "engine": choose_engine([spec.run_spec({"lr": 0.1, "momentum": 0.0}, 0)] * 2),
-        "trials": TRIALS, "seeds": SEEDS, "sweep_seconds": round(sweep_seconds, 2),
+        "trials": n_trials, "seeds": SEEDS, "sweep_seconds": round(sweep_seconds, 2),
         "engine_seconds": round(summary.stats.train_seconds, 2),
         "sampler_storage_seconds": round(overhead, 2),
         "sampler_storage_share": round(overhead / sweep_seconds, 3),
