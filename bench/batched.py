@@ -55,6 +55,7 @@ MAX_MEMBERS = 4096
 MEMORY_BUDGET = {"cpu": 1 << 30, "cuda": 8 << 30}
 PREGATHER_BYTES = 256 << 20  # gather a whole epoch's shuffled inputs at once below this size
 EVAL_ELEMENTS = 1 << 24  # activation elements per evaluation chunk
+SMALL_INPUT = 8  # input widths up to this get the first layer's weight gradient as D GEMVs
 
 
 def group_key(spec: RunSpec) -> tuple:
@@ -225,8 +226,9 @@ class _Stack:
                                     out=ws.get(("shift", i), (k, f, 1)))
         mean = torch.mean(a, 2, keepdim=True, out=ws.get(("mean", i), (k, f, 1)))
         c = torch.sub(a, mean, out=ws.get(("c", i), (k, f, n)))
-        sq = torch.mul(c, c, out=ws.get(("tmp", f), (k, f, n)))
-        var = torch.mean(sq, 2, keepdim=True, out=ws.get(("var", i), (k, f, 1)))
+        # Two-pass variance (no cancellation); the norm reads c once, without a c * c pass.
+        var = torch.linalg.vector_norm(c, dim=2, keepdim=True, out=ws.get(("var", i), (k, f, 1)))
+        var.square_().div_(n)
         invstd = torch.add(var, BN_EPS, out=ws.get(("invstd", i), (k, f, 1))).rsqrt_()
         rm.mul_(1 - BN_MOMENTUM).add_(mean.squeeze(2), alpha=BN_MOMENTUM)
         rv.mul_(1 - BN_MOMENTUM).add_(var.squeeze(2), alpha=BN_MOMENTUM * n / (n - 1))
@@ -237,55 +239,76 @@ class _Stack:
         """Gradients of the summed member losses into `self.grad`, from dL/d outputs [K, O, B].
 
         Uses what the training `forward` of the same batch left in `ws`; each member's
-        gradient is exactly its own (members never mix). The derivative formulas are
-        autograd's own (threshold / tanh / sigmoid backward from saved outputs).
+        gradient is exactly its own (members never mix). Activation derivatives are
+        autograd's own kernels (threshold / tanh / sigmoid backward from saved outputs).
         """
         k, n = self.k, x.shape[-2]
         g = grad_out
-        for i in range(len(self.arch) - 1, -1, -1):
+        i = len(self.arch) - 1
+        while i >= 0:
             layer = self.arch[i]
-            if isinstance(layer, Linear):
-                fo, fi = layer.out_features, layer.in_features
-                gw, gb = self.grads[f"{i}.weight"], self.grads[f"{i}.bias"]
-                torch.sum(g, 2, out=gb)
-                if i == 0:
-                    if x.dim() == 2:
-                        torch.mm(g.reshape(k * fo, n), x, out=gw.view(k * fo, fi))
-                    else:
-                        torch.bmm(g, x, out=gw)
-                    break
-                prev = self.arch[i - 1]
-                h = ws.get(("c", i - 1) if isinstance(prev, BatchNorm) else ("z", i - 2),
-                           (k, fi, n))
-                torch.bmm(g, h.transpose(1, 2), out=gw)
-                if isinstance(prev, BatchNorm):  # dW of W @ (c * s + shift)
-                    gw.mul_(ws.get(("s", i - 1), (k, fi, 1)).transpose(1, 2))
-                    gw.baddbmm_(gb.unsqueeze(2), self.views[f"{i - 1}.bias"].unsqueeze(1))
-                g = torch.bmm(self.views[f"{i}.weight"].transpose(1, 2), g,
-                              out=ws.get(("g", i), (k, fi, n)))
-            elif isinstance(layer, Activation):
-                out = ws.get(("z", i - 1), g.shape)
-                _ACTIVATION_BACKWARD[layer.name](g, out, grad_input=g)
-            else:
-                self._batch_norm_backward(i, g, ws)
+            if isinstance(layer, Activation):
+                _ACTIVATION_BACKWARD[layer.name](g, ws.get(("z", i - 1), g.shape), grad_input=g)
+                i -= 1
+                continue
+            assert isinstance(layer, Linear)
+            fo, fi = layer.out_features, layer.in_features
+            w = self.views[f"{i}.weight"]
+            gw, gb = self.grads[f"{i}.weight"], self.grads[f"{i}.bias"]
+            torch.sum(g, 2, out=gb)
+            if i == 0:
+                if x.dim() == 2 and fi <= SMALL_INPUT:  # MKL's GEMM is slow this thin
+                    for d in range(fi):
+                        torch.mv(g.reshape(k * fo, n), x[:, d], out=gw[:, :, d].reshape(-1))
+                elif x.dim() == 2:
+                    torch.mm(g.reshape(k * fo, n), x, out=gw.view(k * fo, fi))
+                else:
+                    torch.bmm(g, x, out=gw)
+                return
+            if isinstance(self.arch[i - 1], BatchNorm):
+                g = self._linear_after_batch_norm_backward(i, g, ws)
+                i -= 2
+                continue
+            torch.bmm(g, ws.get(("z", i - 2), (k, fi, n)).transpose(1, 2), out=gw)
+            g = torch.bmm(w.transpose(1, 2), g, out=ws.get(("g", i), (k, fi, n)))
+            i -= 1
 
-    def _batch_norm_backward(self, i: int, g: torch.Tensor, ws: _Workspace) -> None:
-        """Closed-form BatchNorm backward, in place on g (dL/d output -> dL/d input)."""
-        k, f, n = g.shape
-        gamma_grad, beta_grad = self.grads[f"{i}.weight"], self.grads[f"{i}.bias"]
-        c, s = ws.get(("c", i), g.shape), ws.get(("s", i), (k, f, 1))
-        invstd = ws.get(("invstd", i), (k, f, 1)).squeeze(2)
-        torch.sum(g, 2, out=beta_grad)
-        torch.sum(torch.mul(g, c, out=ws.get(("tmp", f), g.shape)), 2, out=gamma_grad)
-        gamma_grad.mul_(invstd)
-        s2 = s.squeeze(2)
-        shift = (beta_grad * s2).div_(-n).unsqueeze(2)
-        coef = (gamma_grad * s2 * invstd).div_(-n).unsqueeze(2)
-        g.mul_(s).add_(shift).addcmul_(c, coef)
+    def _linear_after_batch_norm_backward(self, i: int, g: torch.Tensor,
+                                          ws: _Workspace) -> torch.Tensor:
+        """Backward of Linear i applied to BN i-1's output c * s + beta: dL/d BN input.
 
-    def workspace(self, n: int) -> _Workspace:
-        """The reusable training buffers for batches of n examples."""
-        return self._workspaces.setdefault((n, True), _Workspace(self.dtype, self.device))
+        With G = g @ c^T (the one reduction over examples), everything the closed-form BN
+        backward needs follows from small [K, O, F] products instead of passes over [K, F, B]:
+        sum_b dy = W^T sum_b g, sum_b dy * c = sum_o W * G, dW = G * s + sum_b g beta^T, and
+        dx = s * dy - s * dbeta / n - c * s * invstd * dgamma / n, where s * dy = (W * s)^T g.
+        """
+        j = i - 1
+        k, fo, n = g.shape
+        w, gw, gb = self.views[f"{i}.weight"], self.grads[f"{i}.weight"], self.grads[f"{i}.bias"]
+        fi = w.shape[2]
+        c, s = ws.get(("c", j), (k, fi, n)), ws.get(("s", j), (k, fi, 1))
+        invstd = ws.get(("invstd", j), (k, fi, 1))
+        gamma_grad, beta_grad = self.grads[f"{j}.weight"], self.grads[f"{j}.bias"]
+        torch.bmm(g, c.transpose(1, 2), out=gw)  # G
+        torch.bmm(gb.unsqueeze(1), w, out=beta_grad.unsqueeze(1))
+        torch.sum(torch.mul(w, gw, out=ws.get(("wg", i), (k, fo, fi))), 1, out=gamma_grad)
+        gamma_grad.mul_(invstd.squeeze(2))
+        gw.mul_(s.transpose(1, 2)).baddbmm_(gb.unsqueeze(2),
+                                            self.views[f"{j}.bias"].unsqueeze(1))
+        shift = torch.mul(beta_grad.unsqueeze(2), s, out=ws.get(("dshift", j), (k, fi, 1)))
+        shift.div_(-n)
+        coef = torch.mul(gamma_grad.unsqueeze(2), s, out=ws.get(("dcoef", j), (k, fi, 1)))
+        coef.mul_(invstd).div_(-n)
+        dx = torch.baddbmm(shift, ws.get(("wfold", i), (k, fo, fi)).transpose(1, 2), g,
+                           out=ws.get(("g", i), (k, fi, n)))
+        return dx.addcmul_(c, coef)
+
+    def workspace(self, n: int, training: bool = True) -> _Workspace:
+        """The reusable buffers for batches of n examples (fresh buffers fault in pages)."""
+        key = (n, training)
+        if key not in self._workspaces:
+            self._workspaces[key] = _Workspace(self.dtype, self.device)
+        return self._workspaces[key]
 
     def member_state(self, k: int, steps: int) -> dict[str, torch.Tensor]:
         """Member k's state dict after `steps` training steps, keyed like the reference's."""
@@ -467,7 +490,8 @@ def _evaluate(stack: _Stack, x: torch.Tensor, y: torch.Tensor, loss_name: str,
     with torch.no_grad():
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
-            out = stack.forward(x[start:stop], training=False).transpose(1, 2)
+            out = stack.forward(x[start:stop], False, stack.workspace(stop - start, False))
+            out = out.transpose(1, 2)
             loss = _loss(loss_fn, out, target[start:stop], head)
             if kind == "regression":
                 score = ((out.squeeze(-1) - y[start:stop]) ** 2).sum(dim=-1)
