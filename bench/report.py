@@ -114,10 +114,55 @@ class ReportResult:
 
 # --- formatting ------------------------------------------------------------------------------
 
-def fmt_ci(mean: float, half: float, digits: int = 3) -> str:
-    """'0.962 ± 0.011', or '0.962 (1 seed, no CI)' when there is no interval."""
+def fmt_num(x: Any, sig: int = 3) -> str:
+    """A number as a reader wants it: `sig` significant digits ('0.0207', '1.81e-06'),
+    thousands separated ('13,900'), integers as integers, missing values as ''."""
+    if x is None or x is pd.NA or isinstance(x, bool | np.bool_):
+        return "" if x is None or x is pd.NA else str(x)
+    if isinstance(x, int | np.integer):
+        return f"{int(x):,}" if abs(int(x)) >= 10_000 else str(int(x))
+    x = float(x)
+    if math.isnan(x):
+        return ""
+    if math.isinf(x) or x == 0:
+        return f"{x:g}"
+    rounded = float(f"{x:.{sig}g}")
+    if 1e3 <= abs(x) < 1e9:
+        return f"{rounded:,.0f}"
+    return f"{rounded:g}"  # plain '300', '0.0207'; scientific below 1e-4 ('1.81e-06')
+
+
+def is_fraction_metric(metric: str) -> bool:
+    """Accuracy-like metrics (in [0, 1]) are shown with 3 decimals, everything else with 3
+    significant digits."""
+    return metric.rsplit("_", 1)[-1] in ("accuracy", "r2")
+
+
+def fmt_score(x: float, metric: str) -> str:
+    """One metric value: 3 decimals for accuracy-like metrics, else 3 significant digits."""
+    if x is None or not math.isfinite(x):
+        return "n/a"
+    return f"{x:.3f}" if is_fraction_metric(metric) else fmt_num(x)
+
+
+def fmt_ci(mean: float, half: float, digits: int = 3, metric: str | None = None) -> str:
+    """'0.962 ± 0.011', or '0.962 (no CI)' when there is no interval.
+
+    With a `metric` that is not accuracy-like (a loss, an MSE), the mean gets `digits`
+    significant digits and the half width as many decimals, so '0.00712 ± 0.00113' instead of
+    '0.007 ± 0.001'.
+    """
     if mean is None or not math.isfinite(mean):
         return "n/a"
+    if metric is not None and not is_fraction_metric(metric) and mean != 0:
+        decimals = max(0, digits - 1 - math.floor(math.log10(abs(mean))))
+        if decimals > 8:  # tiny values: scientific notation, CI likewise
+            text = f"{mean:.{digits}g}"
+            return text + (" (no CI)" if half is None or not math.isfinite(half)
+                           else f" ± {half:.{digits}g}")
+        if half is not None and 0 < half < 0.5 * 10 ** -decimals:  # would read '± 0.00'
+            return f"{mean:.{decimals}f} ± {fmt_num(half, 2)}"
+        digits = decimals
     if half is None or not math.isfinite(half):
         return f"{mean:.{digits}g} (no CI)" if abs(mean) >= 1e3 else f"{mean:.{digits}f} (no CI)"
     return f"{mean:.{digits}f} ± {half:.{digits}f}"
@@ -139,10 +184,10 @@ def higher_is_better(metric: str) -> bool:
 
 
 def _param_text(value: Any) -> str:
-    if isinstance(value, float):
+    if isinstance(value, float | np.floating):
         if math.isnan(value):
             return "full"
-        return f"{value:g}"
+        return fmt_num(value) if value != int(value) or abs(value) >= 1e4 else f"{value:g}"
     return str(value)
 
 
@@ -358,7 +403,7 @@ def _categorical_chart(ctx: Context, factor: str, key: str, question: str,
               v.runs[factor].nunique() >= 2))]
     if not views:
         return Missing(key, question, NEEDS[key])
-    fig, facets = _facets(len(views))
+    fig, facets = _facets(len(views), size=(4.8, 3.6))
     rows = []
     captions = []
     with _style():
@@ -366,22 +411,12 @@ def _categorical_chart(ctx: Context, factor: str, key: str, question: str,
             d = v.runs.copy()
             d[factor] = d[factor].astype(str)
             order = sorted(d[factor].unique())
-            other = "lr" if "lr" in v.varied and factor != "lr" else None
-            if other:
-                d["setting"] = [_param_text(x) for x in d[other]]
-                hue_order = [_param_text(x) for x in sorted(d[other].unique())]
             finite = d[d[v.metric].notna()]
             with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's old `vert`
                 warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
                 sns.boxplot(data=finite, x=factor, y=v.metric, order=order, ax=ax,
                             color="0.92", fliersize=0, width=0.6)
-            sns.stripplot(data=finite, x=factor, y=v.metric, order=order, ax=ax,
-                          hue="setting" if other else None,
-                          hue_order=hue_order if other else None,
-                          palette=sns.color_palette("viridis", len(hue_order) + 1)[:len(
-                              hue_order)] if other else None,
-                          color=None if other else "0.25", dodge=bool(other), size=5,
-                          alpha=0.85, jitter=0.12)
+            _seed_dots(fig, ax, v, finite, factor, order)
             ticks = []
             for level in order:
                 g = d[d[factor] == level]
@@ -394,17 +429,37 @@ def _categorical_chart(ctx: Context, factor: str, key: str, question: str,
             ax.set_title(v.label, fontsize=10)
             ax.set_xlabel(factor)
             ax.set_ylabel(metric_label(v.metric))
-            if other:
-                _legend_outside(ax, "learning rate")
             best = v.ranked()
             if not best.empty:
                 captions.append(_winner_sentence(v, factor))
     png, files = _save(fig, ctx.folder, key)
-    caption = ("Each dot is one seed of one setting (coloured by learning rate where it varies); "
-               "boxes span all of them; diverged runs are left out and counted under the axis. "
-               + " ".join(captions))
+    caption = ("Each dot is one seed of one setting, coloured by its learning rate (log colour "
+               "scale) where the learning rate varies; boxes span all of them; diverged runs "
+               "are left out and counted under the axis. " + " ".join(captions))
     return Chart(key, f"{factor} comparison", question, caption, png, files,
                  ctx.write_table(pd.DataFrame(rows), key))
+
+
+def _seed_dots(fig: Figure, ax: Any, v: StudyView, finite: pd.DataFrame, factor: str,
+               order: list[str]) -> None:
+    """One dot per seed, jittered within its box; coloured on a log scale by the learning rate
+    when it varies, with one colour bar (its height does not grow with the number of rates)."""
+    from matplotlib.colors import LogNorm
+
+    rng = np.random.default_rng(0)  # same jitter on every build
+    xs = np.array([order.index(x) for x in finite[factor]], float)
+    xs += rng.uniform(-0.18, 0.18, len(xs))
+    ys = finite[v.metric].to_numpy(float)
+    if "lr" in v.varied and factor != "lr" and (finite["lr"].astype(float) > 0).all():
+        lr = finite["lr"].to_numpy(float)
+        norm = LogNorm(vmin=v.runs["lr"].astype(float).min(), vmax=v.runs["lr"].astype(float).max())
+        dots = ax.scatter(xs, ys, c=lr, cmap="viridis", norm=norm, s=22, alpha=0.9,
+                          edgecolor="white", linewidth=0.3, zorder=3)
+        bar = fig.colorbar(dots, ax=ax, pad=0.02, fraction=0.06, aspect=25)
+        bar.set_label("learning rate (log scale)")
+        _log_ticks(bar.ax, "y", norm.vmin, norm.vmax)
+    else:
+        ax.scatter(xs, ys, color="0.25", s=22, alpha=0.85, zorder=3)
 
 
 def _winner_sentence(v: StudyView, factor: str) -> str:
@@ -417,9 +472,9 @@ def _winner_sentence(v: StudyView, factor: str) -> str:
     a, b = best_per.iloc[0], best_per.iloc[1]
     verdict = _verdict(v.seed_values(a["trial"]), v.seed_values(b["trial"]))
     return (f"{v.name}: best {factor}={_param_text(a[factor])} "
-            f"({v.config_label(a, (factor,))}) {a[m]:.3f} vs best "
+            f"({v.config_label(a, (factor,))}) {fmt_score(a[m], v.metric)} vs best "
             f"{factor}={_param_text(b[factor])} ({v.config_label(b, (factor,))}) "
-            f"{b[m]:.3f}: {verdict}.")
+            f"{fmt_score(b[m], v.metric)}: {verdict}.")
 
 
 def _verdict(a: list[float], b: list[float]) -> str:
@@ -469,22 +524,41 @@ def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
                       str(level) if hue else None, bounds=metric_bounds(v.metric))
                 all_div = agg.loc[agg[f"{v.metric}_n"] == 0, x].astype(float).tolist()
                 _diverged_marks(ax, all_div, color)
+            xs = v.runs[x].astype(float)
             if xscale == "symlog":
-                positive = v.runs[x][v.runs[x] > 0]
+                positive = xs[xs > 0]
                 ax.set_xscale("symlog", linthresh=float(positive.min()) if len(positive) else 1)
             else:
                 ax.set_xscale(xscale)
-            ax.set_title(v.label, fontsize=10)
+                _log_ticks(ax, "x", xs.min(), xs.max())
+            log_y = _log_metric(v.metric)
+            if log_y:
+                ax.set_yscale("log")
+                _plain_log_ticks(ax)
+            ax.set_title(_facet_title(v, (x, hue)), fontsize=10)
             ax.set_xlabel(f"{X_LABELS.get(x, x)} ({xscale} scale)")
-            ax.set_ylabel(f"{metric_label(v.metric)}\n(mean over seeds, 95% CI band)")
+            ax.set_ylabel(f"{metric_label(v.metric)}{' (log scale)' if log_y else ''}"
+                          "\n(mean over seeds, 95% CI band)")
             if hue:
                 _legend_outside(ax, hue)
     png, files = _save(fig, ctx.folder, key)
     caption = ("Lines join the mean over seeds; the band is the 95% CI (absent where a point "
-               "has one finite seed); an x on the axis marks a setting where every seed "
-               "diverged.")
+               "has one finite seed; on a log axis a band that reaches zero runs off the "
+               "bottom); an x on the axis marks a setting where every seed diverged. Where a "
+               "study varies other settings too, each point pools them (named under the title).")
     return Chart(key, f"{x} sensitivity", question, caption, png, files,
                  ctx.write_table(pd.concat(rows, ignore_index=True), key))
+
+
+def _log_metric(metric: str) -> bool:
+    """Losses and MSEs span decades: plot them on a log axis (accuracy and R² stay linear)."""
+    return not is_fraction_metric(metric)
+
+
+def _facet_title(v: StudyView, shown: tuple[str | None, ...]) -> str:
+    """The study label, and on a second line the varied settings a panel pools over."""
+    pooled = [p for p in v.varied if p not in shown]
+    return v.label + (f"\npooled over {', '.join(pooled)}" if pooled else "")
 
 
 X_LABELS = {"lr": "learning rate", "l1": "L1 lambda", "batch_size": "batch size"}
@@ -538,7 +612,7 @@ def chart_batch_size(ctx: Context) -> Chart | Missing:
                 ticks = sorted(v.runs["batch_size"].astype(float).unique())
                 ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
                 ax.minorticks_off()
-            ax_m.set_title(v.label, fontsize=10)
+            ax_m.set_title(_facet_title(v, ("batch_size", hue)), fontsize=10)
             ax_m.set_xlabel("")
             ax_m.set_ylabel(f"{metric_label(v.metric)}\n(mean, 95% CI band)")
             ax_t.set_yscale("log")
@@ -571,48 +645,73 @@ def chart_curves(ctx: Context) -> Chart | Missing:
     views = [v for v in ctx.views if not v.ranked().empty]
     if not views or ctx.curves.empty:
         return Missing(key, question, NEEDS[key])
-    fig, facets = _facets(len(views), nrows_per=2, size=(4.6, 3.0))
+    fig = Figure(figsize=(12.5, 2.9 * len(views)), layout="constrained")
     rows = []
     with _style():
-        for v, (ax_l, ax_m) in zip(views, facets, strict=False):
+        subfigs = fig.subfigures(len(views), 1, squeeze=False)[:, 0]
+        for v, sub in zip(views, subfigs, strict=True):
+            ax_l, ax_m, ax_key = sub.subplots(1, 3, width_ratios=[1, 1, 0.72])
             best = best_configs(v)
             colors = _colors(list(range(len(best))))
+            log_metric = _log_metric(v.metric)
             for i, (_, conf) in enumerate(best.iterrows()):
-                label = v.config_label(conf)
+                label = _wrap(v.config_label(conf), 40)
                 sel = ctx.curves[(ctx.curves["study"] == v.name) &
                                  (ctx.curves["trial"] == conf["trial"])]
                 for ax, curve in ((ax_l, "train_loss"), (ax_m, v.metric)):
                     c = sel[sel["curve"] == curve]
                     if c.empty:
                         continue
-                    agg = _curve_stats(c, log=curve == "train_loss")
+                    log = curve == "train_loss" or log_metric
+                    agg = _curve_stats(c, log=log)
                     agg["study"], agg["config"], agg["curve"] = v.name, label, curve
                     rows.append(agg)
                     ax.plot(agg["epoch"], agg["center"], color=colors[i], label=label, lw=1.8)
                     lo, hi = agg["low"].to_numpy(float), agg["high"].to_numpy(float)
-                    if curve != "train_loss":
+                    if not log:
                         lo, hi = np.clip(lo, *metric_bounds(curve)), np.clip(hi, *metric_bounds(
                             curve))
                     ax.fill_between(agg["epoch"], lo, hi, color=colors[i], alpha=0.2, lw=0)
-            ax_l.set_title(v.label, fontsize=10)
-            ax_l.set_ylabel("training loss, " + (v.runs["loss"].iloc[0].upper()
-                                                  if v.runs["loss"].nunique() == 1 else
-                                                  "each its own") +
-                             "\n(geometric mean, log scale)")
+            sub.suptitle(v.label, x=0.01, ha="left", fontsize=10, fontweight="bold")
+            kind = (v.runs["loss"].iloc[0].upper() if v.runs["loss"].nunique() == 1 else
+                    "each its own")
+            ax_l.set_title(f"training loss ({kind})", fontsize=9)
+            ax_l.set_ylabel("geometric mean\n(log scale)")
             ax_l.set_yscale("log")
-            ax_m.set_ylabel(f"{metric_label(v.metric)}\n(mean, 95% CI band)")
-            ax_m.set_xlabel("epoch")
-            _legend_outside(ax_l)
+            ax_m.set_title(metric_label(v.metric), fontsize=9)
+            ax_m.set_ylabel("geometric mean\n(log scale)" if log_metric else
+                            "mean, 95% CI band")
+            if log_metric:
+                ax_m.set_yscale("log")
+            for ax in (ax_l, ax_m):
+                if ax.get_yscale() == "log":
+                    _plain_log_ticks(ax)
+                _epoch_axis(ax)
+            ax_key.axis("off")
+            handles, labels = ax_l.get_legend_handles_labels()
+            if handles:
+                ax_key.legend(handles, labels, loc="center left", fontsize=8, frameon=False,
+                              title="configuration (best first)", title_fontsize=8)
     png, files = _save(fig, ctx.folder, key)
-    caption = ("The best configuration per optimizer (or loss), else the three best. Top: "
-               "training loss, geometric mean over seeds with a 95% CI computed on log10(loss) "
-               "(losses span decades, and an arithmetic CI would reach below zero); losses of "
-               "different kinds (MSE, BCE) are not comparable in height. Bottom: the metric, "
-               "mean over seeds with a 95% CI band. Diverged seeds stop at the epoch they diverged "
-               "(curves are never padded), so late epochs may average fewer seeds.")
+    caption = ("One row per study: the best configuration per optimizer (or loss), else the "
+               "three best. Left: training loss, geometric mean over seeds with a 95% CI "
+               "computed on log10(loss) (losses span decades, and an arithmetic CI would reach "
+               "below zero); losses of different kinds (MSE, BCE) are not comparable in height. "
+               "Right: the study's metric per epoch, mean over seeds with a 95% CI band (a loss "
+               "metric like the training loss, on a log scale). Diverged seeds stop at the "
+               "epoch they diverged (curves are never padded), so late epochs may average "
+               "fewer seeds.")
     return Chart(key, "training curves", question, caption, png, files,
                  ctx.write_table(pd.concat(rows, ignore_index=True) if rows else
                                  pd.DataFrame(), key))
+
+
+def _epoch_axis(ax: Any) -> None:
+    """Whole-number epoch ticks (1, 5, 10, ...) with an 'epoch' label."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True, min_n_ticks=2))
+    ax.set_xlabel("epoch")
 
 
 def _curve_stats(c: pd.DataFrame, log: bool) -> pd.DataFrame:
@@ -629,12 +728,22 @@ def _curve_stats(c: pd.DataFrame, log: bool) -> pd.DataFrame:
 
 
 def _plain_log_ticks(ax: Any) -> None:
-    """Label a log y axis at 1, 2, 5 x 10^k with plain numbers, so short ranges keep labels."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    """Label a log y axis with plain numbers at 1, 2, 5 x 10^k (fewer over many decades)."""
+    lo, hi = ax.get_ylim()
+    _log_ticks(ax, "y", lo, hi)
 
-    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
-    ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: ""))
+
+def _log_ticks(ax: Any, axis: str, lo: float, hi: float) -> None:
+    """Plain-number labels on a log axis ('0.001', '0.02', '10'): at 1, 2, 5 x 10^k over up to
+    two decades, 1 and 3 over up to four, else powers of ten only, so labels never collide."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    decades = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
+    subs = (1.0, 2.0, 5.0) if decades <= 2.2 else (1.0, 3.0) if decades <= 4.2 else (1.0,)
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    target.set_major_locator(LogLocator(base=10, subs=subs))
+    target.set_major_formatter(FuncFormatter(lambda t, _: fmt_num(t, 2)))
+    target.set_minor_formatter(NullFormatter())
 
 
 def crossovers(timing: pd.DataFrame) -> pd.DataFrame:
@@ -673,6 +782,35 @@ def latest_timing(timing: pd.DataFrame) -> pd.DataFrame:
     return timing.sort_values("created", na_position="first").drop_duplicates(keys, keep="last")
 
 
+def _timing_panel(ax: Any, sub: pd.DataFrame, cross: pd.DataFrame, task: str, model: str,
+                  w: Any, colors: dict[Any, Any], legend: dict[str, Any]) -> None:
+    """One workload at one width: a line per (device, engine, K), crossover marked, log axes."""
+    for (dev, engine, k), g in sub.groupby(["device", "engine", "k"], dropna=False):
+        g = g.sort_values("batch_size")
+        label = f"{dev}, {engine} engine" + (f" (K={int(k)} models at once)"
+                                             if k and k > 1 else "")
+        med = g["per_trial"] * 1e3
+        iqr = g["iqr_over_median"].astype(float).fillna(0) * med
+        line = ax.errorbar(g["batch_size"], med, yerr=[np.minimum(iqr / 2, med * 0.99), iqr / 2],
+                           marker="o" if dev == "cpu" else "s", color=colors[engine], lw=1.6,
+                           capsize=3, ls="-" if dev == "cpu" else "--")
+        legend.setdefault(label, line)
+    cw = cross[(cross["task"].astype(str) == task) & (cross["model"].astype(str) == model)]
+    cw = cw[cw["width"] == w] if w is not None else cw
+    for _, c in cw[cw["status"] == "crossover"].iterrows():
+        xc = math.sqrt(c["batch_size"] * c["previous_batch_size"])
+        ax.axvline(xc, color="0.3", ls=":", lw=1.5)
+        ax.text(xc, 0.97, f" CUDA faster\n from batch {int(c['batch_size'])}",
+                transform=ax.get_xaxis_transform(), va="top", fontsize=8)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    if not sub.empty:
+        _plain_log_ticks(ax)
+        ticks = sorted(sub["batch_size"].unique())
+        ax.set_xticks(ticks, [f"{b:g}" for b in ticks])
+    ax.minorticks_off()
+
+
 def chart_timing(ctx: Context) -> Chart | Missing:
     """CPU vs CUDA time per epoch by batch size and width, with the crossover marked."""
     key, question = "timing", "Is the GPU worth it for a model this small, and from which batch?"
@@ -684,43 +822,26 @@ def chart_timing(ctx: Context) -> Chart | Missing:
     t["per_trial"] = t["per_trial_epoch_seconds_median"].astype(float).fillna(
         t["epoch_seconds_median"].astype(float) / t["k"].fillna(1).astype(float))
     widths = sorted(t["width"].dropna().unique().tolist()) or [None]
+    workloads = sorted({(str(a), str(b)) for a, b in zip(t["task"], t["model"], strict=True)})
     cross = crossovers(t)
-    fig, facets = _facets(len(widths), ncols=3)
+    fig = Figure(figsize=(4.6 * len(widths), 3.3 * len(workloads) + 0.8), layout="constrained")
+    grid = fig.subplots(len(workloads), len(widths), squeeze=False)
     colors = _colors(sorted(t["engine"].dropna().unique()))
     notes = []
+    legend: dict[str, Any] = {}
     with _style():
-        for w, (ax,) in zip(widths, facets, strict=False):
-            sub = t if w is None else t[t["width"] == w]
-            for (dev, engine, task, model, k), g in sub.groupby(
-                    ["device", "engine", "task", "model", "k"], dropna=False):
-                g = g.sort_values("batch_size")
-                marker = "o" if dev == "cpu" else "s"
-                label = f"{dev}, {engine}" + (f" (K={int(k)})" if k and k > 1 else "")
-                if len(sub["task"].unique()) > 1 or len(sub["model"].unique()) > 1:
-                    label += f", {task}/{model}"
-                med = g["per_trial"] * 1e3
-                iqr = g["iqr_over_median"].astype(float).fillna(0) * med
-                ax.errorbar(g["batch_size"], med, yerr=[np.minimum(iqr / 2, med * 0.99),
-                                                        iqr / 2],
-                            marker=marker, color=colors[engine], label=label, lw=1.6,
-                            capsize=3, ls="-" if dev == "cpu" else "--")
-            cw = cross[(cross["width"] == w)] if w is not None else cross
-            for _, c in cw[cw["status"] == "crossover"].iterrows():
-                xc = math.sqrt(c["batch_size"] * c["previous_batch_size"])
-                ax.axvline(xc, color="0.3", ls=":", lw=1.5)
-                ax.text(xc, 0.97, f" CUDA faster\n from batch {int(c['batch_size'])}",
-                        transform=ax.get_xaxis_transform(), va="top", fontsize=8)
-            ax.set_xscale("log", base=2)
-            ax.set_yscale("log")
-            _plain_log_ticks(ax)
-            ticks = sorted(sub["batch_size"].unique())
-            ax.set_xticks(ticks, [f"{b:g}" for b in ticks])
-            ax.minorticks_off()
-            ax.set_title(f"hidden width {int(w)}" if w is not None else "all widths",
-                         fontsize=10)
-            ax.set_xlabel("batch size (examples, log scale)")
-            ax.set_ylabel("time per epoch per trained model\n(ms, median, bar: IQR; log)")
-            ax.legend(fontsize=7, loc="best")
+        for (task, model), axes in zip(workloads, grid, strict=True):
+            for w, ax in zip(widths, axes, strict=True):
+                sub = t[(t["task"].astype(str) == task) & (t["model"].astype(str) == model)]
+                sub = sub if w is None else sub[sub["width"] == w]
+                _timing_panel(ax, sub, cross, task, model, w, colors, legend)
+                ax.set_title(f"{task}/{model}, hidden width {int(w)}" if w is not None else
+                             f"{task}/{model}", fontsize=10)
+                ax.set_xlabel("batch size (examples)")
+                ax.set_ylabel("ms per epoch per model\n(median; bar: IQR)")
+        order = sorted(legend)
+        fig.legend([legend[k] for k in order], order, loc="outside lower center",
+                   ncols=min(len(legend), 4), fontsize=8, frameon=False)
     if "cuda" not in set(t["device"]):
         fig.suptitle("CPU only: no CUDA timings were found, so there is no CPU/CUDA crossover "
                      "to mark", fontsize=10, color="#8a6d00",
@@ -739,8 +860,8 @@ def chart_timing(ctx: Context) -> Chart | Missing:
                               zip(t["host"], t["gpu_name"], strict=True)}))
     caption = (f"Median time per training epoch and per trained model (a batched group's "
                f"time divided by its K models) over repeats, measured by `bench time` on "
-               f"{hosts}. Colour: engine; solid line and circles: CPU, dashed line and squares: "
-               "CUDA. " + ("Dotted vertical line: where CUDA becomes faster. "
+               f"{hosts}; both axes on a log scale. Colour: engine; solid line and circles: CPU, "
+               "dashed line and squares: CUDA. " + ("Dotted vertical line: where CUDA becomes faster. "
                            if (cross["status"] == "crossover").any() else "") +
                ("; ".join(n[0].upper() + n[1:] for n in notes) + "." if notes else ""))
     caption = caption[0].upper() + caption[1:]
@@ -761,8 +882,14 @@ def importances(study: tables.StudyData) -> tuple[dict[str, float], str | None]:
     if not varying:
         return {}, "no parameter varies across the completed trials"
     try:
-        target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
-        return dict(optuna.importance.get_param_importances(study.study, target=target)), None
+        if len(study.directions) > 1:
+            # PED-ANOVA ranks by "lower is better" for a custom target: negate a maximised one.
+            sign = -1.0 if study.direction == "maximize" else 1.0
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*computes the importances of params")
+                return dict(optuna.importance.get_param_importances(
+                    study.study, target=lambda t: sign * t.values[0])), None
+        return dict(optuna.importance.get_param_importances(study.study)), None
     except Exception as exc:  # optuna raises several types for degenerate studies
         return {}, f"optuna could not compute them ({type(exc).__name__}: {exc})"
 
@@ -796,7 +923,8 @@ def chart_history(ctx: Context) -> list[Chart | Missing]:
             ax_h.set_xlabel("trial number")
             ax_h.set_ylabel(f"{metric_label(s.objective)}\n(objective, mean over seeds)")
             ax_h.set_title(f"{s.name}: optimisation history", fontsize=10)
-            ax_h.legend(fontsize=8, loc="best")
+            ax_h.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22),
+                        ncols=3, frameon=False)
             if imp:
                 names = list(imp)[::-1]
                 ax_i.barh(names, [imp[n] for n in names], color="#4c72b0", height=0.5)
@@ -915,7 +1043,7 @@ def chart_boundaries(ctx: Context) -> list[Chart | Missing]:
                 title = (f"{factor}={conf[factor]}, " if factor else "") + \
                     v.config_label(conf, (factor,) if factor else ())
                 ax.set_title(f"{_wrap(title, 44)}\nseed {int(median['seed'])}: "
-                             f"{metric_label(v.metric)} {retrained:.3f}", fontsize=9)
+                             f"{metric_label(v.metric)} {fmt_score(retrained, v.metric)}", fontsize=9)
                 ax.set_xlabel("x₀")
                 ax.set_ylabel("x₁")
                 rows.append({"study": v.name, "trial": conf["trial"], "seed": median["seed"],
@@ -969,7 +1097,7 @@ def study_summary(v: StudyView, s: tables.StudyData) -> dict[str, Any]:
         return info
     win = ranked.iloc[0]
     info["winner"] = v.config_label(win)
-    info["winner_score"] = fmt_ci(win[m], win[f"{v.metric}_ci95"])
+    info["winner_score"] = fmt_ci(win[m], win[f"{v.metric}_ci95"], metric=v.metric)
     better = "higher" if higher_is_better(v.metric) else "lower"
     text = (f"Winner by {metric_label(v.metric)} ({better} is better): {info['winner']} with "
             f"{info['winner_score']} over {int(win[f'{v.metric}_n'])} seed(s).")
@@ -983,7 +1111,7 @@ def study_summary(v: StudyView, s: tables.StudyData) -> dict[str, Any]:
         rival = ranked.iloc[1]
     if rival is not None:
         info["runner_up"] = v.config_label(rival)
-        info["runner_up_score"] = fmt_ci(rival[m], rival[f"{v.metric}_ci95"])
+        info["runner_up_score"] = fmt_ci(rival[m], rival[f"{v.metric}_ci95"], metric=v.metric)
         verdict = _verdict(v.seed_values(win["trial"]), v.seed_values(rival["trial"]))
         info["verdict"] = verdict
         what = f"best with another {factor}" if factor else "runner-up"
@@ -1005,36 +1133,107 @@ padding:.6em 1em;margin:1em 0} .rule{background:#eef4fb;border-left:4px solid #4
 padding:.6em 1em} figure{margin:1em 0 2em} figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.9em;color:#444;max-width:1100px} .q{font-weight:600;color:#333}
 table{border-collapse:collapse;font-size:.85em;margin:.5em 0} td,th{border:1px solid #ddd;
-padding:3px 7px;text-align:left} th{background:#f4f4f4} .scroll{overflow-x:auto}
+padding:3px 7px;text-align:left;vertical-align:top} th{background:#f4f4f4} td.num{text-align:right;
+font-variant-numeric:tabular-nums;white-space:nowrap} td.long{min-width:18em}
+.scroll{overflow-x:auto}
 .v-match,.v-reproduced{color:#1a7f37;font-weight:600} .v-differs,.v-mismatch{color:#b42318;
 font-weight:600} nav a{margin-right:1em}
 """
 
 
-def _html_table(df: pd.DataFrame, max_rows: int = 60) -> str:
-    shown = df.head(max_rows).copy()
-    for c in shown.select_dtypes(include=["object", "string"]).columns:
-        shown[c] = shown[c].where(shown[c].notna(), "")
-    body = shown.to_html(index=False, na_rep="", escape=True, float_format=lambda x: f"{x:.4g}",
-                         border=0)
+def display_frame(df: pd.DataFrame, fraction_columns: tuple[str, ...] = ()) -> pd.DataFrame:
+    """The table as the page shows it: strings, floats with 3 significant digits (accuracy
+    columns, and `fraction_columns`, with 3 decimals), missing values blank."""
+    out = pd.DataFrame(index=df.index)
+    for c in df.columns:
+        frac = c in fraction_columns or is_fraction_metric(str(c).removesuffix("_mean")
+                                                           .removesuffix("_ci95"))
+        out[c] = [_cell_text(x, frac) for x in df[c]]
+    return out
+
+
+def _cell_text(x: Any, fraction: bool = False) -> str:
+    if x is None or x is pd.NA or (isinstance(x, float) and math.isnan(x)):
+        return ""
+    if fraction and isinstance(x, float | np.floating):
+        return f"{x:.3f}"
+    if isinstance(x, float | np.floating | int | np.integer) and not isinstance(x, bool):
+        return fmt_num(x)
+    return str(x)
+
+
+def _html_table(df: pd.DataFrame, max_rows: int = 60, cell_class: Callable[[str, str], str]
+                | None = None) -> str:
+    """An HTML table of `display_frame(df)`: readable headers (no underscores), numbers right
+    aligned, long text cells wide enough to read."""
+    e = html.escape
+    shown = display_frame(df.head(max_rows))
+    numeric = {c for c in df.columns if pd.api.types.is_numeric_dtype(df[c])
+               and not pd.api.types.is_bool_dtype(df[c])}
+    head = "".join(f"<th>{e(str(c).replace('_', ' '))}</th>" for c in shown.columns)
+    rows = []
+    for row in shown.itertuples(index=False):
+        cells = []
+        for c, text in zip(shown.columns, row, strict=True):
+            cls = [*(["num"] if c in numeric else []), *(["long"] if len(text) > 40 else []),
+                   *([cell_class(c, text)] if cell_class and cell_class(c, text) else [])]
+            attr = f" class='{' '.join(cls)}'" if cls else ""
+            cells.append(f"<td{attr}>{e(text)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
     more = f"<p class='meta'>{len(df) - max_rows} more rows in the CSV.</p>" \
         if len(df) > max_rows else ""
-    return f"<div class='scroll'>{body}</div>{more}"
+    return (f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>"
+            + "".join(rows) + f"</tbody></table></div>{more}")
 
 
 def _md_table(df: pd.DataFrame, max_rows: int = 40) -> str:
-    def cell(x: Any) -> str:
-        if isinstance(x, float):
-            return "" if math.isnan(x) else f"{x:.4g}"
-        return "" if x is None or x is pd.NA else str(x).replace("|", "\\|").replace("\n", " ")
+    shown = display_frame(df.head(max_rows))
 
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |",
+    def cell(x: str) -> str:
+        return x.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(str(c).replace("_", " ") for c in df.columns) + " |",
              "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(cell(x) for x in row) + " |"
-              for row in df.head(max_rows).itertuples(index=False)]
+              for row in shown.itertuples(index=False)]
     if len(df) > max_rows:
         lines.append(f"\n{len(df) - max_rows} more rows in the CSV.")
     return "\n".join(lines)
+
+
+def reproduce_display(repro: pd.DataFrame) -> pd.DataFrame:
+    """The reproduction table with each row's numbers formatted for its own metric."""
+    out = repro.copy()
+    values = [c for c in ("notebook_figure", "mean", "ci95", "val_metric_mean") if c in out]
+    if "metric" in out and values:
+        for c in values:
+            out[c] = [fmt_score(x, str(m)) if pd.notna(x) else ""
+                      for x, m in zip(out[c], out["metric"], strict=True)]
+    return out
+
+
+TIMING_DISPLAY = {"epoch_seconds_median": ("epoch ms (median)", 1e3),
+                  "iqr_over_median": ("IQR / median (%)", 100.0),
+                  "samples_per_second_median": ("samples/s (median)", 1.0)}
+
+
+def timing_display(timing: pd.DataFrame) -> pd.DataFrame:
+    """The timing table with units a reader can use: ms per epoch, spread in %, samples/s."""
+    cols = ["host", "gpu_name", "task", "model", "width", "batch_size", "engine", "k",
+            "device", "epoch_seconds_median", "iqr_over_median", "noisy",
+            "samples_per_second_median"]
+    t = timing[[c for c in cols if c in timing.columns]].copy()
+    if "gpu_name" in t and t["gpu_name"].isna().all():
+        t = t.drop(columns="gpu_name")
+    for c, (_name, scale) in TIMING_DISPLAY.items():
+        if c in t:
+            t[c] = pd.to_numeric(t[c], errors="coerce") * scale
+    for c in ("width", "batch_size", "k"):
+        if c in t:
+            t[c] = pd.to_numeric(t[c], errors="coerce").astype("Int64")
+    if "noisy" in t:
+        t["noisy"] = t["noisy"].map({True: "yes", False: ""}).fillna("")
+    return t.rename(columns={c: n for c, (n, _) in TIMING_DISPLAY.items()})
 
 
 SUMMARY_COLUMNS = ("study", "task", "model", "metric", "varied", "trials", "complete", "failed",
@@ -1083,21 +1282,15 @@ def render_html(result: ReportResult, summaries: list[dict[str, Any]],
         parts.append("<p class='missing'>No reproduction table (results/reproduce.csv): run "
                      "<code>bench reproduce</code>.</p>")
     else:
-        table = _html_table(repro)
-        for verdict in repro.get("verdict", pd.Series(dtype=str)).dropna().unique():
-            table = table.replace(f"<td>{e(str(verdict))}</td>",
-                                  f"<td class='v-{e(str(verdict))}'>{e(str(verdict))}</td>")
-        parts.append(table)
+        parts.append(_html_table(reproduce_display(repro), cell_class=lambda c, text: (
+            f"v-{text}" if c == "verdict" and text.replace("-", "").isalnum() else "")))
     parts.append("<h2 id='timing'>Timing measurements</h2>")
     timing = extra.get("timing")
     if timing is None or timing.empty:
         parts.append("<p class='missing'>No timing files (results/timing/*.json, "
                      "results/baselines/timing*.json): run <code>bench time</code>.</p>")
     else:
-        cols = ["host", "gpu_name", "task", "model", "width", "batch_size", "engine", "k",
-                "device", "epoch_seconds_median", "iqr_over_median", "noisy",
-                "samples_per_second_median"]
-        parts.append(_html_table(timing[[c for c in cols if c in timing.columns]]))
+        parts.append(_html_table(timing_display(timing)))
     parts.append("<h2 id='tables'>Tables</h2><ul>")
     parts += [f"<li><a href='{e(str(f))}'>{e(str(f))}</a></li>" for f in result.files
               if str(f).endswith(".csv")]
@@ -1136,7 +1329,7 @@ def render_markdown(result: ReportResult, summaries: list[dict[str, Any]],
                   + (f", data [{Path(c.table).name}]({c.table})" if c.table else ""), ""]
     lines += ["## Reproduction of the notebooks", ""]
     repro = extra.get("reproduce")
-    lines.append(_md_table(repro) if repro is not None else
+    lines.append(_md_table(reproduce_display(repro)) if repro is not None else
                  "No reproduction table (results/reproduce.csv): run `bench reproduce`.")
     lines += ["", "## Tables", ""]
     lines += [f"- [{f}]({f})" for f in result.files if str(f).endswith(".csv")]
