@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from bench import registry
-from bench.losses import encode_targets, predict_classes
+from bench.losses import apply_head, encode_targets, predict_classes
 from bench.models import Activation, BatchNorm, Head, Linear, initial_state
 from bench.results import RunResult, metric_names, reached
 from bench.spec import RunSpec, resolve_device
@@ -270,7 +270,7 @@ class _Stack:
                 i -= 2
                 continue
             torch.bmm(g, ws.get(("z", i - 2), (k, fi, n)).transpose(1, 2), out=gw)
-            g = torch.bmm(w.transpose(1, 2), g, out=ws.get(("g", i), (k, fi, n)))
+            g = _matmul(w.transpose(1, 2), g, ws.get(("g", i), (k, fi, n)))
             i -= 1
 
     def _linear_after_batch_norm_backward(self, i: int, g: torch.Tensor,
@@ -299,8 +299,8 @@ class _Stack:
         shift.div_(-n)
         coef = torch.mul(gamma_grad.unsqueeze(2), s, out=ws.get(("dcoef", j), (k, fi, 1)))
         coef.mul_(invstd).div_(-n)
-        dx = torch.baddbmm(shift, ws.get(("wfold", i), (k, fo, fi)).transpose(1, 2), g,
-                           out=ws.get(("g", i), (k, fi, n)))
+        dx = _matmul(ws.get(("wfold", i), (k, fo, fi)).transpose(1, 2), g,
+                     ws.get(("g", i), (k, fi, n))).add_(shift)
         return dx.addcmul_(c, coef)
 
     def workspace(self, n: int, training: bool = True) -> _Workspace:
@@ -328,6 +328,14 @@ class _Stack:
         for rm, rv in self.running.values():
             rm.masked_fill_(dead.unsqueeze(1), 0.0)
             rv.masked_fill_(dead.unsqueeze(1), 1.0)
+
+
+def _matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Batched a @ b into out; a broadcast multiply when the inner size is 1 (MKL's batched
+    GEMM is several times slower on outer products)."""
+    if a.shape[2] == 1:
+        return torch.mul(a, b, out=out)
+    return torch.bmm(a, b, out=out)
 
 
 class _Workspace:
@@ -461,12 +469,31 @@ def _loss(loss_fn: Callable[..., torch.Tensor], out: torch.Tensor, target: torch
     return loss_fn(out, target, head)
 
 
-def _loss_and_grad(loss_fn: Callable[..., torch.Tensor], out: torch.Tensor, target: torch.Tensor,
+def _loss_and_grad(loss_name: str, out: torch.Tensor, target: torch.Tensor,
                    head: Head) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-member losses [K] and d(sum of them)/d outputs, both for feature-major [K, O, B]."""
-    leaf = out.transpose(1, 2).detach().requires_grad_()
+    """Per-member losses [K] and d(sum of them)/d outputs, both for feature-major [K, O, B].
+
+    MSE under a sigmoid, tanh or identity head and BCE have their gradients written out
+    (the loss value is the registry's own function); softmax heads use autograd on the loss.
+    """
+    o = out.transpose(1, 2)  # [K, B, O] view
+    scale = 1.0 / (o.shape[1] * o.shape[2])
+    if target.is_floating_point() and target.dim() < o.dim():
+        target = target.expand_as(o)
+    if loss_name == "mse" and head.activation != "softmax":
+        p = apply_head(o, head)
+        diff = p - target
+        grad = diff.mul(2 * scale)
+        if head.activation in _ACTIVATION_BACKWARD:
+            _ACTIVATION_BACKWARD[head.activation](grad, p, grad_input=grad)
+        return diff.square_().mean(dim=(-2, -1)), grad.transpose(1, 2)
+    loss_fn = registry.get_loss(loss_name).fn
+    if loss_name == "bce":
+        grad = torch.sigmoid(o).sub_(target).mul_(scale)
+        return loss_fn(o, target, head), grad.transpose(1, 2)
+    leaf = o.detach().requires_grad_()
     with torch.enable_grad():
-        loss = _loss(loss_fn, leaf, target, head)
+        loss = loss_fn(leaf, target, head)
         (grad,) = torch.autograd.grad(loss.sum(), leaf)
     return loss.detach(), grad.transpose(1, 2)
 
@@ -522,7 +549,6 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
     first = specs[0]
     device, kind = plan.device, data.task.kind
     k, n, bs = len(specs), data.n_train, plan.batch_size
-    loss_fn = registry.get_loss(first.loss).fn
     metric = data.task.default_metric
     names = metric_names(kind)
     n_batches = math.ceil(n / bs)
@@ -567,7 +593,7 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
                     xb, yb = F.embedding(idx, x), y[idx]
                 ws = stack.workspace(stop - start)
                 out = stack.forward(xb, True, ws)
-                detached, grad_out = _loss_and_grad(loss_fn, out, yb, plan.head)
+                detached, grad_out = _loss_and_grad(first.loss, out, yb, plan.head)
                 stack.backward(xb, grad_out, ws)
                 opt.step(stack.grad, step)
                 loss_sum += detached
@@ -608,7 +634,7 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
         if not any(alive):
             break
 
-    final = _final_metrics(stack, data, first.loss, kind) if any(alive) else None
+    final = _final_metrics(stack, data, first.loss, kind, val) if any(alive) else None
     steps_cpu = step_buffer.cpu() if step_buffer is not None else None
     results = []
     for i, spec in enumerate(specs):
@@ -639,14 +665,19 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
     return results
 
 
-def _final_metrics(stack: _Stack, data: TaskData, loss: str, kind: str) -> dict[str, list[float]]:
-    """Final train / val / test metrics of every member (one host sync)."""
+def _final_metrics(stack: _Stack, data: TaskData, loss: str, kind: str,
+                   val: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """Final train / val / test metrics of every member (one host sync).
+
+    `val` is the last epoch's validation evaluation of these very parameters (the
+    parameters have not changed since), so it is reused rather than recomputed.
+    """
     names = metric_names(kind)
     keys: list[str] = []
     values: list[torch.Tensor] = []
     for split, xs, ys in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val),
                           ("test", data.x_test, data.y_test)):
-        scores = _evaluate(stack, xs, ys, loss, kind)
+        scores = val if split == "val" else _evaluate(stack, xs, ys, loss, kind)
         for m in names:
             keys.append(f"{split}_{m}")
             values.append(scores[m])
