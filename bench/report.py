@@ -129,7 +129,9 @@ def fmt_num(x: Any, sig: int = 3) -> str:
     rounded = float(f"{x:.{sig}g}")
     if 1e3 <= abs(x) < 1e9:
         return f"{rounded:,.0f}"
-    return f"{rounded:g}"  # plain '300', '0.0207'; scientific below 1e-4 ('1.81e-06')
+    if rounded != x and 1e-4 <= abs(x) < 1e3:  # keep the digits rounding kept: 0.999709 -> 1.00
+        return f"{x:#.{sig}g}".rstrip(".")
+    return f"{rounded:g}"  # plain '300', '0.5'; scientific below 1e-4 ('1.81e-06')
 
 
 def is_fraction_metric(metric: str) -> bool:
@@ -735,14 +737,14 @@ def _plain_log_ticks(ax: Any) -> None:
 
 def _log_ticks(ax: Any, axis: str, lo: float, hi: float) -> None:
     """Plain-number labels on a log axis ('0.001', '0.02', '10'): at 1, 2, 5 x 10^k over up to
-    two decades, 1 and 3 over up to four, else powers of ten only, so labels never collide."""
+    two decades, 1 and 3 over up to three, else powers of ten only, so labels never collide."""
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     decades = math.log10(hi / lo) if lo > 0 and hi > lo else 1.0
-    subs = (1.0, 2.0, 5.0) if decades <= 2.2 else (1.0, 3.0) if decades <= 4.2 else (1.0,)
+    subs = (1.0, 2.0, 5.0) if decades <= 2.2 else (1.0, 3.0) if decades <= 3.2 else (1.0,)
     target = ax.yaxis if axis == "y" else ax.xaxis
     target.set_major_locator(LogLocator(base=10, subs=subs))
-    target.set_major_formatter(FuncFormatter(lambda t, _: fmt_num(t, 2)))
+    target.set_major_formatter(FuncFormatter(lambda t, _: fmt_num(float(f"{t:.2g}"), 2)))
     target.set_minor_formatter(NullFormatter())
 
 
@@ -1233,7 +1235,21 @@ def timing_display(timing: pd.DataFrame) -> pd.DataFrame:
             t[c] = pd.to_numeric(t[c], errors="coerce").astype("Int64")
     if "noisy" in t:
         t["noisy"] = t["noisy"].map({True: "yes", False: ""}).fillna("")
-    return t.rename(columns={c: n for c, (n, _) in TIMING_DISPLAY.items()})
+    return t.rename(columns={**{c: n for c, (n, _) in TIMING_DISPLAY.items()},
+                             "k": "K (models per run)"})
+
+
+def summary_display(summaries: list[dict[str, Any]]) -> pd.DataFrame:
+    """The per-study summary as the page shows it: few, readable columns."""
+    df = pd.DataFrame(summaries).reindex(columns=list(SUMMARY_COLUMNS))
+    out = pd.DataFrame({
+        "study": df["study"], "task / model": df["task"] + " / " + df["model"],
+        "metric": [metric_label(m) for m in df["metric"]], "varied": df["varied"],
+        "trials": [f"{t} ({f} failed or pruned)" if f else str(t)
+                   for t, f in zip(df["trials"], df["failed"], strict=True)],
+        "seeds": df["seeds"], "winner": df["winner"], "winner score": df["winner_score"],
+        "runner-up": df["runner_up"], "runner-up score": df["runner_up_score"]})
+    return out.dropna(axis=1, how="all")
 
 
 SUMMARY_COLUMNS = ("study", "task", "model", "metric", "varied", "trials", "complete", "failed",
@@ -1262,8 +1278,8 @@ def render_html(result: ReportResult, summaries: list[dict[str, Any]],
     parts.append("<h2 id='studies'>Studies</h2>")
     parts.append(f"<p class='rule'><b>Rule.</b> {e(SIGNIFICANCE_RULE)}</p>")
     if summaries:
-        parts.append(_html_table(pd.DataFrame(summaries).reindex(
-            columns=list(SUMMARY_COLUMNS)).dropna(axis=1, how="all")))
+        parts.append(_html_table(summary_display(summaries), cell_class=lambda c, text: (
+            "num" if c.endswith("score") else "")))
         parts += [f"<p><b>{e(s['study'])}</b>: {e(s['text'])}</p>" for s in summaries]
     else:
         parts.append("<p>No study with runs to summarise.</p>")
@@ -1282,8 +1298,10 @@ def render_html(result: ReportResult, summaries: list[dict[str, Any]],
         parts.append("<p class='missing'>No reproduction table (results/reproduce.csv): run "
                      "<code>bench reproduce</code>.</p>")
     else:
+        numbers = ("notebook_figure", "mean", "ci95", "val_metric_mean")
         parts.append(_html_table(reproduce_display(repro), cell_class=lambda c, text: (
-            f"v-{text}" if c == "verdict" and text.replace("-", "").isalnum() else "")))
+            f"v-{text}" if c == "verdict" and text.replace("-", "").isalnum() else
+            "num" if c in numbers else "")))
     parts.append("<h2 id='timing'>Timing measurements</h2>")
     timing = extra.get("timing")
     if timing is None or timing.empty:
@@ -1317,8 +1335,7 @@ def render_markdown(result: ReportResult, summaries: list[dict[str, Any]],
         lines.append("")
     lines += ["## Studies", "", f"> **Rule.** {SIGNIFICANCE_RULE}", ""]
     if summaries:
-        lines += [_md_table(pd.DataFrame(summaries).reindex(
-            columns=list(SUMMARY_COLUMNS)).dropna(axis=1, how="all")), ""]
+        lines += [_md_table(summary_display(summaries)), ""]
         lines += [f"- **{s['study']}**: {s['text']}" for s in summaries]
     else:
         lines.append("No study with runs to summarise.")

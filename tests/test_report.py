@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import re
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 import pytest
+from PIL import Image
 
 from bench import report, tables
 from bench.cli import main
@@ -218,3 +220,62 @@ def test_fmt_ci_never_shows_a_fake_interval() -> None:
     assert report.fmt_ci(0.5, float("nan")) == "0.500 (no CI)"
     assert report.fmt_ci(0.5, 0.01) == "0.500 ± 0.010"
     assert report.fmt_ci(float("nan"), float("nan")) == "n/a"
+
+
+def test_numbers_read_with_three_significant_digits() -> None:
+    assert report.fmt_num(0.0206646) == "0.0207" and report.fmt_num(1.80857e-06) == "1.81e-06"
+    assert report.fmt_num(0.999709) == "1.00" and report.fmt_num(0.5) == "0.5"
+    assert report.fmt_num(13864.2) == "13,900" and report.fmt_num(300.0) == "300"
+    assert report.fmt_ci(0.00712, 0.00113, metric="val_loss") == "0.00712 ± 0.00113"
+    assert report.fmt_ci(0.9981, 0.0004, metric="val_accuracy") == "0.998 ± 0.000"
+    assert report.fmt_score(0.99964, "train_accuracy") == "1.000"
+    assert report.fmt_score(1.21101484, "train_mse") == "1.21"
+
+
+def test_page_shows_no_long_floats(built) -> None:
+    out, _, _ = built
+    text = re.sub(r"<[^>]+>|data:image/png;base64,[^']*", " ",
+                  (out / "index.html").read_text())
+    def significant(number: str) -> int:
+        return len(number.replace(".", "").lstrip("0").rstrip("0"))
+
+    # 3 significant digits, or 3 decimals for accuracies (0.770 ± 1.461): never 0.0206646
+    long_floats = [n for n in re.findall(r"\d+\.\d+", text)
+                   if significant(n) > 3 and len(n.split(".")[1]) > 3]
+    assert long_floats == []
+    summary = pd.read_csv(out / "tables" / "summary.csv")
+    assert summary["winner"].str.contains("lr=").all()
+
+
+def test_learning_rate_colour_bar_keeps_the_chart_size(built, tmp_path: Path) -> None:
+    """Many distinct learning rates must not grow a legend that squashes the boxes."""
+    _, result, url = built
+    studies = tables.load_studies(url)
+    views = report.study_views(tables.runs_table(studies), studies)
+    few = next(c for c in result.charts if c.key == "optimizers")
+    for v in views:  # every run its own learning rate: 12 distinct values instead of 3
+        v.runs["lr"] = [10 ** (-3 + 3 * i / len(v.runs)) for i in range(len(v.runs))]
+    ctx = report.Context(views, studies, pd.DataFrame(), pd.DataFrame(), tmp_path)
+    many = report.chart_optimizers(ctx)
+    def size(png: bytes) -> tuple[int, int]:
+        return Image.open(io.BytesIO(png)).size
+
+    assert size(many.png) == size(few.png)
+    assert "log colour scale" in many.caption
+
+
+def test_curves_get_one_wide_row_per_study(built) -> None:
+    out, _, _ = built
+    width, height = Image.open(out / "charts" / "curves.png").size
+    n_studies = pd.read_csv(out / "tables" / "curves.csv")["study"].nunique()
+    assert n_studies == 2 and width / (height / n_studies) > 3
+
+
+def test_timing_table_is_shown_in_milliseconds_and_percent() -> None:
+    timing = pd.DataFrame([{"host": "h", "gpu_name": None, "task": "moons", "k": 1,
+                            "epoch_seconds_median": 0.0123456, "iqr_over_median": 0.0512,
+                            "noisy": True, "samples_per_second_median": 13864.2}])
+    shown = report.display_frame(report.timing_display(timing)).iloc[0]
+    assert shown["epoch ms (median)"] == "12.3" and shown["IQR / median (%)"] == "5.12"
+    assert shown["samples/s (median)"] == "13,900" and shown["noisy"] == "yes"
+    assert "gpu_name" not in shown.index
