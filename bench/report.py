@@ -1177,7 +1177,7 @@ def _html_table(df: pd.DataFrame, max_rows: int = 60, cell_class: Callable[[str,
     for row in shown.itertuples(index=False):
         cells = []
         for c, text in zip(shown.columns, row, strict=True):
-            cls = [*(["num"] if c in numeric else []), *(["long"] if len(text) > 40 else []),
+            cls = [*(["num"] if c in numeric else []), *(["long"] if len(text) > 80 else []),
                    *([cell_class(c, text)] if cell_class and cell_class(c, text) else [])]
             attr = f" class='{' '.join(cls)}'" if cls else ""
             cells.append(f"<td{attr}>{e(text)}</td>")
@@ -1245,7 +1245,7 @@ def summary_display(summaries: list[dict[str, Any]]) -> pd.DataFrame:
     out = pd.DataFrame({
         "study": df["study"], "task / model": df["task"] + " / " + df["model"],
         "metric": [metric_label(m) for m in df["metric"]], "varied": df["varied"],
-        "trials": [f"{t} ({f} failed or pruned)" if f else str(t)
+        "trials (failed or pruned)": [f"{t} ({f})" if f else str(t)
                    for t, f in zip(df["trials"], df["failed"], strict=True)],
         "seeds": df["seeds"], "winner": df["winner"], "winner score": df["winner_score"],
         "runner-up": df["runner_up"], "runner-up score": df["runner_up_score"]})
