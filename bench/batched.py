@@ -518,7 +518,8 @@ def _evaluate(stack: _Stack, x: torch.Tensor, y: torch.Tensor, loss_name: str,
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             out = stack.forward(x[start:stop], False, stack.workspace(stop - start, False))
-            out = out.transpose(1, 2)
+            # [K, B, O] in memory: the loss and argmax run along contiguous rows of O.
+            out = out.transpose(1, 2).contiguous()
             loss = _loss(loss_fn, out, target[start:stop], head)
             if kind == "regression":
                 score = ((out.squeeze(-1) - y[start:stop]) ** 2).sum(dim=-1)
