@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from bench import registry
 from bench.losses import apply_head, encode_targets, predict_classes
@@ -330,6 +329,15 @@ class _Stack:
             rv.masked_fill_(dead.unsqueeze(1), 1.0)
 
 
+def _gather_rows(x: torch.Tensor, index: torch.Tensor,
+                 out: torch.Tensor | None = None) -> torch.Tensor:
+    """x[index] for a [K, B] index: [K, B, D], via `index_select` (into `out` if given), which
+    on the CPU is about twice as fast as `F.embedding` or advanced indexing and uses threads."""
+    k, b = index.shape
+    flat = out.view(k * b, x.shape[1]) if out is not None else None
+    return torch.index_select(x, 0, index.reshape(-1), out=flat).view(k, b, x.shape[1])
+
+
 def _matmul(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """Batched a @ b into out; a broadcast multiply when the inner size is 1 (MKL's batched
     GEMM is several times slower on outer products)."""
@@ -580,8 +588,8 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
             xs = ys = order = None
             if first.shuffle:
                 order = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
-                if pregather:  # embedding is torch's fastest row gather on the CPU
-                    xs, ys = F.embedding(order, x), y[order]
+                if pregather:
+                    xs, ys = _gather_rows(x, order), y[order]
             loss_sum = torch.zeros(k, dtype=plan.dtype, device=device)
             for start in range(0, n, bs):
                 stop = min(n, start + bs)
@@ -591,7 +599,9 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
                     xb, yb = xs[:, start:stop], ys[:, start:stop]
                 else:
                     idx = order[:, start:stop]
-                    xb, yb = F.embedding(idx, x), y[idx]
+                    xb = _gather_rows(x, idx, stack.workspace(stop - start).get(
+                        ("x",), (k, stop - start, x.shape[1])))
+                    yb = y[idx]
                 ws = stack.workspace(stop - start)
                 out = stack.forward(xb, True, ws)
                 detached, grad_out = _loss_and_grad(first.loss, out, yb, plan.head)
