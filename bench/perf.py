@@ -13,16 +13,23 @@
 
 Each engine gets one untimed warm-up call, then `repeats` timed calls; figures are medians.
 Batched figures are per trial: the time of one `train_many` call over K runs divided by K.
-Peak memory is taken in a separate, untimed call: `torch.cuda.max_memory_allocated` on CUDA;
-on the CPU the tracemalloc peak of Python allocations and the process's peak RSS so far.
+Speed-ups are ratios of medians taken in the same run and are checked against Issue 3's
+targets (`TARGETS`). Peak memory is taken apart from the timing: on CUDA
+`torch.cuda.max_memory_allocated` of one untimed call; on the CPU, a fresh subprocess (same
+data, same thread count) makes a warm-up call, then reports how far the peak resident set of a
+second call rises above what it held before it (`peak_rss_growth_mib`, Linux
+/proc/self/status with the peak reset in between): imports, data and one-time library
+initialisation are not counted, everything the engine allocates for a run is, tensors
+included.
 """
 
 from __future__ import annotations
 
-import resource
+import json
 import statistics
+import subprocess
+import sys
 import time
-import tracemalloc
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +72,13 @@ WORKLOADS: dict[str, Workload] = {
     ]
 }
 ENGINES = ("notebook", "reference", "batched")
+# Issue 3's speed targets: batched per-trial speed-up at least this much over each baseline.
+TARGETS: dict[str, dict[str, float]] = {
+    "moons": {"notebook": 50.0, "reference": 10.0},
+    "mnist": {"reference": 5.0},
+    "mnist_fixed": {"reference": 5.0},
+}
+TARGET_K = {"moons": 256}  # the group size a workload's target is stated for (else any K)
 
 
 def trial_runner(engine: str, spec: RunSpec, data: TaskData, k: int = 1) -> Callable[[], int]:
@@ -96,21 +110,54 @@ def time_trials(run: Callable[[], int], device: str, repeats: int) -> list[float
     return out
 
 
-def peak_memory(run: Callable[[], int], device: str) -> dict[str, float]:
-    """Peak memory of one untimed call, in MiB."""
+def peak_memory(engine: str, spec: RunSpec, k: int, device: str) -> dict[str, float]:
+    """Peak memory of one untimed K-trial call, in MiB (see the module docstring)."""
     if torch.device(device).type == "cuda":
+        from bench.train import load_data
+
+        run = trial_runner(engine, spec, load_data(spec, device), k)
         torch.cuda.reset_peak_memory_stats(device)
         run()
         synchronize(device)
         return {"cuda_max_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20}
-    tracemalloc.start()
-    try:
-        run()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"tracemalloc_peak_mib": peak / 2**20, "process_peak_rss_mib": rss_kib / 1024}
+    request = json.dumps({"engine": engine, "spec": spec.to_dict(), "k": k,
+                          "threads": torch.get_num_threads()})
+    code = "import sys; from bench.perf import _child_peak_rss; _child_peak_rss(sys.argv[1])"
+    done = subprocess.run([sys.executable, "-c", code, request], capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        return {"peak_rss_growth_mib": float("nan")}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _status_kib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status (VmRSS, VmHWM), in KiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def _child_peak_rss(request: str) -> None:
+    """Subprocess side of `peak_memory`: a warm-up call (libraries initialise lazily), then the
+    peak RSS of a second call over the RSS before it, as JSON."""
+    import gc
+
+    from bench.train import load_data
+
+    args = json.loads(request)
+    torch.set_num_threads(args["threads"])
+    spec = RunSpec.from_dict(args["spec"])
+    run = trial_runner(args["engine"], spec, load_data(spec, "cpu"), args["k"])
+    run()
+    gc.collect()
+    before = _status_kib("VmRSS")
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # reset the peak (VmHWM) to the current RSS
+    run()
+    peak = _status_kib("VmHWM")
+    print(json.dumps({"peak_rss_growth_mib": (peak - before) / 1024, "peak_rss_mib": peak / 1024}))
 
 
 def measure_workload(workload: Workload, *, device: str, ks: Sequence[int], repeats: int,
@@ -131,7 +178,8 @@ def measure_workload(workload: Workload, *, device: str, ks: Sequence[int], repe
         seconds = time_trials(run, device, repeats)
         row = {"engine": engine, "k": k, "repeats": repeats,
                "ms_per_trial_median": 1e3 * statistics.median(seconds),
-               "ms_per_trial": [1e3 * s for s in seconds], **peak_memory(run, device)}
+               "ms_per_trial": [1e3 * s for s in seconds],
+               **peak_memory(engine, spec, k, device)}
         rows.append(row)
         log(f"  {workload.name:<6} {engine:<9} K={k:<5} {row['ms_per_trial_median']:10.3f} "
             "ms/trial")
@@ -141,20 +189,48 @@ def measure_workload(workload: Workload, *, device: str, ks: Sequence[int], repe
             if base in by_engine and row["engine"] == "batched":
                 row[f"speedup_vs_{base}"] = by_engine[base] / row["ms_per_trial_median"]
     return {"workload": workload.name, "description": workload.description,
-            "spec": spec.to_dict(), "n_train": data.n_train, "rows": rows}
+            "spec": spec.to_dict(), "n_train": data.n_train, "rows": rows,
+            "targets": target_verdicts(workload.name, rows)}
+
+
+def target_verdicts(workload: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each of the workload's targets: the best batched speed-up measured (at the K the
+    target names, if it names one) and whether it meets the target."""
+    out = []
+    for base, wanted in TARGETS.get(workload, {}).items():
+        k = TARGET_K.get(workload)
+        got = [r for r in rows if r["engine"] == "batched" and f"speedup_vs_{base}" in r
+               and (k is None or r["k"] == k)]
+        best = max(got, key=lambda r: r[f"speedup_vs_{base}"], default=None)
+        out.append({"baseline": base, "target": wanted, "k": None if best is None else best["k"],
+                    "speedup": None if best is None else best[f"speedup_vs_{base}"],
+                    "met": None if best is None else best[f"speedup_vs_{base}"] >= wanted})
+    return out
 
 
 def format_table(results: Sequence[dict[str, Any]]) -> str:
-    """Aligned text table: workload, engine, K, ms/trial, memory, speed-ups."""
-    lines = [f"{'workload':<8} {'engine':<9} {'K':>5} {'ms/trial':>10} {'peak MiB':>9} "
+    """Aligned text table (workload, engine, K, ms/trial, memory, speed-ups), then one line per
+    target saying whether it is met."""
+    lines = [f"{'workload':<11} {'engine':<9} {'K':>5} {'ms/trial':>10} {'peak MiB':>9} "
              f"{'x notebook':>10} {'x reference':>11}"]
     for res in results:
         for r in res["rows"]:
-            mem = r.get("cuda_max_allocated_mib", r.get("process_peak_rss_mib", float("nan")))
+            mem = r.get("cuda_max_allocated_mib", r.get("peak_rss_growth_mib", float("nan")))
             nb = r.get("speedup_vs_notebook")
             ref = r.get("speedup_vs_reference")
-            lines.append(f"{res['workload']:<8} {r['engine']:<9} {r['k']:>5} "
+            lines.append(f"{res['workload']:<11} {r['engine']:<9} {r['k']:>5} "
                          f"{r['ms_per_trial_median']:>10.3f} {mem:>9.1f} "
                          f"{'' if nb is None else f'{nb:.1f}':>10} "
                          f"{'' if ref is None else f'{ref:.1f}':>11}")
+    lines.append("peak MiB: CUDA max allocated, or on the CPU the growth of a fresh process's "
+                 "peak RSS during one call")
+    for res in results:
+        for t in res.get("targets", []):
+            if t["speedup"] is None:
+                verdict = f"not measured (needs the {t['baseline']} engine and batched)"
+            else:
+                verdict = (f"{t['speedup']:.1f}x at K={t['k']}: "
+                           f"{'met' if t['met'] else 'NOT met'}")
+            lines.append(f"target {res['workload']}: batched >= {t['target']:g}x "
+                         f"{t['baseline']} per trial -> {verdict}")
     return "\n".join(lines)

@@ -1,0 +1,59 @@
+"""`bench perf`'s bookkeeping: target verdicts, the table, and the fresh-process memory probe."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from bench.perf import WORKLOADS, format_table, peak_memory, target_verdicts
+
+
+def rows(notebook_ms: float, reference_ms: float, batched: dict[int, float]) -> list[dict]:
+    """Measured rows as `measure_workload` makes them (speed-ups from the medians)."""
+    out = [{"engine": "notebook", "k": 1, "ms_per_trial_median": notebook_ms},
+           {"engine": "reference", "k": 1, "ms_per_trial_median": reference_ms}]
+    for k, ms in batched.items():
+        out.append({"engine": "batched", "k": k, "ms_per_trial_median": ms,
+                    "speedup_vs_notebook": notebook_ms / ms,
+                    "speedup_vs_reference": reference_ms / ms})
+    return out
+
+
+def test_moons_targets_are_judged_at_k256_only() -> None:
+    # K=64 would meet both targets; only K=256 counts for moons, and it misses the notebook one.
+    verdicts = {v["baseline"]: v for v in target_verdicts("moons", rows(100.0, 50.0,
+                                                                         {64: 1.0, 256: 2.5}))}
+    assert verdicts["notebook"]["k"] == 256 and verdicts["notebook"]["met"] is False
+    assert verdicts["notebook"]["speedup"] == pytest.approx(40.0)
+    assert verdicts["reference"]["met"] is True and verdicts["reference"]["speedup"] == 20.0
+
+
+def test_mnist_target_takes_the_best_k_and_reports_missing_engines() -> None:
+    (verdict,) = target_verdicts("mnist", rows(1000.0, 600.0, {16: 200.0, 64: 100.0}))
+    assert verdict == {"baseline": "reference", "target": 5.0, "k": 64, "speedup": 6.0,
+                       "met": True}
+    only_batched = [r for r in rows(1.0, 1.0, {64: 1.0}) if r["engine"] == "batched"]
+    for r in only_batched:
+        del r["speedup_vs_reference"]
+    (missing,) = target_verdicts("mnist_fixed", only_batched)
+    assert missing["met"] is None and missing["speedup"] is None
+
+
+def test_table_lists_rows_and_target_lines() -> None:
+    results = [{"workload": "moons", "rows": rows(100.0, 50.0, {256: 1.5}),
+                "targets": target_verdicts("moons", rows(100.0, 50.0, {256: 1.5}))}]
+    results[0]["rows"][2]["peak_rss_growth_mib"] = 12.5
+    text = format_table(results)
+    assert "moons       batched     256      1.500      12.5       66.7        33.3" in text
+    assert "target moons: batched >= 50x notebook per trial -> 66.7x at K=256: met" in text
+    assert "target moons: batched >= 10x reference per trial -> 33.3x at K=256: met" in text
+
+
+def test_peak_memory_of_a_fresh_process_counts_the_engine_allocations() -> None:
+    spec = WORKLOADS["moons"].spec.replace(epochs=1)
+    small = peak_memory("reference", spec, 1, "cpu")
+    big = peak_memory("batched", spec, 256, "cpu")
+    assert not math.isnan(small["peak_rss_growth_mib"])
+    assert big["peak_rss_growth_mib"] > small["peak_rss_growth_mib"]
+    assert big["peak_rss_mib"] > big["peak_rss_growth_mib"]
