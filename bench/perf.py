@@ -11,7 +11,8 @@
 - `mnist_fixed`: the same without shuffling (shared batches: the batched engine's first layer
   becomes one GEMM over all members, and no per-member gather is needed).
 
-Each engine gets one untimed warm-up call, then `repeats` timed calls; figures are medians.
+Each engine gets one untimed warm-up call, then `repeats` timed calls, interleaved across the
+engines (see `time_trials`); figures are medians.
 Batched figures are per trial: the time of one `train_many` call over K runs divided by K.
 Speed-ups are ratios of medians taken in the same run and are checked against Issue 3's
 targets (`TARGETS`). Peak memory is taken apart from the timing: on CUDA
@@ -97,16 +98,24 @@ def trial_runner(engine: str, spec: RunSpec, data: TaskData, k: int = 1) -> Call
     return lambda: len(train_many(specs))
 
 
-def time_trials(run: Callable[[], int], device: str, repeats: int) -> list[float]:
-    """Seconds per trial of `repeats` timed calls after one warm-up call."""
-    run()
-    out = []
+def time_trials(runs: Sequence[Callable[[], int]], device: str,
+                repeats: int) -> list[list[float]]:
+    """Seconds per trial of `repeats` timed calls of each run, after one warm-up call each.
+
+    The repeats are interleaved (run 1, run 2, ..., run 1, run 2, ...), so a burst of load
+    from other processes on a shared machine falls on every engine alike instead of on
+    whichever happened to be measured then; the ratios of medians stay fair.
+    """
+    for run in runs:
+        run()
+    out: list[list[float]] = [[] for _ in runs]
     for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        trials = run()
-        synchronize(device)
-        out.append((time.perf_counter() - start) / trials)
+        for run, seconds in zip(runs, out, strict=True):
+            synchronize(device)
+            start = time.perf_counter()
+            trials = run()
+            synchronize(device)
+            seconds.append((time.perf_counter() - start) / trials)
     return out
 
 
@@ -173,9 +182,9 @@ def measure_workload(workload: Workload, *, device: str, ks: Sequence[int], repe
     rows: list[dict[str, Any]] = []
     cases = [(e, 1) for e in engines if e != "batched"]
     cases += [("batched", k) for k in ks] if "batched" in engines else []
-    for engine, k in cases:
-        run = trial_runner(engine, spec, data, k)
-        seconds = time_trials(run, device, repeats)
+    timed = time_trials([trial_runner(engine, spec, data, k) for engine, k in cases], device,
+                        repeats)
+    for (engine, k), seconds in zip(cases, timed, strict=True):
         row = {"engine": engine, "k": k, "repeats": repeats,
                "ms_per_trial_median": 1e3 * statistics.median(seconds),
                "ms_per_trial": [1e3 * s for s in seconds],
