@@ -2,8 +2,8 @@
 
 Times whole trials of notebook 000's moons recipe and of notebook 002's 784-16-16-10 network
 on MNIST-sized data (see `bench.perf` for the exact recipes), prints milliseconds per trial,
-peak memory and speed-ups, and writes them with machine information to
-`results/perf/NNNN_perf.json` (never overwritten).
+peak memory, speed-ups and whether each of Issue 3's speed targets is met, and writes them with
+machine information to `results/perf/NNNN_perf.json` (never overwritten).
 """
 
 from __future__ import annotations
@@ -82,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
         "device": device, "threads": threads, "quick": args.quick, "repeats": repeats, "ks": ks,
         "machine": machine, "git_commit": commit, "git_dirty": dirty,
         "note": "ms_per_trial = wall time of a whole run (training, per-epoch validation, final "
-                "metrics); batched = one train_many call over K runs divided by K",
+                "metrics); batched = one train_many call over K runs divided by K; repeats "
+                "interleaved across engines; peak_rss_growth_mib = peak RSS of a fresh process "
+                "during one call over its RSS before it",
         "workloads": results,
     })
     print(f"wrote {path}")
