@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from bench.perf import WORKLOADS, format_table, peak_memory, target_verdicts
@@ -51,9 +49,6 @@ def test_table_lists_rows_and_target_lines() -> None:
 
 
 def test_peak_memory_of_a_fresh_process_counts_the_engine_allocations() -> None:
-    spec = WORKLOADS["moons"].spec.replace(epochs=1)
-    small = peak_memory("reference", spec, 1, "cpu")
-    big = peak_memory("batched", spec, 256, "cpu")
-    assert not math.isnan(small["peak_rss_growth_mib"])
-    assert big["peak_rss_growth_mib"] > small["peak_rss_growth_mib"]
-    assert big["peak_rss_mib"] > big["peak_rss_growth_mib"]
+    # 256 moons members need tens of MiB of stacked buffers (one subprocess: ~5 s of imports).
+    got = peak_memory("batched", WORKLOADS["moons"].spec.replace(epochs=1), 256, "cpu")
+    assert 5.0 < got["peak_rss_growth_mib"] < got["peak_rss_mib"]
