@@ -14,13 +14,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bench import registry
-from bench.losses import encode_targets
-from bench.models import build_module, initial_state
 from bench.results import RunResult, metric_names
-from bench.spec import RunSpec, resolve_device
+from bench.spec import RunSpec
 from bench.tasks import TaskData
 from bench.timing import Stopwatch
-from bench.train import evaluate, l1_penalty, load_data, plan_run, shuffle_generator
+from bench.train import empty_curves, evaluate, l1_penalty, prepare_run, shuffle_generator
 
 
 class ItemDataset(Dataset):
@@ -38,21 +36,13 @@ class ItemDataset(Dataset):
 
 def train_with_dataloader(spec: RunSpec, data: TaskData | None = None) -> RunResult:
     """Train like the notebooks (DataLoader over a per-item Dataset, `.item()` every step)."""
-    device = resolve_device(spec.device)
-    data = load_data(spec, device) if data is None else data.to(device, spec.torch_dtype)
-    plan = plan_run(spec, data.n_train)
-    kind = data.task.kind
+    run = prepare_run(spec, data)
+    data, plan, model, optimizer, params = run.data, run.plan, run.model, run.optimizer, run.params
+    device, kind = plan.device, data.task.kind
     loss_fn = registry.get_loss(spec.loss).fn
-    model = build_module(plan.arch).to(device=device, dtype=plan.dtype)
-    model.load_state_dict(initial_state(plan.arch, init=spec.init, init_scale=spec.init_scale,
-                                        seed=spec.seed, dtype=plan.dtype))
-    params = list(model.parameters())
-    optimizer = registry.get_optimizer(spec.optimizer).build(params, spec)
-    targets = encode_targets(data.y_train, plan.head, spec.loss, plan.dtype)
-    loader = DataLoader(ItemDataset(data.x_train, targets), batch_size=plan.batch_size,
+    loader = DataLoader(ItemDataset(data.x_train, run.targets), batch_size=plan.batch_size,
                         shuffle=spec.shuffle, generator=shuffle_generator(spec.seed))
-    curves: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
-    curves.update({f"val_{m}": [] for m in metric_names(kind)})
+    curves = empty_curves(kind)
     train_clock, eval_clock = Stopwatch(device), Stopwatch(device)
     diverged_epoch = None
     epochs_run = 0

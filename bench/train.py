@@ -93,27 +93,53 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, head: Hea
     return {k: float(v) for k, v in scores.items()}
 
 
-def train(spec: RunSpec, data: TaskData | None = None, *, record_steps: bool = False,
-          keep_params: bool = False) -> RunResult:
-    """Train one model as `spec` says and measure it; the readable reference loop."""
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run ready to train: its data on the device, plan, initialised model and optimizer."""
+
+    data: TaskData
+    plan: Plan
+    model: torch.nn.Module
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    targets: torch.Tensor  # training targets encoded for the loss
+
+
+def prepare_run(spec: RunSpec, data: TaskData | None = None) -> PreparedRun:
+    """Load data, resolve the plan, build the model from its seeded initial state, make the
+    optimizer: the set-up every single-model loop shares."""
     device = resolve_device(spec.device)
     data = load_data(spec, device) if data is None else data.to(device, spec.torch_dtype)
     plan = plan_run(spec, data.n_train)
-    kind = data.task.kind
-    loss_fn = registry.get_loss(spec.loss).fn
-    metric = data.task.default_metric
-
     model = build_module(plan.arch).to(device=device, dtype=plan.dtype)
     model.load_state_dict(initial_state(plan.arch, init=spec.init, init_scale=spec.init_scale,
                                         seed=spec.seed, dtype=plan.dtype))
     params = list(model.parameters())
     optimizer = registry.get_optimizer(spec.optimizer).build(params, spec)
-    x, y = data.x_train, encode_targets(data.y_train, plan.head, spec.loss, plan.dtype)
+    targets = encode_targets(data.y_train, plan.head, spec.loss, plan.dtype)
+    return PreparedRun(data, plan, model, params, optimizer, targets)
+
+
+def empty_curves(kind: str) -> dict[str, list[float]]:
+    """Per-epoch curves a run records: train and validation loss, validation metrics."""
+    curves: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+    curves.update({f"val_{m}": [] for m in metric_names(kind)})
+    return curves
+
+
+def train(spec: RunSpec, data: TaskData | None = None, *, record_steps: bool = False,
+          keep_params: bool = False) -> RunResult:
+    """Train one model as `spec` says and measure it; the readable reference loop."""
+    run = prepare_run(spec, data)
+    data, plan, model, optimizer = run.data, run.plan, run.model, run.optimizer
+    device, kind, params = plan.device, data.task.kind, run.params
+    loss_fn = registry.get_loss(spec.loss).fn
+    metric = data.task.default_metric
+    x, y = data.x_train, run.targets
     n, bs = data.n_train, plan.batch_size
     gen = shuffle_generator(spec.seed)
 
-    curves: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
-    curves.update({f"val_{m}": [] for m in metric_names(kind)})
+    curves = empty_curves(kind)
     step_losses: list[torch.Tensor] = []
     train_clock, eval_clock = Stopwatch(device), Stopwatch(device)
     diverged_epoch: int | None = None
@@ -154,7 +180,7 @@ def train(spec: RunSpec, data: TaskData | None = None, *, record_steps: bool = F
                 and reached(val[metric], spec.target, metric)):
             time_to_target = {"epoch": epoch, "seconds": train_clock.seconds}
 
-    metrics = _final_metrics(model, data, plan.head, spec.loss, kind, diverged_epoch)
+    metrics = _final_metrics(model, data, plan.head, spec.loss, kind, diverged_epoch, val)
     return RunResult(
         spec=spec,
         metrics=metrics,
@@ -177,19 +203,19 @@ def train(spec: RunSpec, data: TaskData | None = None, *, record_steps: bool = F
 
 
 def _final_metrics(model: torch.nn.Module, data: TaskData, head: Head, loss: str, kind: str,
-                   diverged_epoch: int | None) -> dict[str, float]:
-    """Final train / val / test metrics; all NaN for a diverged run."""
+                   diverged_epoch: int | None, last_val: dict[str, float]) -> dict[str, float]:
+    """Final train / val / test metrics; all NaN for a diverged run.
+
+    Validation reuses the last epoch's evaluation (same parameters, same numbers)."""
     names = metric_names(kind)
     keys = [f"{split}_{m}" for split in ("train", "val", "test") for m in names] + ["val_loss"]
     if diverged_epoch is not None:
         return dict.fromkeys(keys, math.nan)
-    out: dict[str, float] = {}
-    for split, xs, ys in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val),
-                          ("test", data.x_test, data.y_test)):
-        scores = evaluate(model, xs, ys, head, loss, kind)
-        out.update({f"{split}_{m}": scores[m] for m in names})
-        if split == "val":
-            out["val_loss"] = scores["loss"]
+    scores = {"train": evaluate(model, data.x_train, data.y_train, head, loss, kind),
+              "val": last_val,
+              "test": evaluate(model, data.x_test, data.y_test, head, loss, kind)}
+    out = {f"{split}_{m}": scores[split][m] for split in scores for m in names}
+    out["val_loss"] = last_val["loss"]
     return out
 
 
