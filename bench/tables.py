@@ -237,17 +237,18 @@ def trials_table(studies: list[StudyData]) -> pd.DataFrame:
     """One row per trial: state, objective value (first objective), swept parameters."""
     rows = []
     for s in studies:
+        # task and model scan the trials for a spec: once per study, not once per trial.
+        task, model = s.task, s.model
         for t in s.trials:
             value = t.values[0] if t.values else math.nan
-            row = {"study": s.name, "task": s.task, "model": s.model, "objective": s.objective,
+            row = {"study": s.name, "task": task, "model": model, "objective": s.objective,
                    "direction": s.direction, "trial": t.number, "state": t.state.name,
                    "value": _float(value), "failure_reason": t.user_attrs.get("failure_reason"),
                    "n_seeds": len(t.user_attrs.get("runs") or []),
                    "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
             row.update({f"param_{k}": _cell(v) for k, v in t.params.items()})
             rows.append(row)
-    df = pd.DataFrame(rows, columns=None if rows else list(TRIAL_COLUMNS))
-    return df
+    return pd.DataFrame(rows, columns=None if rows else list(TRIAL_COLUMNS))
 
 
 def curves_table(studies: list[StudyData]) -> pd.DataFrame:
