@@ -410,7 +410,6 @@ class _Optimizer:
         flat = stack.flat
         wd = [s.weight_decay for s in specs]
         self.l1 = member([s.l1 for s in specs]) if any(s.l1 for s in specs) else None
-        self.alive = torch.ones(len(specs), dtype=torch.bool, device=dev)
         if self.kind == "sgd":
             self.neg_lr = member([-s.lr for s in specs])
             self.wd = member(wd) if any(wd) else None
@@ -463,7 +462,6 @@ class _Optimizer:
     @torch.no_grad()
     def mask(self, dead: torch.Tensor) -> None:
         """Stop updating members where `dead` is True and zero their state."""
-        self.alive &= ~dead
         element_dead = self.stack.per_element(dead)
         if self.kind == "sgd":
             self.neg_lr.masked_fill_(element_dead, 0.0)
