@@ -22,23 +22,20 @@ from bench.errors import UsageError
 NAME = "run"
 HELP = "train a recipe or a run given by flags over seeds; prints a table or --json"
 
-# flag -> (RunSpec field, parser)
-_FIELDS: dict[str, tuple[str, object]] = {
-    "task": ("task", str), "model": ("model", str), "activation": ("activation", str),
-    "init": ("init", str), "init_scale": ("init_scale", float), "loss": ("loss", str),
-    "optimizer": ("optimizer", str), "lr": ("lr", float), "momentum": ("momentum", float),
-    "eps": ("eps", float), "weight_decay": ("weight_decay", float), "l1": ("l1", float),
-    "epochs": ("epochs", int), "dtype": ("dtype", str), "data_seed": ("data_seed", int),
-    "n_samples": ("n_samples", int), "device": ("device", str), "engine": ("engine", str),
-    "target": ("target", float),
+# RunSpec field -> type of its value on the command line (the flag is the field with dashes)
+_FIELDS: dict[str, type] = {
+    "task": str, "model": str, "activation": str, "init": str, "init_scale": float, "loss": str,
+    "optimizer": str, "lr": float, "momentum": float, "eps": float, "weight_decay": float,
+    "l1": float, "epochs": int, "dtype": str, "data_seed": int, "n_samples": int, "device": str,
+    "engine": str, "target": float,
 }
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Flags named after the RunSpec fields; unset flags keep the recipe's or default values."""
     parser.add_argument("recipe", nargs="?", help="a recipe name from `bench list` (optional)")
-    for flag, (_, kind) in _FIELDS.items():
-        parser.add_argument(f"--{flag.replace('_', '-')}", type=kind, default=None)
+    for field, kind in _FIELDS.items():
+        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=None)
     parser.add_argument("--hidden", default=None, help="hidden sizes, e.g. 20,20,20 (mlp only)")
     parser.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
@@ -56,8 +53,8 @@ def build_specs(args: argparse.Namespace) -> list:
 
     base = registry.get_recipe(args.recipe).spec if args.recipe else RunSpec()
     changes: dict[str, object] = {}
-    for flag, (field, _) in _FIELDS.items():
-        value = getattr(args, flag)
+    for field in _FIELDS:
+        value = getattr(args, field)
         if value is not None:
             changes[field] = value
     if args.hidden is not None:
