@@ -95,11 +95,8 @@ class RunSpec:
                              "use e.g. --betas 0.9,0.999")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
             raise UsageError("nesterov needs --optimizer sgd and --momentum above 0")
-        if self.loss == "bce" and registry.get_task(self.task).kind == "regression":
-            raise UsageError(f"loss 'bce' needs a classification task; {self.task!r} is a "
-                             "regression task: use --loss mse")
-        if self.loss == "ce" and registry.get_task(self.task).kind == "regression":
-            raise UsageError(f"loss 'ce' needs a classification task; {self.task!r} is a "
+        if self.loss in ("bce", "ce") and registry.get_task(self.task).kind == "regression":
+            raise UsageError(f"loss {self.loss!r} needs a classification task; {self.task!r} is a "
                              "regression task: use --loss mse")
 
     def replace(self, **changes: Any) -> RunSpec:
