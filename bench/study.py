@@ -342,9 +342,6 @@ def _parse_objectives(reader: _Reader, data: dict[str, Any],
     raw_dir = data.get("direction")
     if raw_dir is None:
         directions = [TIME_OBJECTIVES.get(o) or metric_direction(o) for o in objectives]
-        directions = ["minimize" if o == "val_loss" else d for o, d in zip(objectives,
-                                                                           directions,
-                                                                           strict=True)]
     else:
         directions = [raw_dir] if isinstance(raw_dir, str) else raw_dir
         if not isinstance(directions, list) or len(directions) != len(objectives):
