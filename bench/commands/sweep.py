@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench.errors import UsageError
+
 NAME = "sweep"
 HELP = "run or resume Optuna studies from studies/*.toml (seeded repeats, batched trials)"
 
@@ -36,29 +38,24 @@ def run(args: argparse.Namespace) -> int:
     """Parse every study first (all errors before anything runs), then sweep each in turn."""
     from bench.study import load_study_file, study_paths
     from bench.sweep import sweep
+    from bench.timing import num_threads
 
     specs = [load_study_file(p).with_overrides(trials=args.trials, seeds=args.seeds)
              for p in study_paths(args.studies)]
     names = [s.name for s in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        raise_usage(f"several study files share the study name(s) {', '.join(repeated)}; "
-                    "give each a distinct `name`")
+        raise UsageError(f"several study files share the study name(s) {', '.join(repeated)}; "
+                         "give each a distinct `name`")
     if args.workers < 1:
-        raise_usage(f"--workers must be at least 1, got {args.workers}")
+        raise UsageError(f"--workers must be at least 1, got {args.workers}")
     if args.threads < 1:
-        raise_usage(f"--threads must be at least 1, got {args.threads}")
-    import torch
-
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     ok = True
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
-    try:
+    with num_threads(args.threads):
         summaries = [sweep(spec, args.storage, workers=args.workers, quiet=args.quiet,
                            engine=args.engine, threads=args.threads, echo=not args.quiet)
                      for spec in specs]
-    finally:
-        torch.set_num_threads(threads_before)
     for spec, summary in zip(specs, summaries, strict=True):
         if not summary.ok:
             ok = False
@@ -66,10 +63,3 @@ def run(args: argparse.Namespace) -> int:
                 print(f"bench: {spec.name}: worker exit codes {summary.worker_exit_codes}; "
                       "run the command again to resume", file=sys.stderr)
     return 0 if ok else 1
-
-
-def raise_usage(message: str) -> None:
-    """Raise the one-line usage error the CLI prints with exit code 2."""
-    from bench.errors import UsageError
-
-    raise UsageError(message)
