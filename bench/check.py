@@ -24,15 +24,13 @@ the thin CLI.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import math
 import platform
 import statistics
-import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -216,19 +214,6 @@ def normalised_throughput(calibration_seconds: Sequence[float], workload_seconds
 
 # --- measurement --------------------------------------------------------------------------
 
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the body with `n` torch intra-op threads, restoring the previous count."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
 def calibration_workload(steps: int = 50) -> None:
     """A fixed piece of work shaped like small-network training, independent of bench code.
 
@@ -343,13 +328,10 @@ def machine_info() -> dict[str, Any]:
 
 def commit_info(cwd: str | Path | None = None) -> str:
     """The git commit of the tree, with '-dirty' when it has uncommitted changes."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
-                              text=True, check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=cwd, capture_output=True, text=True, check=True,
-                               timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
+    from bench.timing import git_state
+
+    head, dirty = git_state(cwd if cwd is not None else ".")
+    if head is None:
         return "unknown"
     return f"{head}-dirty" if dirty else head
 
@@ -357,7 +339,9 @@ def commit_info(cwd: str | Path | None = None) -> str:
 def measure(config: CheckConfig, progress: Callable[[str], None] | None = None
             ) -> dict[str, Any]:
     """A full measurement, in the shape of the baseline file (without its rules)."""
-    with torch_threads(THREADS):
+    from bench.timing import num_threads
+
+    with num_threads(THREADS):
         quality = measure_quality(config, progress)
         speed = measure_speed(config, progress)
     return {

@@ -72,15 +72,6 @@ def test_normalisation_cancels_a_uniformly_slower_machine() -> None:
     assert not check.speed_verdict(fast, slower).ok
 
 
-def test_torch_threads_restores_the_previous_count() -> None:
-    import torch
-
-    before = torch.get_num_threads()
-    with check.torch_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-
-
 # --- comparing synthetic measurements -------------------------------------------------------
 
 def _measurement(speed: dict[str, float], values: dict[str, list[float]]) -> dict:
