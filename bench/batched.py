@@ -43,7 +43,7 @@ import torch
 
 from bench import registry
 from bench.losses import apply_head, encode_targets, predict_classes
-from bench.models import Activation, BatchNorm, Head, Linear, initial_state
+from bench.models import Activation, BatchNorm, Head, Linear, initial_state, parameter_count
 from bench.results import RunResult, metric_names, reached
 from bench.spec import RunSpec, resolve_device
 from bench.tasks import TaskData
@@ -103,12 +103,10 @@ def train_many(specs: Sequence[RunSpec], *, progress: Progress | None = None,
 
 def members_per_chunk(plan: Plan, data: TaskData, shuffle: bool) -> int:
     """How many members fit the memory budget of the plan's device (at least 1)."""
-    elem = torch.tensor([], dtype=plan.dtype).element_size()
+    elem = plan.dtype.itemsize
     widths = [layer.out_features for layer in plan.arch if isinstance(layer, Linear)]
-    n_params = sum(layer.in_features * layer.out_features + layer.out_features
-                   for layer in plan.arch if isinstance(layer, Linear))
     in_dim = data.x_train.shape[1]
-    per_member = elem * (8 * n_params + 6 * plan.batch_size * sum(widths))
+    per_member = elem * (8 * parameter_count(plan.arch) + 6 * plan.batch_size * sum(widths))
     if shuffle:
         per_member += elem * plan.batch_size * in_dim
     budget = MEMORY_BUDGET["cuda" if plan.device.startswith("cuda") else "cpu"]
