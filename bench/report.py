@@ -1369,9 +1369,8 @@ def build_report(storage: str | None, out: str | Path, *, timing_paths: list[Pat
     if storage is None:
         notes.append("No Optuna storage found (results/optuna.db or results/optuna.journal): "
                      "run `make sweep` or pass --storage URL.")
-    elif tables.missing_storage_reason(storage):
-        notes.append(f"{tables.missing_storage_reason(storage)}: run `make sweep` or pass "
-                     "--storage URL.")
+    elif reason := tables.missing_storage_reason(storage):
+        notes.append(f"{reason}: run `make sweep` or pass --storage URL.")
     else:
         studies = tables.load_studies(storage)
         if not studies:
@@ -1420,12 +1419,11 @@ def _write_all(tmp: Path, out: Path, studies: list[tables.StudyData], runs: pd.D
         notes.append("Timing files hold CPU measurements only: the CPU/CUDA crossover is not "
                      "measured yet (run `bench time` on a CUDA machine).")
     summaries = [study_summary(v, _study(ctx, v.name)) for v in views]
+    if summaries:
+        pd.DataFrame(summaries).to_csv(tmp / "tables" / "summary.csv", index=False)
     files = sorted(p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file())
     result = ReportResult(out, charts, missing, notes, files)
     extra = {"reproduce": repro, "timing": timing}
-    if summaries:
-        pd.DataFrame(summaries).to_csv(tmp / "tables" / "summary.csv", index=False)
-        files.append(Path("tables/summary.csv"))
     write_text_atomic(tmp / "index.html", render_html(result, summaries, extra, storage))
     write_text_atomic(tmp / "report.md", render_markdown(result, summaries, extra, storage))
     result.files = sorted([*files, Path("index.html"), Path("report.md")])
