@@ -659,14 +659,14 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
 
     final = _final_metrics(stack, data, first.loss, kind, val) if any(alive) else None
     steps_cpu = step_buffer.cpu() if step_buffer is not None else None
+    keys = [f"{split}_{m}" for split in ("train", "val", "test") for m in names] + ["val_loss"]
+    train_s, eval_s = train_clock.seconds / k, eval_clock.seconds / k
     results = []
     for i, spec in enumerate(specs):
-        keys = [f"{split}_{m}" for split in ("train", "val", "test") for m in names] + ["val_loss"]
         if diverged_epoch[i] is not None or final is None:
             metrics = dict.fromkeys(keys, math.nan)
         else:
             metrics = {key: final[key][i] for key in keys}
-        train_s, eval_s = train_clock.seconds / k, eval_clock.seconds / k
         params = None
         if keep_params:
             params = snapshots.get(i) or stack.member_state(i, epochs_run[i] * n_batches)
