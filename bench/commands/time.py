@@ -310,12 +310,13 @@ def run(args: argparse.Namespace) -> int:
                          "--batch-sizes or raise --max-gflop")
 
     commit, dirty = git_state()
+    resolved = resolved_command(grid, args.out)
     document: dict[str, Any] = {
         "schema": SCHEMA,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": shlex.join(["bench", *sys.argv[1:]]) if sys.argv[1:2] == ["time"]
-        else resolved_command(grid, args.out),
-        "resolved_command": resolved_command(grid, args.out),
+        else resolved,
+        "resolved_command": resolved,
         "git_commit": commit, "git_dirty": dirty, "machine": machine_info(),
         "settings": {"epochs_per_call": grid.epochs, "warmup": grid.warmup,
                      "min_time": grid.min_time, "min_repeats": grid.min_repeats,
@@ -390,8 +391,7 @@ def format_crossover(rows: list[dict[str, Any]]) -> str:
     """CPU vs CUDA per cell: where the GPU starts to pay off (speedup > 1)."""
     lines = ["CPU vs CUDA (speedup = CPU epoch time / CUDA epoch time):"]
     for r in rows:
-        label = f"mlp w{r['width']}" if r["width"] is not None else r["model"]
-        lines.append(f"  {r['task']:<16} {label:<18} bs {r['batch_size']:<6} {r['engine']:<10} "
+        lines.append(f"  {r['task']:<16} {_model_label(r):<18} bs {r['batch_size']:<6} {r['engine']:<10} "
                      f"k {r['k']:<4} cpu {r['cpu_seconds'] * 1e3:9.2f} ms  cuda "
                      f"{r['cuda_seconds'] * 1e3:9.2f} ms  speedup {r['cuda_speedup']:.2f}x")
     return "\n".join(lines)
