@@ -40,6 +40,7 @@ import torch
 from bench.spec import RunSpec
 from bench.tasks import TaskData
 from bench.timing import synchronize
+from bench.train import load_data
 
 
 @dataclass(frozen=True)
@@ -122,8 +123,6 @@ def time_trials(runs: Sequence[Callable[[], int]], device: str,
 def peak_memory(engine: str, spec: RunSpec, k: int, device: str) -> dict[str, float]:
     """Peak memory of one untimed K-trial call, in MiB (see the module docstring)."""
     if torch.device(device).type == "cuda":
-        from bench.train import load_data
-
         run = trial_runner(engine, spec, load_data(spec, device), k)
         torch.cuda.reset_peak_memory_stats(device)
         run()
@@ -153,8 +152,6 @@ def _child_peak_rss(request: str) -> None:
     peak RSS of a second call over the RSS before it, as JSON."""
     import gc
 
-    from bench.train import load_data
-
     args = json.loads(request)
     torch.set_num_threads(args["threads"])
     spec = RunSpec.from_dict(args["spec"])
@@ -173,8 +170,6 @@ def measure_workload(workload: Workload, *, device: str, ks: Sequence[int], repe
                      quick: bool, engines: Sequence[str] = ENGINES,
                      log: Callable[[str], None] = print) -> dict[str, Any]:
     """Median ms per trial, peak memory and speed-up ratios of every engine on one workload."""
-    from bench.train import load_data
-
     spec = workload.spec.replace(device=device)
     if quick and workload.quick_n_samples is not None:
         spec = spec.replace(n_samples=workload.quick_n_samples)
