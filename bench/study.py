@@ -162,7 +162,7 @@ class StudySpec:
             if seeds < 1:
                 raise UsageError(f"--seeds must be at least 1, got {seeds}")
             spec = dataclasses.replace(spec, seeds=seeds)
-        _check_grid_size(spec)
+        check_grid_size(spec)
         return spec
 
     def distributions(self) -> dict[str, Any]:
@@ -427,7 +427,7 @@ def parse_study(data: dict[str, Any], path: str | Path) -> StudySpec:
                                                pruner.get("reduction_factor", 3), 2),
     )
     _check_sampler(reader, spec)
-    _check_grid_size(spec)
+    check_grid_size(spec)
     _check_run_specs(reader, spec)
     return spec
 
@@ -456,7 +456,8 @@ def grid_size(spec: StudySpec) -> int:
     return math.prod(len(p.grid_values() or ()) for p in spec.space)
 
 
-def _check_grid_size(spec: StudySpec) -> None:
+def check_grid_size(spec: StudySpec) -> None:
+    """Refuse a grid study that wants more trials than its grid has points."""
     if spec.sampler == "grid" and spec.trials > grid_size(spec):
         raise UsageError(f"{spec.path}: trials: {spec.trials} is above the grid's "
                          f"{grid_size(spec)} points; set trials = {grid_size(spec)} or fewer")

@@ -47,7 +47,7 @@ import numpy as np
 from bench.errors import UsageError
 from bench.results import RunResult
 from bench.spec import RunSpec, resolve_device
-from bench.study import StudySpec, grid_size
+from bench.study import StudySpec, check_grid_size
 
 DEFAULT_STORAGE = "results/optuna.journal"
 HEARTBEAT_INTERVAL = 10  # seconds between heartbeats on RDB storages
@@ -171,7 +171,7 @@ def make_sampler(spec: StudySpec, seed: int) -> Any:
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":
-        return _ask_tell_grid_sampler({p.name: p.grid_values() for p in spec.space}, seed=seed)
+        return _ask_tell_grid_sampler({p.name: p.grid_values() for p in spec.space}, seed)
     if spec.sampler == "cmaes":
         kwargs = {} if startup is None else {"n_startup_trials": startup}
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
@@ -184,7 +184,8 @@ def make_sampler(spec: StudySpec, seed: int) -> Any:
     raise UsageError(f"unknown sampler {spec.sampler!r}")
 
 
-def _grid_sampler_class() -> type:
+def _ask_tell_grid_sampler(search_space: dict[str, list[Any]], seed: int) -> Any:
+    """A GridSampler that ask/tell can exhaust (the class is made here: optuna loads lazily)."""
     import optuna
 
     class AskTellGridSampler(optuna.samplers.GridSampler):
@@ -197,11 +198,7 @@ def _grid_sampler_class() -> type:
         def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
             del study, trial, state, values
 
-    return AskTellGridSampler
-
-
-def _ask_tell_grid_sampler(*args: Any, **kwargs: Any) -> Any:
-    return _grid_sampler_class()(*args, **kwargs)
+    return AskTellGridSampler(search_space, seed=seed)
 
 
 def make_pruner(spec: StudySpec) -> Any:
@@ -233,12 +230,12 @@ def worker_seed(spec: StudySpec, *, existing_trials: int, worker_index: int,
     return int(np.random.SeedSequence(salt).generate_state(1)[0])
 
 
-def open_study(spec: StudySpec, storage: Any, *, sampler_seed: int | None = None) -> Any:
+def open_study(spec: StudySpec, storage: Any) -> Any:
     """Create or load the Optuna study for `spec`, refusing one made from another study file."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = make_sampler(spec, spec.sampler_seed if sampler_seed is None else sampler_seed)
+    sampler = make_sampler(spec, spec.sampler_seed)
     try:
         study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler,
                                   pruner=make_pruner(spec))
@@ -426,10 +423,10 @@ class Worker:
         self.host = socket.gethostname()
         self.storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval,
                                     grace_period=grace_period)
-        probe = open_study(spec, self.storage)
-        seed = worker_seed(spec, existing_trials=len(probe.get_trials(deepcopy=False)),
+        self.study = open_study(spec, self.storage)
+        seed = worker_seed(spec, existing_trials=len(self.study.get_trials(deepcopy=False)),
                            worker_index=worker_index, shared=is_shared_storage(storage_url))
-        self.study = open_study(spec, self.storage, sampler_seed=seed)
+        self.study.sampler = make_sampler(spec, seed)
         self.distributions = spec.distributions()
         self.sizes = _DataSizes()
         self.on_group = on_group
@@ -686,8 +683,7 @@ def sweep(spec: StudySpec, storage_url: str | None = None, *, workers: int = 1,
     """
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
-    if spec.sampler == "grid" and spec.trials > grid_size(spec):
-        raise UsageError(f"{spec.path}: trials: above the grid's {grid_size(spec)} points")
+    check_grid_size(spec)
     storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval,
                            grace_period=grace_period)
     study = open_study(spec, storage)
