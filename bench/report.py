@@ -431,9 +431,8 @@ def _categorical_chart(ctx: Context, factor: str, key: str, question: str,
             ax.set_title(v.label, fontsize=10)
             ax.set_xlabel(factor)
             ax.set_ylabel(metric_label(v.metric))
-            best = v.ranked()
-            if not best.empty:
-                captions.append(_winner_sentence(v, factor))
+            if sentence := _winner_sentence(v, factor):  # '' without two ranked levels
+                captions.append(sentence)
     png, files = _save(fig, ctx.folder, key)
     caption = ("Each dot is one seed of one setting, coloured by its learning rate (log colour "
                "scale) where the learning rate varies; boxes span all of them; diverged runs "
@@ -901,7 +900,7 @@ def chart_history(ctx: Context) -> list[Chart | Missing]:
     out: list[Chart | Missing] = []
     question = "How did the search progress, and which parameters mattered?"
     for s in ctx.studies:
-        trials = [t for t in s.trials]
+        trials = s.trials
         done = [t for t in trials if t.state.name == "COMPLETE" and t.values]
         if not done:
             continue
