@@ -42,6 +42,27 @@ def parse_int_list(text: str, flag: str) -> tuple[int, ...]:
         raise UsageError(f"bad {flag} {text!r}; use comma-separated integers like 20,20") from None
 
 
+def parse_positive_ints(text: str, flag: str, allow: tuple[str, ...] = ()) -> list[int | None]:
+    """'16,64,full' -> [16, 64, None] (a word in `allow` stands for None); all positive."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts:
+        raise UsageError(f"{flag} needs at least one value; e.g. {flag} 16,64")
+    out: list[int | None] = []
+    for part in parts:
+        if part in allow:
+            out.append(None)
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise UsageError(f"{flag} takes positive integers{' or ' + allow[0] if allow else ''}"
+                             f", got {part!r}; e.g. {flag} 16,64") from None
+        if value <= 0:
+            raise UsageError(f"{flag} values must be positive, got {value}; e.g. {flag} 16,64")
+        out.append(value)
+    return out
+
+
 def parse_float_pair(text: str, flag: str) -> tuple[float, float]:
     """'0.9,0.999' -> (0.9, 0.999)."""
     try:

@@ -13,6 +13,7 @@ import shlex
 import sys
 from datetime import UTC, datetime
 
+from bench.commands._common import parse_positive_ints
 from bench.errors import UsageError
 
 NAME = "perf"
@@ -36,16 +37,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out-dir", default="results/perf", help="where the JSON goes")
 
 
-def _ints(text: str, flag: str) -> list[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise UsageError(f"bad {flag} {text!r}; use comma-separated integers like 64,256") from None
-    if not values or any(v < 1 for v in values):
-        raise UsageError(f"bad {flag} {text!r}; use positive integers like 64,256")
-    return values
-
-
 def run(args: argparse.Namespace) -> int:
     """Measure every requested workload, print the table and write the JSON file."""
     from bench import perf
@@ -54,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from bench.timing import git_state, machine_info, num_threads
 
     device = resolve_device(args.device)
-    ks = _ints(args.ks or ("16,64" if args.quick else "64,256"), "--ks")
+    ks = parse_positive_ints(args.ks or ("16,64" if args.quick else "64,256"), "--ks")
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
     if repeats < 1:
         raise UsageError(f"--repeats must be at least 1, got {repeats}")

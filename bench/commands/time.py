@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bench.commands._common import parse_positive_ints
 from bench.errors import UsageError
 
 NAME = "time"
@@ -113,23 +114,6 @@ def _split(text: str) -> list[str]:
     return [p.strip() for p in str(text).split(",") if p.strip()]
 
 
-def _positive_ints(text: str, option: str, allow: tuple[str, ...] = ()) -> list[int | None]:
-    out: list[int | None] = []
-    for part in _split(text):
-        if part in allow:
-            out.append(None)
-            continue
-        try:
-            value = int(part)
-        except ValueError:
-            raise UsageError(f"{option} takes positive integers{' or ' + allow[0] if allow else ''}"
-                             f", got {part!r}; e.g. {option} 16,64") from None
-        if value <= 0:
-            raise UsageError(f"{option} values must be positive, got {value}; e.g. {option} 16,64")
-        out.append(value)
-    return out
-
-
 def _devices(text: str) -> tuple[str, ...]:
     import torch
 
@@ -160,21 +144,21 @@ def parse_grid(args: argparse.Namespace) -> Grid:
     for model in models:
         registry.get_model(model)
     widths_text = _opt(args, "widths")
-    widths = [] if widths_text == "none" else _positive_ints(widths_text, "--widths")
+    widths = [] if widths_text == "none" else parse_positive_ints(widths_text, "--widths")
     archs = tuple([(m, None) for m in models] + [("mlp", w) for w in widths])
     engines = tuple(_split(_opt(args, "engines")))
     for engine in engines:
         if engine not in ENGINES:
             raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
     max_train_text = str(_opt(args, "max_train"))
-    max_train = None if max_train_text == "none" else _positive_ints(max_train_text,
+    max_train = None if max_train_text == "none" else parse_positive_ints(max_train_text,
                                                                       "--max-train")[0]
     threads_text = args.threads
-    threads = (None,) if threads_text is None else tuple(_positive_ints(threads_text,
+    threads = (None,) if threads_text is None else tuple(parse_positive_ints(threads_text,
                                                                         "--threads"))
     grid = Grid(
         tasks=tasks, archs=archs,
-        batch_sizes=tuple(_positive_ints(_opt(args, "batch_sizes"), "--batch-sizes", ("full",))),
+        batch_sizes=tuple(parse_positive_ints(_opt(args, "batch_sizes"), "--batch-sizes", ("full",))),
         engines=engines, k=_opt(args, "k"), devices=_devices(args.device), dtype=args.dtype,
         threads=threads, epochs=_opt(args, "epochs"), warmup=_opt(args, "warmup"),
         min_time=_opt(args, "min_time"), min_repeats=_opt(args, "min_repeats"),
