@@ -512,7 +512,7 @@ def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
     rows = []
     with _style():
         for v, (ax,) in zip(views, facets, strict=False):
-            hue = next((h for h in v.varied if h in HUE_FACTORS), None)
+            hue = v.hue
             groups = [(None, v.runs)] if hue is None else list(v.runs.groupby(hue))
             colors = _colors([g for g, _ in groups])
             for level, g in groups:
