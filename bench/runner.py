@@ -17,17 +17,7 @@ def choose_engine(specs: Sequence[RunSpec], engine: str = "auto") -> str:
         raise UsageError(f"unknown engine {engine!r}; choose reference, batched or auto")
     if engine != "auto":
         return engine
-    if len(specs) > 1 and _batched_available():
-        return "batched"
-    return "reference"
-
-
-def _batched_available() -> bool:
-    try:
-        import bench.batched  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return "batched" if len(specs) > 1 else "reference"
 
 
 def run_specs(specs: Sequence[RunSpec], engine: str = "auto",

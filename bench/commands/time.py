@@ -209,7 +209,7 @@ def _n_samples(task: str, max_train: int | None) -> int | None:
     return max(max_train, 10)
 
 
-def _cases(grid: Grid, device: str, batched_ok: bool) -> tuple[list, list[str]]:
+def _cases(grid: Grid, device: str) -> tuple[list, list[str]]:
     """The cells to measure on one device, and a notice for each one skipped."""
     from bench.models import parameter_count
     from bench.timing import TimingCase, describe
@@ -227,8 +227,6 @@ def _cases(grid: Grid, device: str, batched_ok: bool) -> tuple[list, list[str]]:
                     k = grid.k if engine == "batched" else 1
                     case = TimingCase(task, model, width, bs, engine, k, device, grid.dtype,
                                       n_samples)
-                    if engine == "batched" and not batched_ok:
-                        continue
                     spec = case.spec(grid.epochs)
                     if data is None:
                         data = load_data(spec, device)
@@ -252,14 +250,6 @@ def _cases(grid: Grid, device: str, batched_ok: bool) -> tuple[list, list[str]]:
     return cases, skipped
 
 
-def _batched_available() -> bool:
-    try:
-        from bench.batched import train_many  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
 def run(args: argparse.Namespace) -> int:
     """Measure the grid, writing the JSON file after every cell, then print the table."""
     import torch
@@ -277,14 +267,10 @@ def run(args: argparse.Namespace) -> int:
     )
 
     grid = parse_grid(args)
-    batched_ok = "batched" not in grid.engines or _batched_available()
-    if not batched_ok:
-        print("bench: notice: bench/batched.py is not importable here; skipping the batched "
-              "engine", file=sys.stderr)
     plan = []
     skipped: list[str] = []
     for device in grid.devices:
-        cases, notes = _cases(grid, device, batched_ok)
+        cases, notes = _cases(grid, device)
         plan.extend(cases)
         skipped.extend(notes)
     for note in skipped:
