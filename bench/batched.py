@@ -34,6 +34,7 @@ and read once per epoch together with the validation metrics.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,13 +42,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench import registry
+from bench import native, registry
 from bench.losses import apply_head, encode_targets, predict_classes
 from bench.models import Activation, BatchNorm, Head, Linear, initial_state, parameter_count
 from bench.results import RunResult, metric_names, reached
 from bench.spec import RunSpec, resolve_device
 from bench.tasks import TaskData
-from bench.timing import Stopwatch
+from bench.timing import Stopwatch, num_threads
 from bench.train import Plan, load_data, plan_run, shuffle_generator
 
 Progress = Callable[[int], None]
@@ -64,6 +65,7 @@ MEMORY_BUDGET = {"cpu": 1 << 30, "cuda": 8 << 30}
 PREGATHER_BYTES = 256 << 20  # gather a whole epoch's shuffled inputs at once below this size
 EVAL_ELEMENTS = 1 << 24  # elements of the widest activation per evaluation chunk
 SMALL_INPUT = 8  # input widths up to this get the first layer's weight gradient as D GEMVs
+STEPS = ("auto", "native", "torch")  # how a CPU group's step runs; auto: native when it builds
 
 
 def group_key(spec: RunSpec) -> tuple:
@@ -73,13 +75,18 @@ def group_key(spec: RunSpec) -> tuple:
 
 def train_many(specs: Sequence[RunSpec], *, progress: Progress | None = None,
                record_steps: bool = False, keep_params: bool = False,
-               max_members: int | None = None) -> list[RunResult]:
+               max_members: int | None = None, step: str = "auto") -> list[RunResult]:
     """Train every spec with the batched engine; results come back in input order.
 
     Specs are grouped by `group_key`; each group is trained in chunks of at most
     `max_members` members (default: as many as the memory budget allows, at most 4096).
     `progress(n)` is called with the number of runs each finished chunk completed.
+    `step` picks the step implementation: "native" (the fused C++ kernel of `bench.native`,
+    CPU only), "torch" (the stacked torch step below, any device) or "auto" (native where it
+    is available, else torch). Both compute the same function.
     """
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step!r}; choose one of {', '.join(STEPS)}")
     results: list[RunResult | None] = [None] * len(specs)
     groups: dict[tuple, list[int]] = {}
     for i, spec in enumerate(specs):
@@ -90,15 +97,39 @@ def train_many(specs: Sequence[RunSpec], *, progress: Progress | None = None,
         data = load_data(first, device)
         plan = plan_run(first, data.n_train)
         limit = max_members or members_per_chunk(plan, data, first.shuffle)
+        # The native kernel runs on its own threads (torch's count); torch itself drops to one
+        # thread meanwhile, or its idle OpenMP workers spin against the kernel's.
+        use_native = _use_native(step, plan, data.x_train.shape[1], first.shuffle)
+        native_threads = torch.get_num_threads() if use_native else 0
         for start in range(0, len(indices), limit):
             chunk = indices[start:start + limit]
-            trained = _train_group([specs[i] for i in chunk], data, plan,
-                                   record_steps=record_steps, keep_params=keep_params)
+            with num_threads(1) if native_threads else contextlib.nullcontext():
+                trained = _train_group([specs[i] for i in chunk], data, plan,
+                                       record_steps=record_steps, keep_params=keep_params,
+                                       native_threads=native_threads)
             for i, result in zip(chunk, trained, strict=True):
                 results[i] = result
             if progress is not None:
                 progress(len(chunk))
     return [r for r in results if r is not None]
+
+
+def _use_native(step: str, plan: Plan, in_dim: int, shuffle: bool) -> bool:
+    """Whether a group runs the native step (`step="native"` where unsupported is an error).
+
+    "auto" takes the faster of the two as measured by `bench perf`: the native step, except
+    for wide inputs in a shared batch order, where the torch step's first layer is one large
+    GEMM over all members (MKL beats the per-member kernel there).
+    """
+    if step == "torch":
+        return False
+    ok = native.supports(plan.device, plan.dtype)
+    if step == "native" and not ok:
+        raise ValueError(f"the native step needs a CPU float32/float64 group and a working C++ "
+                         f"compiler (device {plan.device}, {plan.dtype}); use step='torch'")
+    if step == "auto" and in_dim >= native.WIDE_INPUT and not shuffle:
+        return False
+    return ok
 
 
 def members_per_chunk(plan: Plan, data: TaskData, shuffle: bool) -> int:
@@ -165,6 +196,13 @@ class _Stack:
                 torch.ones(self.k, layer.features, dtype=self.dtype, device=device))
             for i, layer in enumerate(self.arch) if isinstance(layer, BatchNorm)}
         self._workspaces: dict[tuple[int, bool], _Workspace] = {}
+        self.native: native.NativeMLP | None = None
+
+    def use_native(self, loss: str, threads: int) -> None:
+        """Run this stack's training steps and evaluations with the fused C++ kernel."""
+        self.native = native.NativeMLP(self.arch, self.head, loss, self.k, self.flat, self.grad,
+                                       {p.name: p.offset for p in self.layout}, self.running,
+                                       threads)
 
     def per_element(self, values: torch.Tensor) -> torch.Tensor:
         """Expand one value per member ([K]) to one per flat parameter element ([P])."""
@@ -535,9 +573,12 @@ def _evaluate(stack: _Stack, x: torch.Tensor, y: torch.Tensor, loss_name: str,
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             size = stop - start
-            ws = stack.workspace(size, False) if keep else transient.setdefault(
-                size, _Workspace(stack.dtype, stack.device))
-            out = stack.forward(x[start:stop], False, ws)
+            if stack.native is not None and x.shape[1] < native.WIDE_INPUT:
+                out = stack.native.eval_forward(x, start, size)
+            else:
+                ws = stack.workspace(size, False) if keep else transient.setdefault(
+                    size, _Workspace(stack.dtype, stack.device))
+                out = stack.forward(x[start:stop], False, ws)
             # [K, B, O] in memory: the loss and argmax run along contiguous rows of O.
             out = out.transpose(1, 2).contiguous()
             loss = _loss(loss_fn, out, target[start:stop], head)
@@ -565,8 +606,9 @@ def _evaluate(stack: _Stack, x: torch.Tensor, y: torch.Tensor, loss_name: str,
 # --- one group ------------------------------------------------------------------------------------
 
 def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_steps: bool,
-                 keep_params: bool) -> list[RunResult]:
-    """Train specs that share a shape as one stacked computation."""
+                 keep_params: bool, native_threads: int = 0) -> list[RunResult]:
+    """Train specs that share a shape as one stacked computation: with the fused C++ step on
+    `native_threads` threads when that is positive, else with the stacked torch step."""
     first = specs[0]
     device, kind = plan.device, data.task.kind
     k, n, bs = len(specs), data.n_train, plan.batch_size
@@ -581,7 +623,13 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
     x = data.x_train
     y = encode_targets(data.y_train, plan.head, first.loss, plan.dtype)
     gens = [shuffle_generator(s.seed) for s in specs] if first.shuffle else []
-    pregather = k * n * x.shape[1] * x.element_size() <= PREGATHER_BYTES
+    if native_threads:
+        stack.use_native(first.loss, native_threads)
+        x, y = x.contiguous(), y.contiguous()
+    step_losses = torch.empty(k, dtype=plan.dtype, device=device)
+    # The torch step gathers a whole epoch's shuffled inputs at once when they are small;
+    # the native step reads each member's rows straight from x.
+    pregather = not native_threads and k * n * x.shape[1] * x.element_size() <= PREGATHER_BYTES
 
     curves: list[dict[str, list[float]]] = [
         {"train_loss": [], "val_loss": [], **{f"val_{m}": [] for m in names}} for _ in specs]
@@ -605,19 +653,12 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
             loss_sum = torch.zeros(k, dtype=plan.dtype, device=device)
             for start in range(0, n, bs):
                 stop = min(n, start + bs)
-                if order is None:
-                    xb, yb = x[start:stop], y[start:stop]
-                elif xs is not None and ys is not None:
-                    xb, yb = xs[:, start:stop], ys[:, start:stop]
+                if stack.native is not None:
+                    stack.native.train_step(x, y, start, stop - start, order, step_losses)
+                    detached = step_losses
                 else:
-                    idx = order[:, start:stop]
-                    xb = _gather_rows(x, idx, stack.workspace(stop - start).get(
-                        ("x",), (k, stop - start, x.shape[1])))
-                    yb = _gather_rows(y, idx)
-                ws = stack.workspace(stop - start)
-                out = stack.forward(xb, True, ws)
-                detached, grad_out = _loss_and_grad(first.loss, out, yb, plan.head)
-                stack.backward(xb, grad_out, ws)
+                    detached = _torch_step(stack, x, y, start, stop, order, xs, ys,
+                                           first.loss, plan.head)
                 opt.step(stack.grad, step)
                 loss_sum += detached
                 if step_buffer is not None:
@@ -686,6 +727,28 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
             params=params,
         ))
     return results
+
+
+def _torch_step(stack: _Stack, x: torch.Tensor, y: torch.Tensor, start: int, stop: int,
+                order: torch.Tensor | None, xs: torch.Tensor | None, ys: torch.Tensor | None,
+                loss: str, head: Head) -> torch.Tensor:
+    """One stacked torch step on examples start..stop of the epoch: gradients into
+    `stack.grad`; returns the per-member losses [K]. The batch is shared (`order` None), taken
+    from the pre-gathered epoch (`xs`, `ys`), or gathered per member from `order` now."""
+    k, n = stack.k, stop - start
+    if order is None:
+        xb, yb = x[start:stop], y[start:stop]
+    elif xs is not None and ys is not None:
+        xb, yb = xs[:, start:stop], ys[:, start:stop]
+    else:
+        idx = order[:, start:stop]
+        xb = _gather_rows(x, idx, stack.workspace(n).get(("x",), (k, n, x.shape[1])))
+        yb = _gather_rows(y, idx)
+    ws = stack.workspace(n)
+    out = stack.forward(xb, True, ws)
+    detached, grad_out = _loss_and_grad(loss, out, yb, head)
+    stack.backward(xb, grad_out, ws)
+    return detached
 
 
 def _final_metrics(stack: _Stack, data: TaskData, loss: str, kind: str,

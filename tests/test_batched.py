@@ -85,19 +85,24 @@ def assert_same_run(reference, batched, rtol: float = 1e-9) -> None:
     assert set(batched.timing) == set(reference.timing)
 
 
-def check_equivalence(model: str, optimizer: str, device: str) -> None:
+# The batched engine's two step implementations on the CPU: the fused C++ kernel and torch.
+STEPS = ["native", "torch"]
+
+
+def check_equivalence(model: str, optimizer: str, device: str, step: str = "auto") -> None:
     shared, members = OPTIMIZERS[optimizer]
     specs = [small_spec(model, device, **shared, **m) for m in members]
-    batched = train_many(specs, record_steps=True, keep_params=True)
+    batched = train_many(specs, record_steps=True, keep_params=True, step=step)
     for spec, got in zip(specs, batched, strict=True):
         assert got.spec == spec
         assert_same_run(train(spec, record_steps=True, keep_params=True), got)
 
 
+@pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 @pytest.mark.parametrize("model", list(registry.models()))
-def test_members_equal_reference_float64(model: str, optimizer: str) -> None:
-    check_equivalence(model, optimizer, "cpu")
+def test_members_equal_reference_float64(model: str, optimizer: str, step: str) -> None:
+    check_equivalence(model, optimizer, "cpu", step)
 
 
 @pytest.mark.gpu
@@ -108,37 +113,44 @@ def test_members_equal_reference_float64_cuda(model: str, optimizer: str) -> Non
     check_equivalence(model, optimizer, "cuda")
 
 
-def test_unshuffled_full_batch_and_losses_match_reference() -> None:
-    # Shared batches take the one-GEMM first layer; full batch and every loss.
-    for loss, task in (("bce", "moons"), ("ce", "circles"), ("mse", "regression")):
+@pytest.mark.parametrize("step", STEPS)
+def test_unshuffled_full_batch_and_losses_match_reference(step: str) -> None:
+    # Shared batches take the one-GEMM first layer; full batch and every loss (ce also under
+    # MSE's softmax head, and a wide input: digits' 64 pixels).
+    cases = (("bce", "moons", {}), ("ce", "circles", {}), ("mse", "regression", {}),
+             ("ce", "digits", {"n_samples": None}), ("mse", "digits", {"n_samples": None}))
+    for loss, task, extra in cases:
         specs = [small_spec("mlp", loss=loss, task=task, shuffle=False, batch_size=None,
-                            momentum=0.9, **m) for m in SGD_MEMBERS]
-        for spec, got in zip(specs, train_many(specs, record_steps=True, keep_params=True),
-                             strict=True):
+                            momentum=0.9, **extra, **m) for m in SGD_MEMBERS]
+        got_runs = train_many(specs, record_steps=True, keep_params=True, step=step)
+        for spec, got in zip(specs, got_runs, strict=True):
             ref = train(spec, record_steps=True, keep_params=True)
             assert_same_run(ref, got)
             for key, value in ref.metrics.items():
                 assert got.metrics[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
 
 
-def test_float32_validation_accuracy_within_one_example() -> None:
+@pytest.mark.parametrize("step", STEPS)
+def test_float32_validation_accuracy_within_one_example(step: str) -> None:
     base = RunSpec(task="moons", model="bn_mlp_20x3", loss="mse", optimizer="sgd", momentum=0.9,
                    batch_size=50, epochs=3, n_samples=200)
     specs = [base.replace(seed=s, lr=lr) for s in range(10) for lr in (0.03, 0.1)]
     n_val = 200
-    batched = train_many(specs)
+    batched = train_many(specs, step=step)
     close = sum(abs(b.metrics["val_accuracy"] - train(s).metrics["val_accuracy"]) * n_val <= 1.0001
                 for s, b in zip(specs, batched, strict=True))
     assert close >= 0.95 * len(specs)
 
 
-def test_diverging_member_is_masked_and_neighbours_unaffected() -> None:
+@pytest.mark.parametrize("step", STEPS)
+def test_diverging_member_is_masked_and_neighbours_unaffected(step: str) -> None:
     base = RunSpec(task="regression", model="linear", loss="mse", optimizer="sgd", momentum=0.5,
                    dtype="float64", batch_size=20, epochs=12, seed=0)
     calm = [base.replace(seed=s, lr=lr) for s, lr in ((1, 0.001), (2, 0.003), (3, 0.002))]
     wild = base.replace(seed=9, lr=500.0)
-    alone = train_many(calm, record_steps=True, keep_params=True)
-    mixed = train_many([calm[0], wild, calm[1], calm[2]], record_steps=True, keep_params=True)
+    alone = train_many(calm, record_steps=True, keep_params=True, step=step)
+    mixed = train_many([calm[0], wild, calm[1], calm[2]], record_steps=True, keep_params=True,
+                       step=step)
     blown = mixed[1]
     assert blown.diverged and 1 < blown.diverged_epoch < 12
     assert blown.epochs_run == blown.diverged_epoch
@@ -151,12 +163,13 @@ def test_diverging_member_is_masked_and_neighbours_unaffected() -> None:
         assert together.metrics == pytest.approx(solo.metrics, rel=1e-9)
 
 
-def test_lr_500_classifier_member_diverges_or_sticks_alone() -> None:
+@pytest.mark.parametrize("step", STEPS)
+def test_lr_500_classifier_member_diverges_or_sticks_alone(step: str) -> None:
     base = RunSpec(task="moons", model="mlp", hidden=(16, 16), loss="bce", optimizer="sgd",
                    batch_size=50, epochs=3, n_samples=200)
     calm = [base.replace(seed=s, lr=0.1) for s in range(3)]
-    mixed = train_many([*calm[:2], base.replace(seed=7, lr=500.0), calm[2]])
-    alone = train_many(calm)
+    mixed = train_many([*calm[:2], base.replace(seed=7, lr=500.0), calm[2]], step=step)
+    alone = train_many(calm, step=step)
     wild = mixed[2]
     assert wild.diverged or wild.metrics["val_accuracy"] <= max(r.metrics["val_accuracy"]
                                                                 for r in alone)
