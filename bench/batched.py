@@ -114,6 +114,12 @@ def train_many(specs: Sequence[RunSpec], *, progress: Progress | None = None,
     return [r for r in results if r is not None]
 
 
+def chosen_step(spec: RunSpec, data: TaskData, step: str = "auto") -> str:
+    """Which step implementation ("native" or "torch") `train_many` runs for spec's group."""
+    plan = plan_run(spec, data.n_train)
+    return "native" if _use_native(step, plan, data.x_train.shape[1], spec.shuffle) else "torch"
+
+
 def _use_native(step: str, plan: Plan, in_dim: int, shuffle: bool) -> bool:
     """Whether a group runs the native step (`step="native"` where unsupported is an error).
 

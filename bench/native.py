@@ -209,3 +209,18 @@ class NativeMLP:
                                  self.head.n_outputs, out.data_ptr(), ws.data_ptr(), per,
                                  threads)
         return out
+
+
+def main() -> int:
+    """`python -m bench.native`: build (or find) the kernel library now and say where it is."""
+    try:
+        path = build()
+    except RuntimeError as err:
+        print(f"native step unavailable, the batched engine will use its torch step: {err}")
+        return 0
+    print(f"native step: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

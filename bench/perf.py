@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 
+from bench.batched import chosen_step
 from bench.spec import RunSpec
 from bench.tasks import TaskData
 from bench.timing import synchronize
@@ -181,12 +182,14 @@ def measure_workload(workload: Workload, *, device: str, ks: Sequence[int], repe
                         repeats)
     for (engine, k), seconds in zip(cases, timed, strict=True):
         row = {"engine": engine, "k": k, "repeats": repeats,
+               **({"step": chosen_step(spec, data)} if engine == "batched" else {}),
                "ms_per_trial_median": 1e3 * statistics.median(seconds),
                "ms_per_trial": [1e3 * s for s in seconds],
                **peak_memory(engine, spec, k, device)}
         rows.append(row)
+        step = f" ({row['step']} step)" if "step" in row else ""
         log(f"  {workload.name:<6} {engine:<9} K={k:<5} {row['ms_per_trial_median']:10.3f} "
-            "ms/trial")
+            f"ms/trial{step}")
     by_engine = {r["engine"]: r["ms_per_trial_median"] for r in rows if r["k"] == 1}
     for row in rows:
         for base in ("notebook", "reference"):
