@@ -75,6 +75,10 @@ WORKLOADS: dict[str, Workload] = {
     ]
 }
 ENGINES = ("notebook", "reference", "batched")
+# Optional: the batched engine forced onto its stacked torch step, at the same K values, so the
+# native step's gain over it is a ratio taken in the same run (`bench perf --torch-step`).
+TORCH_STEP = "batched_torch"
+BATCHED = ("batched", TORCH_STEP)
 # Issue 3's speed targets: batched per-trial speed-up at least this much over each baseline.
 TARGETS: dict[str, dict[str, float]] = {
     "moons": {"notebook": 50.0, "reference": 10.0},
@@ -97,7 +101,8 @@ def trial_runner(engine: str, spec: RunSpec, data: TaskData, k: int = 1) -> Call
         return lambda: (train(specs[0], data), 1)[1]
     from bench.batched import train_many
 
-    return lambda: len(train_many(specs))
+    step = "torch" if engine == TORCH_STEP else "auto"
+    return lambda: len(train_many(specs, step=step))
 
 
 def time_trials(runs: Sequence[Callable[[], int]], device: str,
@@ -176,25 +181,29 @@ def measure_workload(workload: Workload, *, device: str, ks: Sequence[int], repe
         spec = spec.replace(n_samples=workload.quick_n_samples)
     data = load_data(spec, device)
     rows: list[dict[str, Any]] = []
-    cases = [(e, 1) for e in engines if e != "batched"]
-    cases += [("batched", k) for k in ks] if "batched" in engines else []
+    cases = [(e, 1) for e in engines if e not in BATCHED]
+    cases += [(e, k) for e in BATCHED if e in engines for k in ks]
     timed = time_trials([trial_runner(engine, spec, data, k) for engine, k in cases], device,
                         repeats)
     for (engine, k), seconds in zip(cases, timed, strict=True):
         row = {"engine": engine, "k": k, "repeats": repeats,
-               **({"step": chosen_step(spec, data)} if engine == "batched" else {}),
+               **({"step": chosen_step(spec, data, "torch" if engine == TORCH_STEP else "auto")}
+                  if engine in BATCHED else {}),
                "ms_per_trial_median": 1e3 * statistics.median(seconds),
                "ms_per_trial": [1e3 * s for s in seconds],
                **peak_memory(engine, spec, k, device)}
         rows.append(row)
         step = f" ({row['step']} step)" if "step" in row else ""
-        log(f"  {workload.name:<6} {engine:<9} K={k:<5} {row['ms_per_trial_median']:10.3f} "
+        log(f"  {workload.name:<6} {engine:<13} K={k:<5} {row['ms_per_trial_median']:10.3f} "
             f"ms/trial{step}")
     by_engine = {r["engine"]: r["ms_per_trial_median"] for r in rows if r["k"] == 1}
+    torch_step = {r["k"]: r["ms_per_trial_median"] for r in rows if r["engine"] == TORCH_STEP}
     for row in rows:
         for base in ("notebook", "reference"):
-            if base in by_engine and row["engine"] == "batched":
+            if base in by_engine and row["engine"] in BATCHED:
                 row[f"speedup_vs_{base}"] = by_engine[base] / row["ms_per_trial_median"]
+        if row["engine"] == "batched" and row["k"] in torch_step:
+            row["speedup_vs_torch_step"] = torch_step[row["k"]] / row["ms_per_trial_median"]
     return {"workload": workload.name, "description": workload.description,
             "spec": spec.to_dict(), "n_train": data.n_train, "rows": rows,
             "targets": target_verdicts(workload.name, rows)}
@@ -218,17 +227,19 @@ def target_verdicts(workload: str, rows: Sequence[dict[str, Any]]) -> list[dict[
 def format_table(results: Sequence[dict[str, Any]]) -> str:
     """Aligned text table (workload, engine, K, ms/trial, memory, speed-ups), then one line per
     target saying whether it is met."""
-    lines = [f"{'workload':<11} {'engine':<9} {'K':>5} {'ms/trial':>10} {'peak MiB':>9} "
-             f"{'x notebook':>10} {'x reference':>11}"]
+    lines = [f"{'workload':<11} {'engine':<13} {'K':>5} {'ms/trial':>10} {'peak MiB':>9} "
+             f"{'x notebook':>10} {'x reference':>11} {'x torch step':>12}"]
     for res in results:
         for r in res["rows"]:
             mem = r.get("cuda_max_allocated_mib", r.get("peak_rss_growth_mib", float("nan")))
             nb = r.get("speedup_vs_notebook")
             ref = r.get("speedup_vs_reference")
-            lines.append(f"{res['workload']:<11} {r['engine']:<9} {r['k']:>5} "
+            ts = r.get("speedup_vs_torch_step")
+            lines.append(f"{res['workload']:<11} {r['engine']:<13} {r['k']:>5} "
                          f"{r['ms_per_trial_median']:>10.3f} {mem:>9.1f} "
                          f"{'' if nb is None else f'{nb:.1f}':>10} "
-                         f"{'' if ref is None else f'{ref:.1f}':>11}")
+                         f"{'' if ref is None else f'{ref:.1f}':>11} "
+                         f"{'' if ts is None else f'{ts:.2f}':>12}")
     lines.append("peak MiB: CUDA max allocated, or on the CPU the growth of a fresh process's "
                  "peak RSS during one call")
     for res in results:

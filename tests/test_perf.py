@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bench import perf
 from bench.perf import WORKLOADS, format_table, peak_memory, target_verdicts
 
 
@@ -43,7 +44,7 @@ def test_table_lists_rows_and_target_lines() -> None:
                 "targets": target_verdicts("moons", rows(100.0, 50.0, {256: 1.5}))}]
     results[0]["rows"][2]["peak_rss_growth_mib"] = 12.5
     text = format_table(results)
-    assert "moons       batched     256      1.500      12.5       66.7        33.3" in text
+    assert "moons       batched         256      1.500      12.5       66.7        33.3" in text
     assert "target moons: batched >= 50x notebook per trial -> 66.7x at K=256: met" in text
     assert "target moons: batched >= 10x reference per trial -> 33.3x at K=256: met" in text
 
@@ -54,3 +55,16 @@ def test_peak_memory_of_a_fresh_process_counts_the_engine_allocations(monkeypatc
     monkeypatch.setenv("NNBENCH_NATIVE", "0")
     got = peak_memory("batched", WORKLOADS["moons"].spec.replace(epochs=1), 256, "cpu")
     assert 5.0 < got["peak_rss_growth_mib"] < got["peak_rss_mib"]
+
+
+def test_torch_step_rows_give_the_native_steps_gain_in_the_same_run(monkeypatch) -> None:
+    monkeypatch.setattr(perf, "peak_memory", lambda *args: {})
+    spec = WORKLOADS["moons"].spec.replace(epochs=1, n_samples=200)
+    workload = perf.Workload("moons", "tiny moons", spec, None)
+    res = perf.measure_workload(workload, device="cpu", ks=[4], repeats=1, quick=False,
+                                engines=("batched", perf.TORCH_STEP), log=lambda line: None)
+    rows = {r["engine"]: r for r in res["rows"]}
+    assert rows[perf.TORCH_STEP]["step"] == "torch" and rows["batched"]["step"] == "native"
+    assert rows["batched"]["speedup_vs_torch_step"] == pytest.approx(
+        rows[perf.TORCH_STEP]["ms_per_trial_median"] / rows["batched"]["ms_per_trial_median"])
+    assert "x torch step" in perf.format_table([res])

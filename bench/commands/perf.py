@@ -34,6 +34,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads for every engine (default 1: on a shared "
                              "small machine more threads make tiny ops slower)")
+    parser.add_argument("--torch-step", action="store_true",
+                        help="also time the batched engine on its stacked torch step "
+                             "(engine batched_torch) for the native step's gain in the same run")
     parser.add_argument("--out-dir", default="results/perf", help="where the JSON goes")
 
 
@@ -59,9 +62,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"bench perf on {device}, {threads} thread(s), {repeats} repeats, K={ks}",
               file=sys.stderr)
         for name in names:
+            engines = (*perf.ENGINES, perf.TORCH_STEP) if args.torch_step else perf.ENGINES
             results.append(perf.measure_workload(
                 perf.WORKLOADS[name], device=device, ks=ks, repeats=repeats, quick=args.quick,
-                log=lambda line: print(line, file=sys.stderr)))
+                engines=engines, log=lambda line: print(line, file=sys.stderr)))
         machine = machine_info()
     commit, dirty = git_state()
     print(perf.format_table(results))
