@@ -168,16 +168,16 @@ class NativeMLP:
         self.n_layers = len(rows)
         self.in_dim = arch[0].in_features
         self.threads = max(1, threads)  # the kernel's own threads (std::thread per call)
-        self._ws: dict[int, torch.Tensor] = {}
+        self._ws: dict[int, tuple[torch.Tensor, int]] = {}
 
-    def _workspace(self, n: int, threads: int) -> tuple[torch.Tensor, int]:
-        """Zeroed scratch for `threads` threads at batch size n, kept for later calls."""
-        per = int(self.lib.nb_workspace_elems(self.table.data_ptr(), self.n_layers, n,
-                                              self.in_dim, self.elem))
-        ws = self._ws.get(n)
-        if ws is None or ws.numel() < per * threads:
-            ws = self._ws[n] = torch.zeros(per * threads, dtype=self.dtype)
-        return ws, per
+    def _workspace(self, n: int) -> tuple[torch.Tensor, int]:
+        """Zeroed scratch for the kernel's threads at batch size n and the elements per thread;
+        sized by the kernel once per batch size and kept for later calls (no per-step query)."""
+        if n not in self._ws:
+            per = int(self.lib.nb_workspace_elems(self.table.data_ptr(), self.n_layers, n,
+                                                  self.in_dim, self.elem))
+            self._ws[n] = (torch.zeros(per * self.threads, dtype=self.dtype), per)
+        return self._ws[n]
 
     def train_step(self, x: torch.Tensor, target: torch.Tensor, start: int, n: int,
                    order: torch.Tensor | None, losses: torch.Tensor) -> None:
@@ -186,8 +186,7 @@ class NativeMLP:
         The batch is examples start..start+n of the order: `order` [K, N] (each member's own
         permutation of the rows of x) or, when None, the rows themselves.
         """
-        threads = self.threads
-        ws, per = self._workspace(n, threads)
+        ws, per = self._workspace(n)
         float_target = target if target.is_floating_point() else None
         class_target = None if target.is_floating_point() else target
         rows = order[:, start:] if order is not None else None
@@ -197,17 +196,16 @@ class NativeMLP:
             order.stride(0) if order is not None else 0, 0 if order is not None else start, n,
             ACT[self.head.activation], LOSS[self.loss], self.head.n_outputs,
             _ptr_of(float_target), _ptr_of(class_target), losses.data_ptr(), ws.data_ptr(), per,
-            threads)
+            self.threads)
 
     def eval_forward(self, x: torch.Tensor, start: int, n: int) -> torch.Tensor:
         """Raw outputs [K, O, n] of examples start..start+n of x, BatchNorm in eval mode."""
-        threads = self.threads
-        ws, per = self._workspace(0, threads)
+        ws, per = self._workspace(0)
         out = torch.empty((self.k, self.head.n_outputs, n), dtype=self.dtype)
         self.lib.nb_eval_forward(self.elem, self.table.data_ptr(), self.n_layers, self.k,
                                  self.flat.data_ptr(), x.data_ptr(), x.shape[1], start, n,
                                  self.head.n_outputs, out.data_ptr(), ws.data_ptr(), per,
-                                 threads)
+                                 self.threads)
         return out
 
 
