@@ -54,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help(sys.stderr)
+        print("bench: error: name a command, e.g. `bench list`; see `bench --help` for all of them",
+              file=sys.stderr)
         return 2
     try:
         return int(args._module.run(args) or 0)
