@@ -6,16 +6,24 @@ Modules are imported only when their command runs, except for building `--help`,
 `bench time` works on a machine with torch alone (no optuna, no pandas).
 
 Exit codes: 0 success, 1 a check or run that failed on its merits, 2 usage errors (bad names,
-impossible values, missing files), each reported on one line that names the fix.
+impossible values, missing files, a full disk or read-only folder), each reported on one line that
+names the fix. Anything else that goes wrong is one line too (exit 1); the traceback is printed
+only with `bench --debug ...` or `NNBENCH_DEBUG=1`. SIGTERM unwinds like Ctrl-C, so every
+command's clean-up runs and what was written stays intact (exit 143). No line shows a password:
+every password in the command line is masked in whatever is printed.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
+import signal
 import sys
+import traceback
 from collections.abc import Sequence
+from typing import Any
 
 from bench.errors import UsageError
 
@@ -40,6 +48,8 @@ def _command_modules() -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser with every subcommand found in `bench.commands`."""
     parser = _Parser(prog="bench", description="Benchmark and sweep small PyTorch networks.")
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an unexpected error (also NNBENCH_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for module_name in _command_modules():
         module = importlib.import_module(f"bench.commands.{module_name}")
@@ -49,22 +59,89 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread so that clean-up (`finally`) runs as for Ctrl-C."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    del signum, frame
+    raise Terminated
+
+
+def _passwords(argv: Sequence[str]) -> list[str]:
+    """Passwords of the storage URLs on the command line, to mask in anything printed."""
+    from bench.storage import password_of
+
+    return [p for p in (password_of(a) for a in argv if "://" in a) if p]
+
+
+def _one_line(text: str, secrets: list[str]) -> str:
+    line = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+    for secret in secrets:
+        line = line.replace(secret, "***")
+    return line
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `bench` console script and `python -m bench`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = os.environ.get("NNBENCH_DEBUG", "") not in ("", "0") or "--debug" in argv
+    secrets = _passwords(argv)
+    previous = None
+    if threading_is_main():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    except UsageError as exc:
+        print(f"bench: error: {_one_line(str(exc), secrets)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench: interrupted; results already written are kept", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("bench: stopped by SIGTERM; results already written are kept", file=sys.stderr)
+        return 143
+    except OSError as exc:
+        if debug:
+            traceback.print_exc()
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"bench: error: cannot use{where}: {_os_reason(exc)}; free space, fix the "
+              "permissions or choose another path (results already written are kept)",
+              file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"bench: error: unexpected {type(exc).__name__}: {_one_line(str(exc), secrets)} "
+              "(run again with --debug or NNBENCH_DEBUG=1 for the traceback, and please report "
+              "it)", file=sys.stderr)
+        return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def threading_is_main() -> bool:
+    """True in the main thread, the only one that may install signal handlers."""
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+def _os_reason(exc: OSError) -> str:
+    from bench.storage import os_reason
+
+    return os_reason(exc)
+
+
+def _main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         print("bench: error: name a command, e.g. `bench list`; see `bench --help` for all of them",
               file=sys.stderr)
         return 2
-    try:
-        return int(args._module.run(args) or 0)
-    except UsageError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench: interrupted; results already written are kept", file=sys.stderr)
-        return 130
+    return int(args._module.run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -1,13 +1,55 @@
-"""Optuna storages as nnbench names, opens and shows them.
+"""Optuna storages as nnbench names, opens, shows and keeps them safe.
 
 One place for what a storage URL means: a path is a journal file (the embedded default), a URL
-with a scheme is an SQLAlchemy database URL. Whenever a URL is shown (errors, summaries, the
-report) it goes through `display_url`, which masks the password.
+with a scheme is an SQLAlchemy database URL (PostgreSQL shared by workers on several hosts,
+SQLite). Whenever a URL is shown (errors, summaries, the report) it goes through `display_url`,
+which masks the password.
+
+The journal file backend (`JournalFile`) is written on Optuna's public `BaseJournalBackend` and
+keeps Optuna's file format (one JSON operation a line), so `optuna.load_study` with Optuna's own
+`JournalFileBackend` and optuna-dashboard read what it writes. What it adds:
+
+- A record is visible only once its closing newline is written: a reader takes complete lines
+  and ignores a tail without one (a write in progress, or one cut off by kill -9 or a full
+  disk), so nothing is ever seen half-written.
+- Before appending, under the lock, a torn tail (bytes after the last newline that no writer is
+  writing, since writers hold the lock) is moved to `FILE.torn` and cut off, so the next record
+  never lands on partial bytes and every earlier record stays readable. A write that fails
+  (disk full) is cut back at once.
+- The lock is a file created with O_EXCL at the journal's absolute path plus `.lock` (the path
+  Optuna's own locks use, so they exclude each other), holding `host pid`. A lock whose owner
+  process on this host is gone is taken over at once; any other lock not touched for
+  `LOCK_GRACE_SECONDS` is taken over (a lock is held for one write, milliseconds). Waiting
+  sleeps: it never spins.
+- Records are written without an fsync each (Optuna fsyncs every record, about 4 ms here);
+  `sync_storage` fsyncs once per trained group. A killed process loses nothing it wrote (the
+  kernel holds it); a machine crash can lose at most the last group's records, which a re-run
+  trains again.
+- A line in the middle of the file that is not a record is a one-line error naming the line.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UsageError
+
 DEFAULT_STORAGE = "results/optuna.journal"
+DEFAULT_SQLITE = "results/optuna.db"
+LOCK_GRACE_SECONDS = 30  # a journal lock untouched this long is taken over
+HEARTBEAT_INTERVAL = 10  # seconds between heartbeats on RDB storages
+GRACE_PERIOD = 60  # seconds without a heartbeat before another worker fails a trial
+
+
+# ---------------------------------------------------------------------------------------------
+# Names
 
 
 def display_url(url: str | None) -> str:
@@ -28,3 +70,468 @@ def display_url(url: str | None) -> str:
     except Exception:  # unparsable: drop everything between the scheme and the host
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}" if "@" in rest else url
+
+
+def is_journal(url: str | None) -> bool:
+    """True for a journal file path (no URL scheme), the embedded default included."""
+    return url is None or "://" not in url
+
+
+def is_shared_storage(url: str | None) -> bool:
+    """True for server databases that workers on several hosts can share."""
+    return not is_journal(url) and not str(url).startswith("sqlite")
+
+
+def postgres_driver_url(url: str) -> str:
+    """`postgresql://` with the psycopg2 driver when psycopg (3), SQLAlchemy's default, is absent."""
+    if not url.startswith("postgresql://"):
+        return url
+    import importlib.util
+
+    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
+        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
+    return url
+
+
+def default_storage_url(root: str | Path = ".") -> str | None:
+    """The embedded storage that exists under `root/results`: the journal `bench sweep` writes
+    by default, else an SQLite file; None when neither exists."""
+    root = Path(root)
+    if (root / DEFAULT_STORAGE).exists():
+        return str(root / DEFAULT_STORAGE)
+    if (root / DEFAULT_SQLITE).exists():
+        return f"sqlite:///{root / DEFAULT_SQLITE}"
+    return None
+
+
+def missing_storage_reason(url: str) -> str | None:
+    """Why `url` cannot hold studies (a local file that does not exist), or None."""
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///"):])
+        if str(path) != ":memory:" and not path.exists():
+            return f"no SQLite storage file at {path}"
+    elif is_journal(url) and not Path(url).exists():
+        return f"no journal storage file at {url}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The journal file backend
+
+
+def pid_alive(pid: int) -> bool:
+    """True while process `pid` on this host exists and is not a zombie."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a killed child not yet reaped by its parent is a zombie: dead for our purpose
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class JournalLock:
+    """An exclusive lock file `PATH.lock` (O_EXCL) holding `host pid`; stale ones are taken over.
+
+    Works across processes on one host and across hosts on a shared file system (by age there).
+    """
+
+    def __init__(self, journal_path: str, grace_seconds: float = LOCK_GRACE_SECONDS) -> None:
+        self.path = os.path.abspath(journal_path) + ".lock"
+        self.grace_seconds = grace_seconds
+        self.owner = f"{socket.gethostname()} {os.getpid()}"
+        self.taken_over = 0  # stale locks this object removed (for tests and messages)
+
+    def acquire(self) -> None:
+        """Create the lock file, waiting (sleeping, never spinning) while a live owner holds it."""
+        delay = 0.0005
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self._take_over_if_stale():
+                    continue
+                time.sleep(delay)
+                delay = min(delay * 2, 0.05)
+                continue
+            try:
+                os.write(fd, self.owner.encode())
+            except BaseException:  # e.g. a full disk: leave no lock behind
+                os.close(fd)
+                self.release()
+                raise
+            os.close(fd)
+            return
+
+    def release(self) -> None:
+        """Remove the lock file (it must be ours)."""
+        with suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+    def _take_over_if_stale(self) -> bool:
+        """Remove the lock if its owner on this host is dead or it is older than the grace."""
+        try:
+            info = os.lstat(self.path)  # lstat: an old dangling symlink lock is judged too
+            owner = (os.readlink(self.path) if os.path.islink(self.path)
+                     else Path(self.path).read_text(errors="replace"))
+        except FileNotFoundError:
+            return True  # released meanwhile: try again at once
+        except OSError:
+            return False
+        host, _, pid = owner.strip().partition(" ")
+        dead = host == socket.gethostname() and pid.isdigit() and not pid_alive(int(pid))
+        if not dead and time.time() - info.st_mtime <= self.grace_seconds:
+            return False
+        aside = f"{self.path}.{os.getpid()}.{time.monotonic_ns()}.stale"
+        try:  # rename first: of several waiters exactly one takes a given stale lock over
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return True
+        os.unlink(aside)
+        self.taken_over += 1
+        return True
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the lock for the body."""
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+
+def _base_backend() -> type:
+    from optuna.storages.journal import BaseJournalBackend
+
+    return BaseJournalBackend
+
+
+class JournalCorruptError(UsageError):
+    """A journal line in the middle of the file is not a record."""
+
+
+def _make_journal_file_class() -> type:
+    base = _base_backend()
+
+    class JournalFile(base):  # type: ignore[misc, valid-type]
+        """Optuna's journal file format with fenced torn tails, stale-lock takeover, group sync."""
+
+        def __init__(self, path: str, *, readonly: bool = False,
+                     lock_grace_seconds: float = LOCK_GRACE_SECONDS) -> None:
+            self.path = str(path)
+            self.readonly = readonly
+            self.lock = JournalLock(self.path, lock_grace_seconds)
+            self._offsets: dict[int, int] = {0: 0}  # log number -> byte offset of its line
+            self.repaired_bytes = 0
+            if not readonly and not os.path.exists(self.path):
+                with self.lock.held():
+                    os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644))
+                _fsync_dir(self.path)
+
+        def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
+            """The complete records from `log_number_from` on; a tail without newline is unseen."""
+            number = max(n for n in self._offsets if n <= log_number_from)
+            offset = self._offsets[number]
+            with open(self.path, "rb") as fh:
+                fh.seek(offset)
+                data = fh.read()
+            end = data.rfind(b"\n") + 1
+            logs = []
+            pos = 0
+            while pos < end:
+                nl = data.index(b"\n", pos)
+                line = data[pos:nl + 1]
+                if number >= log_number_from:
+                    try:
+                        logs.append(json.loads(line))
+                    except ValueError:
+                        raise JournalCorruptError(
+                            f"journal {self.path}: line {number + 1} (byte {offset + pos}) is "
+                            "not a record; the file was damaged: restore it from a backup, or "
+                            "keep the lines before it in a new file") from None
+                pos = nl + 1
+                number += 1
+            self._offsets[number] = offset + end
+            return logs
+
+        def append_logs(self, logs: list[dict[str, Any]]) -> None:
+            """Append whole lines under the lock, after fencing any torn tail; cut a failed write."""
+            if self.readonly:
+                raise UsageError(f"journal {self.path} was opened for reading only")
+            data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs)
+                    + "\n").encode("utf-8")
+            with self.lock.held():
+                fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+                try:
+                    size = self._fence_torn_tail(fd)
+                    try:
+                        view = memoryview(data)
+                        while view:
+                            view = view[os.write(fd, view):]
+                    except BaseException:
+                        os.ftruncate(fd, size)  # a partial record never stays behind
+                        raise
+                finally:
+                    os.close(fd)
+
+        def _fence_torn_tail(self, fd: int) -> int:
+            """Cut bytes after the last newline (kept in PATH.torn); the clean size."""
+            size = os.fstat(fd).st_size
+            if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+                return size
+            chunk = 1 << 16
+            start = size
+            while start > 0:
+                lo = max(0, start - chunk)
+                block = os.pread(fd, start - lo, lo)
+                nl = block.rfind(b"\n")
+                if nl >= 0:
+                    start = lo + nl + 1
+                    break
+                start = lo
+            tail = os.pread(fd, size - start, start)
+            with open(self.path + ".torn", "ab") as fh:
+                fh.write(tail + b"\n")
+            os.ftruncate(fd, start)
+            os.fsync(fd)
+            self.repaired_bytes += len(tail)
+            import sys
+
+            print(f"bench: note: journal {self.path} ended in a record cut off mid-write "
+                  f"({len(tail)} bytes, kept in {self.path}.torn); removed it before appending",
+                  file=sys.stderr)
+            return start
+
+        def sync(self) -> None:
+            """fsync the journal: what was appended survives a machine crash."""
+            if self.readonly:
+                return
+            fd = os.open(self.path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    return JournalFile
+
+
+def _fsync_dir(path: str) -> None:
+    try:
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_JOURNAL_FILE_CLASS: type | None = None
+
+
+def journal_file(path: str, *, readonly: bool = False,
+                 lock_grace_seconds: float = LOCK_GRACE_SECONDS) -> Any:
+    """A `JournalFile` backend (the class is made on first use: optuna loads lazily)."""
+    global _JOURNAL_FILE_CLASS
+    if _JOURNAL_FILE_CLASS is None:
+        _JOURNAL_FILE_CLASS = _make_journal_file_class()
+    return _JOURNAL_FILE_CLASS(path, readonly=readonly, lock_grace_seconds=lock_grace_seconds)
+
+
+# ---------------------------------------------------------------------------------------------
+# Opening
+
+
+def _journal_storage_class() -> type:
+    from optuna.storages.journal import JournalStorage
+
+    class SyncedJournalStorage(JournalStorage):
+        """Optuna's JournalStorage that keeps its backend at hand for `sync_storage`."""
+
+        def __init__(self, backend: Any) -> None:
+            self.nnbench_backend = backend
+            super().__init__(backend)
+
+    return SyncedJournalStorage
+
+
+def _check_journal_path(path: Path, create: bool) -> None:
+    """One-line errors for journal paths that cannot be a journal file."""
+    label = str(path)
+    if path.is_dir():
+        raise UsageError(f"storage {label} is a folder; give a journal file path such as "
+                         f"{path / 'optuna.journal'}")
+    if path.exists() and not path.is_file():
+        raise UsageError(f"storage {label} is not a regular file; give a journal file path such "
+                         f"as {DEFAULT_STORAGE}")
+    if not path.exists() and not create:
+        raise UsageError(f"no journal storage file at {label}; run `bench sweep` first or pass "
+                         "--storage")
+    parent = path.parent
+    for p in (parent, *parent.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise UsageError(f"storage {label}: {p} is a file, not a folder; choose another "
+                                 "--storage path")
+            break
+
+
+def open_storage(url: str | None, *, create: bool = True,
+                 heartbeat_interval: int = HEARTBEAT_INTERVAL,
+                 grace_period: int = GRACE_PERIOD) -> Any:
+    """An Optuna storage: a journal file for a path (default), an RDB storage for a URL.
+
+    `create=False` opens for reading: nothing is created or repaired (a missing file is an
+    error). Every failure is a `UsageError` whose one line names the real cause, with the
+    password masked.
+    """
+    import optuna
+
+    if is_journal(url):
+        path = Path(url or DEFAULT_STORAGE)
+        _check_journal_path(path, create)
+        try:
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            return _journal_storage_class()(journal_file(str(path), readonly=not create))
+        except UsageError:
+            raise
+        except OSError as exc:
+            raise UsageError(f"cannot open storage {path}: {os_reason(exc)}; choose a writable "
+                             "--storage path") from None
+        except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise UsageError(f"storage {path} is not an Optuna journal ({type(exc).__name__} "
+                             "while replaying it); pass another --storage") from None
+    assert url is not None
+    shown = display_url(url)
+    full = postgres_driver_url(url)
+    engine_kwargs: dict[str, Any] = {}
+    if full.startswith("sqlite:///"):
+        db = Path(full.removeprefix("sqlite:///"))
+        if create:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        elif not db.exists():
+            raise UsageError(f"no SQLite storage file at {db}; run `bench sweep` first or pass "
+                             "--storage")
+        engine_kwargs = {"connect_args": {"timeout": 60}}
+    error: BaseException | None = None
+    for attempt in range(5):  # workers starting together race to create the schema
+        try:
+            with quiet_optuna_warnings():
+                return optuna.storages.RDBStorage(full, engine_kwargs=engine_kwargs,
+                                                  heartbeat_interval=heartbeat_interval,
+                                                  grace_period=grace_period,
+                                                  skip_table_creation=not create)
+        except Exception as exc:  # sqlalchemy raises many kinds; classify below
+            error = exc
+            if not _is_schema_race(exc):
+                break
+            time.sleep(0.5 + attempt)
+    assert error is not None
+    raise UsageError(f"cannot open storage {shown}: {storage_error_reason(error, url)}") from None
+
+
+def _is_schema_race(exc: BaseException) -> bool:
+    text = " ".join(str(e) for e in _chain(exc)).lower()
+    return "already exists" in text or "duplicate key" in text or "unique constraint" in text
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        orig = getattr(current, "orig", None)
+        if isinstance(orig, BaseException) and orig not in seen:
+            seen.append(orig)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def storage_error_reason(exc: BaseException, url: str | None = None) -> str:
+    """The real cause of a storage failure in words, with the fix, and no password."""
+    chain = _chain(exc)
+    text = " | ".join(str(e) for e in chain)
+    low = text.lower()
+    if "password authentication failed" in low or "access denied" in low:
+        reason = "the server refused the user name or password; check them in the URL"
+    elif "connection refused" in low:
+        reason = "connection refused: no database server is listening there; start it or fix " \
+                 "the host and port"
+    elif "could not translate host name" in low or "name or service not known" in low:
+        reason = "unknown host name; fix the host in the URL"
+    elif "file is not a database" in low or "not a database" in low:
+        reason = "the file is not an SQLite database; pass another --storage"
+    elif "unable to open database file" in low:
+        reason = "cannot open the SQLite file (missing folder or no permission)"
+    elif "does not exist" in low and "database" in low:
+        reason = "the database does not exist; create it first (e.g. createdb NAME)"
+    elif "no module named" in low or "can't load plugin" in low:
+        reason = f"no driver for this URL ({_first_line(chain[-1])}); install it or use " \
+                 "postgresql:// or sqlite:///"
+    elif "timeout" in low or "timed out" in low:
+        reason = "the connection timed out; check the host and that the server is reachable"
+    else:
+        root = chain[-1]
+        reason = f"{type(root).__name__}: {_first_line(root)}"
+    return mask_secret(reason, url)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
+
+
+def password_of(url: str | None) -> str | None:
+    """The password in a database URL, or None (journal paths and URLs without one)."""
+    if not url or "://" not in url:
+        return None
+    from sqlalchemy.engine import make_url
+
+    try:
+        password = make_url(url).password
+    except Exception:  # unparsable: take what sits between "user:" and "@"
+        userinfo = url.split("://", 1)[1].rsplit("@", 1)
+        password = userinfo[0].partition(":")[2] if len(userinfo) == 2 else None
+    return str(password) if password else None
+
+
+def mask_secret(text: str, url: str | None) -> str:
+    """`text` with the URL's password (if any) replaced by ***."""
+    password = password_of(url)
+    return text.replace(password, "***") if password else text
+
+
+def os_reason(exc: OSError) -> str:
+    """An OSError's cause in words: 'No space left on device', 'Read-only file system', ..."""
+    if exc.errno is not None:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
+
+
+def sync_storage(storage: Any) -> None:
+    """Make what was written durable (journal files: one fsync; databases commit per write)."""
+    backend = getattr(storage, "nnbench_backend", None)
+    if backend is not None:
+        backend.sync()
+
+
+@contextmanager
+def quiet_optuna_warnings() -> Iterator[None]:
+    """Silence Optuna's notes that features (heartbeats, QMC) are experimental, and that
+    heartbeats are meant for `optimize` (we record them ourselves around ask/tell)."""
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
+        yield

@@ -30,16 +30,15 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import signal
 import socket
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,11 +46,18 @@ import numpy as np
 from bench.errors import UsageError
 from bench.results import RunResult
 from bench.spec import RunSpec, resolve_device
+from bench.storage import (
+    GRACE_PERIOD,
+    HEARTBEAT_INTERVAL,
+    display_url,
+    is_shared_storage,
+    open_storage,
+    pid_alive,
+    quiet_optuna_warnings,
+    sync_storage,
+)
 from bench.study import StudySpec, check_grid_size
 
-DEFAULT_STORAGE = "results/optuna.journal"
-HEARTBEAT_INTERVAL = 10  # seconds between heartbeats on RDB storages
-GRACE_PERIOD = 60  # seconds without a heartbeat before another worker fails a trial
 ORPHAN_SECONDS = 120  # a RUNNING trial with no worker record this old is failed
 DIVERGED_PREFIX = "diverged"
 # Settings that may change between runs of one study without changing what a trial means.
@@ -60,104 +66,6 @@ MUTABLE_KEYS = ("trials", "group", "description")
 
 # ---------------------------------------------------------------------------------------------
 # Storage, sampler, pruner
-
-
-def storage_label(url: str | None) -> str:
-    """The storage as the user gave it (the default journal file when none)."""
-    return url or DEFAULT_STORAGE
-
-
-def is_shared_storage(url: str | None) -> bool:
-    """True for server databases that workers on several hosts can share."""
-    return url is not None and "://" in url and not url.startswith("sqlite")
-
-
-def open_storage(url: str | None, *, heartbeat_interval: int = HEARTBEAT_INTERVAL,
-                 grace_period: int = GRACE_PERIOD) -> Any:
-    """An Optuna storage: a journal file for a path (default), an RDB storage for a URL."""
-    import optuna
-    from optuna.storages.journal import JournalStorage
-
-    url = storage_label(url)
-    if "://" not in url:
-        path = Path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(_group_synced_backend(str(path)))
-    url = postgres_driver_url(url)
-    engine_kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine_kwargs = {"connect_args": {"timeout": 60}}
-    for attempt in range(5):  # workers starting together race to create the schema
-        try:
-            with _quiet_heartbeat_warnings():
-                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                  heartbeat_interval=heartbeat_interval,
-                                                  grace_period=grace_period)
-        except Exception as exc:  # sqlalchemy raises many kinds; all mean "cannot open"
-            error = exc
-            time.sleep(0.5 + attempt)
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    raise UsageError(f"cannot open storage {url}: {first}; check the URL and that the "
-                     "database server is running")
-
-
-@contextmanager
-def _quiet_heartbeat_warnings() -> Iterator[None]:
-    """Silence Optuna's notes that features (heartbeats, QMC) are experimental, and that
-    heartbeats are meant for `optimize` (we record them ourselves around ask/tell)."""
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed")
-        yield
-
-
-def _group_synced_backend(path: str) -> Any:
-    """Optuna's journal file backend, fsynced once per trained group instead of per record.
-
-    Optuna fsyncs every appended record (~4 ms each here, ~7 records per trial), which made
-    storage the larger part of a 512-trial sweep. Records are still appended under Optuna's
-    file lock in one write each, in Optuna's own format (any `JournalFileBackend` reads the
-    file); a killed process loses nothing written, since the kernel holds it. Only a machine
-    crash can lose the records since the last `sync_storage`, i.e. at most one group's
-    trials, which a re-run then trains again.
-    """
-    import json
-
-    from optuna.storages.journal import JournalFileBackend
-    from optuna.storages.journal._file import get_lock_file
-
-    class GroupSyncedJournalFileBackend(JournalFileBackend):
-        def append_logs(self, logs: list[dict[str, Any]]) -> None:
-            text = "\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n"
-            with get_lock_file(self._lock), open(self._file_path, "ab") as fh:
-                fh.write(text.encode("utf-8"))
-
-        def sync(self) -> None:
-            with open(self._file_path, "ab") as fh:
-                os.fsync(fh.fileno())
-
-    return GroupSyncedJournalFileBackend(path)
-
-
-def sync_storage(storage: Any) -> None:
-    """Make what was written durable (journal files: one fsync; databases commit per write)."""
-    backend = getattr(storage, "_backend", None)
-    if hasattr(backend, "sync"):
-        backend.sync()
-
-
-def postgres_driver_url(url: str) -> str:
-    """`postgresql://` with the psycopg2 driver when psycopg (3), SQLAlchemy's default, is absent."""
-    if not url.startswith("postgresql://"):
-        return url
-    import importlib.util
-
-    if importlib.util.find_spec("psycopg") is None and importlib.util.find_spec("psycopg2"):
-        return "postgresql+psycopg2://" + url.removeprefix("postgresql://")
-    return url
 
 
 def make_sampler(spec: StudySpec, seed: int) -> Any:
@@ -177,7 +85,7 @@ def make_sampler(spec: StudySpec, seed: int) -> Any:
         return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
                                             **kwargs)
     if spec.sampler == "qmc":
-        with _quiet_heartbeat_warnings():  # QMCSampler is "experimental" in Optuna's terms
+        with quiet_optuna_warnings():  # QMCSampler is "experimental" in Optuna's terms
             return optuna.samplers.QMCSampler(seed=seed, scramble=True,
                                               warn_asynchronous_seeding=False,
                                               warn_independent_sampling=False)
@@ -287,20 +195,6 @@ def count_finished(study: Any) -> int:
     return sum(is_finished(t) for t in study.get_trials(deepcopy=False))
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a killed child not yet reaped by its parent is a zombie: dead for our purpose
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        return stat.rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def _stale_reason(trial: Any, host: str, now: datetime) -> str | None:
     worker = trial.user_attrs.get("worker")
     if worker is None:
@@ -308,7 +202,7 @@ def _stale_reason(trial: Any, host: str, now: datetime) -> str | None:
         if started is not None and now - started > timedelta(seconds=ORPHAN_SECONDS):
             return f"left RUNNING without a worker record for over {ORPHAN_SECONDS} s"
         return None
-    if worker.get("host") == host and worker.get("pid") != os.getpid() and not _pid_alive(
+    if worker.get("host") == host and worker.get("pid") != os.getpid() and not pid_alive(
             int(worker["pid"])):
         return f"worker pid {worker['pid']} on {host} stopped before finishing it (killed?)"
     return None
@@ -320,7 +214,7 @@ def fail_stale_trials(study: Any, storage: Any) -> int:
     from optuna.trial import TrialState
 
     if isinstance(storage, optuna.storages.RDBStorage):
-        with _quiet_heartbeat_warnings():
+        with quiet_optuna_warnings():
             optuna.storages.fail_stale_trials(study)  # heartbeats, for workers on any host
     host, now, failed = socket.gethostname(), datetime.now(), 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -328,7 +222,8 @@ def fail_stale_trials(study: Any, storage: Any) -> int:
         if reason is None:
             continue
         try:
-            study._storage.set_trial_user_attr(trial._trial_id, "failure_reason", reason)
+            storage.set_trial_user_attr(trial_id(storage, study, trial.number),
+                                        "failure_reason", reason)
             study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
             failed += 1
         except (RuntimeError, ValueError):  # finished meanwhile by its worker or another one
@@ -336,14 +231,21 @@ def fail_stale_trials(study: Any, storage: Any) -> int:
     return failed
 
 
+def trial_id(storage: Any, study: Any, number: int) -> int:
+    """The storage's id of trial `number` of `study` (public storage API, no private fields)."""
+    study_id = storage.get_study_id_from_name(study.study_name)
+    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
+
+
 @contextmanager
-def _heartbeats(storage: Any, trial_ids: Sequence[int]) -> Iterator[None]:
-    """Record Optuna heartbeats for `trial_ids` while the body runs (RDB storages only)."""
+def _heartbeats(storage: Any, study: Any, numbers: Sequence[int]) -> Iterator[None]:
+    """Record Optuna heartbeats for trials `numbers` while the body runs (RDB storages only)."""
     import optuna
 
-    if not isinstance(storage, optuna.storages.RDBStorage) or not trial_ids:
+    if not isinstance(storage, optuna.storages.RDBStorage) or not numbers:
         yield
         return
+    trial_ids = [trial_id(storage, study, n) for n in numbers]
     interval = storage.get_heartbeat_interval() or HEARTBEAT_INTERVAL
     stop = threading.Event()
 
@@ -455,7 +357,7 @@ class Worker:
 
         asked = []
         for _ in range(k):
-            with _quiet_heartbeat_warnings():
+            with quiet_optuna_warnings():
                 trial = self.study.ask(self.distributions)
             trial.set_user_attr("worker", {"host": self.host, "pid": os.getpid()})
             asked.append(trial)
@@ -492,7 +394,7 @@ class Worker:
     def _train_and_tell(self, trials: list[Any]) -> None:
         members = [self._expand(t) for t in trials]
         runnable = [m for m in members if m.invalid is None]
-        with _heartbeats(self.storage, [m.trial._trial_id for m in members]):
+        with _heartbeats(self.storage, self.study, [m.trial.number for m in members]):
             try:
                 for device in sorted({m.specs[0].device for m in runnable}):
                     on_device = [m for m in runnable if m.specs[0].device == device]
@@ -662,9 +564,38 @@ class _Progress:
             self.bar.close()
 
 
+def die_with_parent(parent_pid: int, poll_seconds: float = 1.0) -> None:
+    """Make this process end when its parent does, however the parent dies (kill -9 included).
+
+    SIGTERM, which a worker turns into an exception that fails its untold trials and exits, is
+    sent by the kernel when the parent dies (Linux `PR_SET_PDEATHSIG`); a thread that watches
+    the parent pid does the same elsewhere, and covers a parent that died before this call.
+    """
+    import ctypes
+
+    with suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="nnbench-parent-watch").start()
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    del frame
+    raise SystemExit(128 + signum)
+
+
 def _worker_process(spec: StudySpec, storage_url: str | None, index: int, threads: int,
-                    engine: str, heartbeat_interval: int, grace_period: int) -> None:
+                    engine: str, heartbeat_interval: int, grace_period: int,
+                    parent_pid: int) -> None:
     """Entry point of a `--workers N` child process (spawned: nothing inherited)."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
+    die_with_parent(parent_pid)
     import torch
 
     torch.set_num_threads(threads)
@@ -708,7 +639,7 @@ def sweep(spec: StudySpec, storage_url: str | None = None, *, workers: int = 1,
         if key == "FAIL" and is_finished(t):
             key = "DIVERGED"
         states[key] = states.get(key, 0) + 1
-    summary = SweepSummary(study=spec.name, storage=storage_label(storage_url),
+    summary = SweepSummary(study=spec.name, storage=display_url(storage_url),
                            target=spec.trials, finished=sum(is_finished(t) for t in trials),
                            states=states, best=describe_best(study, spec), stats=stats,
                            worker_exit_codes=exit_codes)
@@ -724,7 +655,7 @@ def _run_processes(spec: StudySpec, storage_url: str | None, workers: int, threa
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_process, name=f"nnbench-worker-{i}",
                          args=(spec, storage_url, i, threads, engine, heartbeat_interval,
-                               grace_period))
+                               grace_period, os.getpid()))
              for i in range(workers)]
     for p in procs:
         p.start()

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.sweep import is_finished, postgres_driver_url
+from bench.storage import postgres_driver_url
+from bench.sweep import is_finished
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
