@@ -21,9 +21,13 @@ seed-to-seed spread when their 95% CIs do not overlap (Welch's t-test p is shown
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import io
+import json
 import math
+import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -43,8 +47,10 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from bench import registry, tables
+from bench.errors import UsageError
 from bench.stats import mean_ci
-from bench.store import write_text_atomic
+from bench.storage import display_url
+from bench.store import write_json_atomic, write_text_atomic
 
 SIGNIFICANCE_RULE = (
     "A difference counts as beyond the seed-to-seed spread when the two 95% confidence "
@@ -957,7 +963,14 @@ def _wrap(text: str | None, width: int) -> str:
 
 
 def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)
+    """A file-name part unique per study name: the name itself when it is short and plain
+    (lower-case letters, digits, - and _), else its first 40 safe characters and a hash of the
+    whole name, so 'a b' and 'a_b' (or 'A' and 'a' on a case-insensitive disk) never share a file.
+    """
+    if re.fullmatch(r"[a-z0-9_-]{1,60}", name):
+        return name
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "-_") else "_" for c in name)[:40]
+    return f"{safe}-{hashlib.sha256(name.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
 
 
 def retrain_for_boundary(run_spec: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
@@ -1018,55 +1031,63 @@ def chart_boundaries(ctx: Context) -> list[Chart | Missing]:
         return [Missing("boundaries", question, "a report run without --no-boundaries")]
     out: list[Chart | Missing] = []
     for v in views:
-        factor = next((f for f in ("optimizer", "loss") if f in v.varied), None)
-        ranked = v.ranked()
-        best = ranked.groupby(factor, sort=False).head(1) if factor else ranked.head(1)
-        fig, facets = _facets(len(best), ncols=3, size=(4.4, 3.9))
-        rows = []
-        with _style():
-            for (_, conf), (ax,) in zip(best.iterrows(), facets, strict=False):
-                runs = v.runs[(v.runs["trial"] == conf["trial"])].dropna(subset=[v.metric])
-                median = runs.sort_values(v.metric).iloc[(len(runs) - 1) // 2]
-                stored = next(r for t in _study(ctx, v.name).trials if t.number == conf["trial"]
-                              for r in t.user_attrs.get("runs") or []
-                              if r.get("seed") == median["seed"])
-                model, head, result, data = retrain_for_boundary(stored["spec"])
-                xv = data.x_val.numpy()
-                yv = data.y_val.numpy()
-                xx, yy, p = boundary_grid(model, head, xv)
-                ax.contourf(xx, yy, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.55)
-                ax.contour(xx, yy, p, levels=[0.5], colors="k", linewidths=1.2)
-                for cls, color in ((0, "#2166ac"), (1, "#b2182b")):
-                    m = yv == cls
-                    ax.scatter(xv[m, 0], xv[m, 1], s=9, color=color, edgecolor="white",
-                               linewidth=0.3, label=f"class {cls}")
-                retrained = result.metrics.get(v.metric, math.nan)
-                title = (f"{factor}={conf[factor]}, " if factor else "") + \
-                    v.config_label(conf, (factor,) if factor else ())
-                ax.set_title(f"{_wrap(title, 44)}\nseed {int(median['seed'])}: "
-                             f"{metric_label(v.metric)} {fmt_score(retrained, v.metric)}", fontsize=9)
-                ax.set_xlabel("x₀")
-                ax.set_ylabel("x₁")
-                rows.append({"study": v.name, "trial": conf["trial"], "seed": median["seed"],
-                             "config": title, "stored_metric": median[v.metric],
-                             "retrained_metric": retrained})
-            facets[0][0].legend(fontsize=7, loc="lower right", framealpha=0.8)
-        fig.suptitle(_wrap(f"{v.label}: decision boundary of the best model"
-                           + (f" per {factor}" if factor else ""), 48 * len(best)), fontsize=10)
-        key = f"boundary_{_slug(v.name)}"
-        png, files = _save(fig, ctx.folder, key)
-        table = pd.DataFrame(rows)
-        same = bool(np.allclose(table["stored_metric"], table["retrained_metric"], atol=1e-6))
-        caption = ("Shading: predicted probability of class 1 (black line: 0.5, the decision "
-                   "boundary); dots: the validation set. Each panel retrains the seed with the "
-                   "median score of the best configuration, deterministically; the retrained "
-                   + ("score equals the stored one." if same else
-                      "score differs slightly from the stored one (another engine or device "
-                      "ran the sweep)."))
-        out.append(Chart(key, f"boundary: {v.name}", f"{v.name}: {question[0].lower()}"
-                         f"{question[1:]}", caption, png, files,
-                         ctx.write_table(table, key)))
+        try:
+            out.append(_boundary_chart(ctx, v, question))
+        except (UsageError, ValueError, TypeError, KeyError, RuntimeError, StopIteration) as exc:
+            out.append(Missing(f"boundary_{_slug(v.name)}", f"{v.name}: {question}",
+                               f"stored runs that retrain ({type(exc).__name__}: {exc})"))
     return out
+
+
+def _boundary_chart(ctx: Context, v: StudyView, question: str) -> Chart:
+    """The decision-boundary chart of one study (raises when its best runs cannot retrain)."""
+    factor = next((f for f in ("optimizer", "loss") if f in v.varied), None)
+    ranked = v.ranked()
+    best = ranked.groupby(factor, sort=False).head(1) if factor else ranked.head(1)
+    fig, facets = _facets(len(best), ncols=3, size=(4.4, 3.9))
+    rows = []
+    with _style():
+        for (_, conf), (ax,) in zip(best.iterrows(), facets, strict=False):
+            runs = v.runs[(v.runs["trial"] == conf["trial"])].dropna(subset=[v.metric])
+            median = runs.sort_values(v.metric).iloc[(len(runs) - 1) // 2]
+            s = _study(ctx, v.name)
+            stored = next(r for t in s.trials if t.number == conf["trial"]
+                          for r in s.runs(t) if r.get("seed") == median["seed"])
+            model, head, result, data = retrain_for_boundary(stored["spec"])
+            xv = data.x_val.numpy()
+            yv = data.y_val.numpy()
+            xx, yy, p = boundary_grid(model, head, xv)
+            ax.contourf(xx, yy, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.55)
+            ax.contour(xx, yy, p, levels=[0.5], colors="k", linewidths=1.2)
+            for cls, color in ((0, "#2166ac"), (1, "#b2182b")):
+                m = yv == cls
+                ax.scatter(xv[m, 0], xv[m, 1], s=9, color=color, edgecolor="white",
+                           linewidth=0.3, label=f"class {cls}")
+            retrained = result.metrics.get(v.metric, math.nan)
+            title = (f"{factor}={conf[factor]}, " if factor else "") + \
+                v.config_label(conf, (factor,) if factor else ())
+            ax.set_title(f"{_wrap(title, 44)}\nseed {int(median['seed'])}: "
+                         f"{metric_label(v.metric)} {fmt_score(retrained, v.metric)}", fontsize=9)
+            ax.set_xlabel("x₀")
+            ax.set_ylabel("x₁")
+            rows.append({"study": v.name, "trial": conf["trial"], "seed": median["seed"],
+                         "config": title, "stored_metric": median[v.metric],
+                         "retrained_metric": retrained})
+        facets[0][0].legend(fontsize=7, loc="lower right", framealpha=0.8)
+    fig.suptitle(_wrap(f"{v.label}: decision boundary of the best model"
+                       + (f" per {factor}" if factor else ""), 48 * len(best)), fontsize=10)
+    key = f"boundary_{_slug(v.name)}"
+    png, files = _save(fig, ctx.folder, key)
+    table = pd.DataFrame(rows)
+    same = bool(np.allclose(table["stored_metric"], table["retrained_metric"], atol=1e-6))
+    caption = ("Shading: predicted probability of class 1 (black line: 0.5, the decision "
+               "boundary); dots: the validation set. Each panel retrains the seed with the "
+               "median score of the best configuration, deterministically; the retrained "
+               + ("score equals the stored one." if same else
+                  "score differs slightly from the stored one (another engine or device "
+                  "ran the sweep)."))
+    return Chart(key, f"boundary: {v.name}", f"{v.name}: {question[0].lower()}"
+                 f"{question[1:]}", caption, png, files, ctx.write_table(table, key))
 
 
 def _study(ctx: Context, name: str) -> tables.StudyData:
@@ -1263,7 +1284,8 @@ def render_html(result: ReportResult, summaries: list[dict[str, Any]],
              f"<title>nnbench report</title><style>{CSS}</style></head><body>",
              "<h1>nnbench report</h1>",
              f"<p class='meta'>Generated {datetime.now():%Y-%m-%d %H:%M} from storage "
-             f"<code>{e(storage or 'none')}</code>. Tables (CSV) and charts (PNG, SVG) are in "
+             f"<code>{e(display_url(storage) if storage else 'none')}</code>. "
+             "Tables (CSV) and charts (PNG, SVG) are in "
              "the same folder as this page.</p>"]
     parts.append("<nav>" + "".join(f"<a href='#{a}'>{t}</a>" for a, t in (
         ("studies", "Studies"), ("charts", "Charts"), ("reproduction", "Reproduction"),
@@ -1325,7 +1347,8 @@ def render_markdown(result: ReportResult, summaries: list[dict[str, Any]],
                     extra: dict[str, pd.DataFrame], storage: str | None) -> str:
     """The Markdown twin of the page, linking the PNG files."""
     lines = ["# nnbench report", "",
-             f"Generated {datetime.now():%Y-%m-%d %H:%M} from storage `{storage or 'none'}`. "
+             f"Generated {datetime.now():%Y-%m-%d %H:%M} from storage "
+             f"`{display_url(storage) if storage else 'none'}`. "
              "The self-contained page is `index.html`.", ""]
     if result.notes or result.missing:
         lines += ["## Missing data", ""]
@@ -1354,15 +1377,87 @@ def render_markdown(result: ReportResult, summaries: list[dict[str, Any]],
 
 # --- the build ----------------------------------------------------------------------------------
 
+REPORT_MARKER = ".nnbench-report"
+MARKER_SCHEMA = "nnbench.report/1"
+# What a report written before the marker existed holds: it may be replaced too.
+_LEGACY_FILE = re.compile(r"(index\.html|report\.md|tables/[^/]+\.csv|charts/[^/]+\.(png|svg))")
+
+
+def _entries(folder: Path) -> list[str]:
+    """Every file, link and folder under `folder` (not followed into links), relative, sorted."""
+    out = []
+    for root, dirs, files in os.walk(folder):
+        rel = Path(root).relative_to(folder)
+        out += [(rel / n).as_posix() for n in files]
+        out += [(rel / n).as_posix() for n in dirs if (Path(root) / n).is_symlink()]
+    return sorted(out)
+
+
+def replace_refusal(out: str | Path) -> str | None:
+    """Why the report may not replace `out`, or None when it may.
+
+    It may create `out`, or replace an empty folder or one of its own earlier reports: a folder
+    with the `.nnbench-report` marker holding only the files the marker lists (or, from before
+    the marker, only index.html, report.md, tables/*.csv and charts/*.png|svg). Anything else,
+    a file, a link, the working folder or a folder above it, is refused.
+    """
+    out = Path(out)
+    if out.is_symlink():
+        return "is a symbolic link"
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        return "is a file, not a report folder"
+    here, target = Path.cwd().resolve(), out.resolve()
+    if target == here or target in here.parents:
+        return "is the working folder or holds it"
+    entries = _entries(out)
+    if not entries:
+        return None
+    marker = out / REPORT_MARKER
+    if marker.is_file() and not marker.is_symlink():
+        try:
+            data = json.loads(marker.read_text(encoding="utf-8"))
+            listed = set(data["files"]) if data.get("schema") == MARKER_SCHEMA else None
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            listed = None
+        if listed is None:
+            return f"has an unreadable {REPORT_MARKER} marker"
+        foreign = [e for e in entries if e != REPORT_MARKER and e not in listed]
+    else:
+        if "index.html" not in entries:
+            return "is not an nnbench report (no index.html, no .nnbench-report marker)"
+        foreign = [e for e in entries if not _LEGACY_FILE.fullmatch(e)]
+    if foreign:
+        return f"holds {foreign[0]!r}, which no earlier report wrote"
+    return None
+
+
+def check_out(out: str | Path) -> Path:
+    """`out` if the report may write there (see `replace_refusal`); else a one-line UsageError."""
+    out = Path(out)
+    reason = replace_refusal(out)
+    if reason:
+        raise UsageError(f"--out {out} {reason}; the report replaces only an empty folder or its "
+                         "own earlier report: pass a new folder, e.g. --out results/report")
+    parent = out.parent
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"--out {out}: {parent} is a file, not a folder; pass another --out")
+    return out
+
+
 def build_report(storage: str | None, out: str | Path, *, timing_paths: list[Path] | None = None,
                  reproduce_path: str | Path | None = None, boundaries: bool = True,
                  ) -> ReportResult:
     """Read studies, timings and the reproduction table; write tables, charts and pages to `out`.
 
-    Missing inputs are listed on the page, never an error. The folder is built beside `out` and
-    swapped in at the end, so a failure keeps the previous report intact.
+    Missing inputs are listed on the page, never an error. `out` must be new, empty or an
+    earlier report (`check_out`), else nothing is read or written. The folder is built beside
+    `out` and swapped in at the end, so a failure (a full disk, an interrupt) keeps the previous
+    report intact and leaves no temporary folder behind.
     """
-    out = Path(out)
+    out = check_out(out)
+    shown = display_url(storage) if storage is not None else None
     notes: list[str] = []
     studies: list[tables.StudyData] = []
     if storage is None:
@@ -1371,29 +1466,40 @@ def build_report(storage: str | None, out: str | Path, *, timing_paths: list[Pat
     elif reason := tables.missing_storage_reason(storage):
         notes.append(f"{reason}: run `make sweep` or pass --storage URL.")
     else:
-        studies = tables.load_studies(storage)
-        if not studies:
-            notes.append(f"The storage {storage} holds no study yet: run `make sweep`.")
-    runs = tables.runs_table(studies)
+        studies = tables.load_studies(storage, notes)
+        if not studies and not notes:
+            notes.append(f"The storage {shown} holds no study yet: run `make sweep`.")
     for s in studies:
-        if not any(t.user_attrs.get("runs") for t in s.trials):
-            notes.append(f"Study {s.name} has no trial with stored runs yet.")
+        if s.skipped:
+            notes.append(f"Skipped {len(s.skipped)} malformed stored record(s) of study "
+                         f"{s.name!r}, e.g. {s.skipped[0]}.")
+        if not any(s.runs(t) for t in s.trials):
+            notes.append(f"Study {s.name} has no trial with stored nnbench runs"
+                         + (" (a plain Optuna study: only its history is shown)."
+                            if any(t.values for t in s.trials) else "."))
+    runs = tables.runs_table(studies)
     timing_paths = tables.timing_files() if timing_paths is None else timing_paths
     timing, timing_notes = tables.timing_table(timing_paths)
     notes += timing_notes
     reproduce_path = tables.DEFAULT_REPRODUCE if reproduce_path is None else reproduce_path
-    repro = tables.reproduce_table(reproduce_path)
-    if repro is None:
-        notes.append(f"No reproduction table at {reproduce_path}: run `bench reproduce`.")
+    repro = tables.reproduce_table(reproduce_path, notes)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+    tmp: Path | None = None
     try:
-        result = _write_all(tmp, out, studies, runs, timing, repro, notes, storage, boundaries)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+        result = _write_all(tmp, out, studies, runs, timing, repro, notes, shown, boundaries)
+        write_json_atomic(tmp / REPORT_MARKER, {
+            "schema": MARKER_SCHEMA, "written_by": "bench report",
+            "created": datetime.now().isoformat(timespec="seconds"),
+            "files": [f.as_posix() for f in result.files]})
         _swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except OSError as exc:  # a full disk, a read-only folder: nothing half-written is kept
+        raise UsageError(f"cannot write the report to {out} ({exc.strerror or exc}); "
+                         "the previous report is kept: free space or pass another --out") from exc
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
     return result
 
 
@@ -1430,11 +1536,20 @@ def _write_all(tmp: Path, out: Path, studies: list[tables.StudyData], runs: pd.D
 
 
 def _swap_in(tmp: Path, out: Path) -> None:
-    """Replace `out` by the finished folder `tmp`; the old report is removed only afterwards."""
+    """Replace `out` by the finished folder `tmp`; the old report is removed only afterwards.
+
+    On any error or interrupt between the two renames the old report is put back.
+    """
     old = None
     if out.exists():
-        old = out.parent / f".{out.name}.old-{datetime.now():%Y%m%d%H%M%S%f}"
+        old = out.parent / f".{out.name}.old-{datetime.now():%Y%m%d%H%M%S%f}-{os.getpid()}"
         out.rename(old)
-    tmp.rename(out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        if old is not None and not out.exists():
+            old.rename(out)
+        raise
+    finally:
+        if old is not None and old.exists() and out.exists():
+            shutil.rmtree(old, ignore_errors=True)

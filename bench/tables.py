@@ -50,6 +50,13 @@ TIMING_COLUMNS = (
     "samples_per_second_median", "per_trial_epoch_seconds_median",
     "cuda_event_seconds_median",
 )
+TIMING_NUMERIC = ("width", "batch_size", "k", "threads", "warmup", "repeats",
+                  "epoch_seconds_median", "epoch_seconds_iqr", "iqr_over_median",
+                  "samples_per_second_median", "per_trial_epoch_seconds_median",
+                  "cuda_event_seconds_median")
+TIMING_TEXT = ("task", "model", "engine", "device", "dtype")
+REPRODUCE_COLUMNS = ("recipe", "metric", "verdict")
+REPRODUCE_NUMERIC = ("notebook_figure", "mean", "ci95", "val_metric_mean")
 AGG_SUFFIXES = ("mean", "std", "ci95", "n")
 
 
@@ -92,25 +99,48 @@ def open_storage(url: str) -> Any:
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
         return JournalStorage(JournalFileBackend(str(url)))
-    from bench.sweep import postgres_driver_url
+    from bench.storage import postgres_driver_url
 
     return optuna.storages.RDBStorage(postgres_driver_url(url), skip_table_creation=True)
 
 
 @dataclass
 class StudyData:
-    """One study as read from the storage: its attributes and its frozen trials."""
+    """One study as read from the storage: its attributes and its frozen trials.
+
+    Any Optuna study may sit in the storage, not only nnbench's: attributes are read only when
+    they have the shape `bench sweep` writes. `runs_of` holds each trial's well-formed stored
+    runs; `skipped` says, one line each, what was malformed and left out.
+    """
 
     name: str
     user_attrs: dict[str, Any]
     directions: list[str]
     trials: list[Any] = field(repr=False)
     study: Any = field(repr=False, default=None)
+    runs_of: dict[int, list[dict[str, Any]]] = field(init=False, repr=False)
+    skipped: list[str] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.runs_of, self.skipped = {}, []
+        for t in self.trials:
+            runs, problems = clean_runs(t.user_attrs.get("runs"))
+            self.runs_of[t.number] = runs
+            self.skipped += [f"trial {t.number}: {p}" for p in problems]
+
+    def runs(self, trial: Any) -> list[dict[str, Any]]:
+        """The well-formed stored runs (one per seed) of one of this study's trials."""
+        return self.runs_of.get(trial.number, [])
+
+    def attr_text(self, key: str) -> str | None:
+        """A study attribute that is a non-empty string, else None (any other type is ignored)."""
+        value = self.user_attrs.get(key)
+        return value if isinstance(value, str) and value else None
 
     @property
     def objective(self) -> str:
         """The metric the study optimises (e.g. val_accuracy)."""
-        return str(self.user_attrs.get("objective") or "value")
+        return self.attr_text("objective") or "value"
 
     @property
     def direction(self) -> str:
@@ -120,26 +150,87 @@ class StudyData:
     @property
     def task(self) -> str | None:
         """The study's task, from its attributes or its first run."""
-        return self.user_attrs.get("task") or _first_spec_value(self.trials, "task")
+        return self.attr_text("task") or self._first_spec_value("task")
 
     @property
     def model(self) -> str | None:
         """The study's model, from its attributes or its first run."""
-        return self.user_attrs.get("model") or _first_spec_value(self.trials, "model")
+        return self.attr_text("model") or self._first_spec_value("model")
+
+    def _first_spec_value(self, key: str) -> Any:
+        for t in self.trials:
+            for run in self.runs(t):
+                if key in run["spec"]:
+                    return run["spec"][key]
+            if isinstance(t.params.get(key), str):
+                return t.params[key]
+        return None
 
 
-def _first_spec_value(trials: list[Any], key: str) -> Any:
-    for t in trials:
-        for run in t.user_attrs.get("runs") or []:
-            if key in run.get("spec", {}):
-                return run["spec"][key]
-        if key in t.params:
-            return t.params[key]
-    return None
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
-def load_studies(url: str) -> list[StudyData]:
-    """Every study in the storage, in name order (an empty list for an empty storage)."""
+def clean_runs(raw: Any) -> tuple[list[dict[str, Any]], list[str]]:
+    """The runs of a trial's `runs` attribute that have the shape `bench sweep` stores.
+
+    A run is kept when it is a mapping whose `spec` names a registered task and model with only
+    RunSpec fields; metrics, timing and time-to-target values that are not numbers, and curves
+    that are not lists of numbers, are dropped from a kept run. Returns the kept runs (copies)
+    and one line per thing left out.
+    """
+    from bench import registry
+
+    if raw is None:
+        return [], []
+    if not isinstance(raw, list):
+        return [], [f"attribute 'runs' is a {type(raw).__name__}, not a list; skipped"]
+    names = set(_spec_fields()) | {"seed", "engine"}
+    kept: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for i, run in enumerate(raw):
+        spec = run.get("spec") if isinstance(run, dict) else None
+        why = None
+        if not isinstance(spec, dict):
+            why = "is not a run with a 'spec' mapping"
+        elif unknown := sorted(str(k) for k in set(spec) - names):
+            why = f"has spec fields no RunSpec has ({', '.join(unknown[:3])})"
+        else:
+            try:
+                registry.get_task(spec.get("task"))
+                registry.get_model(spec.get("model"))
+            except (UsageError, KeyError, TypeError, ValueError):
+                why = f"names no known task and model ({spec.get('task')!r}, {spec.get('model')!r})"
+        if why:
+            problems.append(f"run {i} {why}; skipped")
+            continue
+        run = dict(run)
+        for key in ("metrics", "timing", "time_to_target"):
+            part = run.get(key)
+            good = {k: v for k, v in part.items() if isinstance(k, str) and _number(v)} \
+                if isinstance(part, dict) else {}
+            if part not in (None, {}) and good != part:
+                problems.append(f"run {i}: non-numeric {key} values dropped")
+            run[key] = good
+        curves = run.get("curves")
+        good_curves = {k: v for k, v in curves.items()
+                       if isinstance(v, list) and all(_number(x) for x in v)} \
+            if isinstance(curves, dict) else {}
+        if curves not in (None, {}) and good_curves != curves:
+            problems.append(f"run {i}: malformed curves dropped")
+        run["curves"] = good_curves
+        if not _number(run.get("seed")) or not _number(run.get("epochs_run")):
+            problems.append(f"run {i}: non-numeric seed or epochs_run; skipped")
+            continue
+        kept.append(run)
+    return kept, problems
+
+
+def load_studies(url: str, notes: list[str] | None = None) -> list[StudyData]:
+    """Every study in the storage, in name order (an empty list for an empty storage).
+
+    A study Optuna cannot load is a UsageError, or, given `notes`, left out with a note there.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -156,10 +247,17 @@ def load_studies(url: str) -> list[StudyData]:
                          "pass a valid --storage URL") from exc
     out = []
     for name in names:
-        study = optuna.load_study(study_name=name, storage=storage)
-        directions = [d.name.lower() for d in study.directions]
-        out.append(StudyData(name, dict(study.user_attrs), directions,
-                             study.get_trials(deepcopy=False), study))
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+            directions = [d.name.lower() for d in study.directions]
+            trials = study.get_trials(deepcopy=False)
+        except Exception as exc:  # a study Optuna itself cannot read: leave it out, say so
+            if notes is None:
+                raise UsageError(f"cannot read study {name!r} ({type(exc).__name__}); "
+                                 "pass a valid --storage URL") from exc
+            notes.append(f"Study {name!r} could not be read ({type(exc).__name__}); skipped.")
+            continue
+        out.append(StudyData(name, dict(study.user_attrs), directions, trials, study))
     return out
 
 
@@ -170,6 +268,11 @@ def _cell(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return "-".join(str(v) for v in value) if value else "none"
     return value
+
+
+def _text(value: Any) -> str | None:
+    """A stored attribute shown as text: strings as they are, anything else missing."""
+    return value if isinstance(value, str) else None
 
 
 def _float(value: Any) -> float:
@@ -186,29 +289,32 @@ def runs_table(studies: list[StudyData]) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for s in studies:
         for t in s.trials:
-            worker = t.user_attrs.get("worker") or {}
-            base = {"study": s.name, "study_file": s.user_attrs.get("study_file"),
+            attrs = t.user_attrs
+            worker = attrs.get("worker") if isinstance(attrs.get("worker"), dict) else {}
+            base = {"study": s.name, "study_file": s.attr_text("study_file"),
                     "objective": s.objective, "trial": t.number, "state": t.state.name,
-                    "failure_reason": t.user_attrs.get("failure_reason"),
-                    "host": t.user_attrs.get("host", worker.get("host")),
-                    "device_name": t.user_attrs.get("device")}
-            runs = t.user_attrs.get("runs") or []
-            if not runs:
+                    "failure_reason": _text(attrs.get("failure_reason")),
+                    "host": _text(attrs.get("host", worker.get("host"))),
+                    "device_name": _text(attrs.get("device"))}
+            runs = s.runs(t)
+            if not runs:  # only swept RunSpec fields: a plain study's params stay in trials
                 row = dict(base, seed=math.nan)
-                row.update({k: _cell(v) for k, v in t.params.items()})
+                row.update({k: _cell(v) for k, v in t.params.items() if k in spec_fields})
                 rows.append(row)
             for run in runs:
-                spec = run.get("spec", {})
-                row = dict(base, host=run.get("host", base["host"]),
-                           device_name=run.get("device", base["device_name"]))
+                spec = run["spec"]
+                row = dict(base, host=_text(run.get("host", base["host"])),
+                           device_name=_text(run.get("device", base["device_name"])))
                 row.update({k: _cell(spec.get(k, t.params.get(k))) for k in spec_fields})
-                ttt = run.get("time_to_target") or {}
-                timing = run.get("timing", {})
+                ttt = run["time_to_target"]
+                timing = run["timing"]
                 epochs = run.get("epochs_run") or 0
                 train_s = _float(timing.get("train_seconds"))
                 row.update(
-                    seed=run.get("seed", spec.get("seed")), engine=run.get("engine"),
-                    diverged=bool(run.get("diverged")), diverged_epoch=run.get("diverged_epoch"),
+                    seed=run.get("seed", spec.get("seed")), engine=_text(run.get("engine")),
+                    diverged=bool(run.get("diverged")),
+                    diverged_epoch=_float(run.get("diverged_epoch")
+                                          if _number(run.get("diverged_epoch")) else None),
                     epochs_run=epochs, train_seconds=train_s,
                     eval_seconds=_float(timing.get("eval_seconds")),
                     samples_per_second=_float(timing.get("samples_per_second")),
@@ -216,7 +322,8 @@ def runs_table(studies: list[StudyData]) -> pd.DataFrame:
                     time_to_target_epoch=_float(ttt.get("epoch")),
                     time_to_target_seconds=_float(ttt.get("seconds")),
                 )
-                row.update({k: _float(v) for k, v in (run.get("metrics") or {}).items()})
+                row.update({k: _float(v) for k, v in run["metrics"].items()
+                            if k not in base and k not in spec_fields})
                 rows.append(row)
     columns = list(RUN_COLUMNS) + list(spec_fields)
     df = pd.DataFrame(rows)
@@ -243,8 +350,9 @@ def trials_table(studies: list[StudyData]) -> pd.DataFrame:
             value = t.values[0] if t.values else math.nan
             row = {"study": s.name, "task": task, "model": model, "objective": s.objective,
                    "direction": s.direction, "trial": t.number, "state": t.state.name,
-                   "value": _float(value), "failure_reason": t.user_attrs.get("failure_reason"),
-                   "n_seeds": len(t.user_attrs.get("runs") or []),
+                   "value": _float(value),
+                   "failure_reason": _text(t.user_attrs.get("failure_reason")),
+                   "n_seeds": len(s.runs(t)),
                    "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}
             row.update({f"param_{k}": _cell(v) for k, v in t.params.items()})
             rows.append(row)
@@ -256,8 +364,8 @@ def curves_table(studies: list[StudyData]) -> pd.DataFrame:
     rows = []
     for s in studies:
         for t in s.trials:
-            for run in t.user_attrs.get("runs") or []:
-                for curve, values in (run.get("curves") or {}).items():
+            for run in s.runs(t):
+                for curve, values in run["curves"].items():
                     rows.extend((s.name, t.number, run.get("seed"), curve, i + 1, _float(v))
                                 for i, v in enumerate(values))
     return pd.DataFrame(rows, columns=list(CURVE_COLUMNS))
@@ -323,38 +431,71 @@ def timing_files(root: str | Path = ".") -> list[Path]:
 
 
 def timing_table(paths: list[Path]) -> tuple[pd.DataFrame, list[str]]:
-    """One row per measurement of every readable timing file, and a note per skipped file."""
+    """One row per measurement of every readable timing file, and a note per skipped file
+    (missing, a folder, not JSON, not the timing schema) or skipped measurement (not a mapping).
+    Numeric columns that hold something else are read as missing."""
     rows, notes = [], []
     for path in paths:
         try:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON
             notes.append(f"{path}: unreadable ({exc.__class__.__name__}), skipped")
             continue
         if not isinstance(data, dict) or data.get("schema") != TIMING_SCHEMA:
             notes.append(f"{path}: not a {TIMING_SCHEMA} file, skipped")
             continue
-        machine = data.get("machine") or {}
-        for m in data.get("measurements") or []:
-            row = {"file": str(path), "created": data.get("created"),
-                   "git_commit": data.get("git_commit")}
-            row.update({k: machine.get(k) for k in ("host", "cpu_model", "gpu_name",
-                                                     "torch_version")})
-            row.update({k: v for k, v in m.items() if k != "epoch_seconds"})
+        machine = data.get("machine") if isinstance(data.get("machine"), dict) else {}
+        measurements = data.get("measurements")
+        measurements = measurements if isinstance(measurements, list) else []
+        bad = sum(1 for m in measurements if not isinstance(m, dict))
+        if bad:
+            notes.append(f"{path}: {bad} malformed measurement(s) skipped")
+        for m in measurements:
+            if not isinstance(m, dict):
+                continue
+            row = {"file": str(path), "created": _text(data.get("created")),
+                   "git_commit": _text(data.get("git_commit"))}
+            row.update({k: _text(machine.get(k)) for k in ("host", "cpu_model", "gpu_name",
+                                                            "torch_version")})
+            row.update({str(k): v for k, v in m.items() if k != "epoch_seconds"
+                        and not isinstance(v, dict | list)})
             rows.append(row)
     df = pd.DataFrame(rows)
     for c in TIMING_COLUMNS:
         if c not in df.columns:
             df[c] = pd.NA
+    for c in TIMING_NUMERIC:
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    for c in TIMING_TEXT:
+        df[c] = [v if isinstance(v, str) else None for v in df[c]]
     return df[list(TIMING_COLUMNS) + [c for c in df.columns if c not in TIMING_COLUMNS]], notes
 
 
-def reproduce_table(path: str | Path) -> pd.DataFrame | None:
-    """The reproduction verdicts (recipe, notebook, metric, mean, ci95, ..., verdict), if any."""
+def reproduce_table(path: str | Path, notes: list[str] | None = None) -> pd.DataFrame | None:
+    """The reproduction verdicts (recipe, notebook, metric, mean, ci95, ..., verdict), if any.
+
+    None when there is no readable table at `path`; with `notes`, one line there says why.
+    """
     path = Path(path)
+    why = None
+    df = None
     if not path.exists():
-        return None
-    try:
-        return pd.read_csv(path, dtype={"notebook": str, "recipe": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
-        return None
+        why = f"No reproduction table at {path}: run `bench reproduce`."
+    else:
+        try:
+            df = pd.read_csv(path, dtype={"notebook": str, "recipe": str})
+        except (OSError, ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            why = f"The reproduction table {path} is unreadable ({type(exc).__name__}), skipped."
+        else:
+            lacking = [c for c in REPRODUCE_COLUMNS if c not in df.columns]
+            if lacking:
+                why = (f"The reproduction table {path} lacks {', '.join(lacking)} (not written "
+                       "by `bench reproduce`?), skipped.")
+                df = None
+            else:
+                for c in REPRODUCE_NUMERIC:
+                    if c in df.columns:
+                        df[c] = pd.to_numeric(df[c], errors="coerce")
+    if why and notes is not None:
+        notes.append(why)
+    return df

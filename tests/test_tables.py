@@ -23,9 +23,10 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = tmp_path_factory.mktemp("tables") / "optuna.journal"
     url = str(path)
     store = tables.open_storage(url)
-    make_study(store, "tiny", TINY, [{"optimizer": "sgd", "lr": 0.5},
-                                     {"optimizer": "adam", "lr": 0.05},
-                                     {"optimizer": "sgd", "lr": 1e30}], seeds=(0, 1))
+    make_study(store, "tiny", TINY, [{"optimizer": "sgd", "lr": 0.5, "weight_decay": 0.0},
+                                     {"optimizer": "adam", "lr": 0.05, "weight_decay": 0.0},
+                                     {"optimizer": "sgd", "lr": 1e6, "weight_decay": 1e6}],
+               seeds=(0, 1))
     return url
 
 
@@ -61,7 +62,7 @@ def test_runs_table_has_one_row_per_trial_and_seed_with_documented_columns(stora
     trial = studies[0].trials[1]
     stored = [r["metrics"]["val_accuracy"] for r in trial.user_attrs["runs"]]
     assert runs.loc[runs["trial"] == 1, "val_accuracy"].tolist() == stored
-    diverged = runs[runs["lr"] == 1e30]
+    diverged = runs[runs["lr"] == 1e6]
     assert diverged["diverged"].all() and diverged["val_accuracy"].isna().all()
     assert (diverged["state"] == "FAIL").all() and diverged["failure_reason"].notna().all()
     assert (runs["epoch_seconds"].dropna() > 0).all()
