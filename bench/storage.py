@@ -394,6 +394,9 @@ def open_storage(url: str | None, *, create: bool = True,
     """
     import optuna
 
+    if url is not None and not url.strip():
+        raise UsageError("--storage is empty; give a journal file path or a database URL, or "
+                         f"leave it out for {DEFAULT_STORAGE}")
     if is_journal(url):
         path = Path(url or DEFAULT_STORAGE)
         _check_journal_path(path, create)
@@ -460,7 +463,8 @@ def storage_error_reason(exc: BaseException, url: str | None = None) -> str:
     chain = _chain(exc)
     text = " | ".join(str(e) for e in chain)
     low = text.lower()
-    if "password authentication failed" in low or "access denied" in low:
+    if ("password authentication failed" in low or "access denied" in low
+            or ("role" in low and "does not exist" in low)):
         reason = "the server refused the user name or password; check them in the URL"
     elif "connection refused" in low:
         reason = "connection refused: no database server is listening there; start it or fix " \

@@ -153,6 +153,10 @@ def open_study(spec: StudySpec, storage: Any) -> Any:
                                     load_if_exists=True)
     mine = spec.to_dict()
     stored = study.user_attrs.get("nnbench_study")
+    if not isinstance(stored, dict | None) or (stored is None and study.get_trials(deepcopy=False)):
+        raise UsageError(f"study {spec.name!r} in the storage was not made by nnbench (it has "
+                         "trials but no valid nnbench settings); give the study another `name` "
+                         "or use another --storage")
     if stored is not None:
         changed = sorted(k for k in set(mine) | set(stored)
                          if k not in MUTABLE_KEYS and mine.get(k) != stored.get(k))

@@ -67,4 +67,6 @@ def test_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         for path in tmp_path.rglob("*"):
             if path.is_file():
                 assert case.secret.encode() not in path.read_bytes(), f"secret written to {path}"
+    if case.check is not None:
+        case.check(tmp_path)
     assert os.getcwd() == str(tmp_path)

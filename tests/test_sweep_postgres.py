@@ -126,3 +126,24 @@ def test_three_workers_on_one_postgres_complete_every_trial_once(postgres_url, t
     params = [tuple(sorted(t.params.items())) for t in complete]
     assert len(set(params)) == len(params)  # no trial trained twice
     assert study.user_attrs["objective"] == "val_accuracy"
+
+
+def test_password_is_masked_in_the_summary_and_a_wrong_user_is_named(postgres_url, tmp_path):
+    """The server trusts loopback, so a password in the URL is accepted and ignored: the
+    summary line shows the URL with *** in its place. A user the server does not know is
+    refused with that reason, and the password is not shown either."""
+    path = tmp_path / "pg_secret.toml"
+    path.write_text(textwrap.dedent(STUDY).replace("trials = 9", "trials = 2"))
+    secret = "Zz-secret-4242"
+    url = postgres_url.replace("postgres@", f"postgres:{secret}@")
+    cmd = [sys.executable, "-m", "bench", "sweep", str(path), "--storage", url,
+           "--engine", "reference"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert secret not in done.stdout + done.stderr
+    assert "postgres:***@127.0.0.1" in done.stdout
+    wrong = url.replace("postgres:", "nobody:", 1)
+    done = subprocess.run([*cmd[:-4], "--storage", wrong], cwd=ROOT, capture_output=True,
+                          text=True, timeout=240)
+    assert done.returncode == 2 and secret not in done.stdout + done.stderr
+    assert "refused the user name or password" in done.stderr, done.stderr

@@ -11,7 +11,8 @@ Each area keeps its rows in a module of this package (`storage.py`, `studies.py`
 - every file in `files` (and every file `setup` wrote, hashed before the run) is still there with
   the same bytes, except the paths in `may_change`; every path in `absent` does not exist;
 - `secret`, when given, appears nowhere: not on stdout or stderr, not in any file under the
-  folder.
+  folder;
+- `check(folder)`, when given, passes (assertions the table cannot say).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class Case:
     secret: str | None = None
     stdout: str = ""  # regex searched in stdout (case-insensitive)
     env: dict[str, str] = field(default_factory=dict)
+    check: Callable[[Path], None] | None = None  # further assertions on the folder afterwards
 
 
 def all_cases() -> list[Case]:
