@@ -38,7 +38,7 @@ from typing import Any
 from bench.errors import UsageError
 from bench.results import metric_direction
 from bench.spec import RunSpec
-from bench.store import write_json_atomic
+from bench.store import write_error, write_json_atomic
 
 FORMAT = 1
 DEFAULT_BASELINE = Path("results/baselines/check.json")
@@ -399,58 +399,85 @@ def rules_for_update(path: str | Path) -> dict[str, Any]:
 
 
 def write_baseline(path: str | Path, baseline: dict[str, Any]) -> Path:
-    """Replace the baseline file atomically (a failure leaves the old one intact)."""
-    return write_json_atomic(path, baseline)
+    """Replace the baseline file atomically (a failure leaves the old one intact); a full disk
+    or a read-only place is a one-line UsageError."""
+    try:
+        return write_json_atomic(path, baseline)
+    except OSError as exc:
+        raise write_error(path, exc, "the previous baseline is kept") from None
 
 
 def load_baseline(path: str | Path) -> dict[str, Any]:
     """Read and validate a baseline file; problems are one-line UsageErrors naming the fix."""
     path = Path(path)
+    fix = f"rewrite it with `bench check --update --baseline {path}`"
+    if path.is_dir():
+        raise UsageError(f"baseline {path} is a folder, not a baseline file; pass the JSON file, "
+                         f"e.g. --baseline {DEFAULT_BASELINE}")
     if not path.is_file():
         raise UsageError(f"baseline {path} not found; create it with "
                          f"`bench check --update --baseline {path}`")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UsageError(f"baseline {path} is not valid JSON ({exc}); fix it or rewrite it "
-                         "with `bench check --update`") from None
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8, not JSON
+        detail = exc.strerror if isinstance(exc, OSError) else str(exc).splitlines()[0][:120]
+        raise UsageError(f"baseline {path} is not valid JSON ({detail}); fix it or {fix}") from None
     missing = [k for k in ("format", "rules", "config", "quality", "speed")
                if not isinstance(data, dict) or k not in data]
     if missing:
-        raise UsageError(f"baseline {path} lacks {', '.join(missing)}; rewrite it with "
-                         "`bench check --update`")
-    if data["format"] != FORMAT:
-        raise UsageError(f"baseline {path} has format {data['format']}, this bench reads "
-                         f"{FORMAT}; rewrite it with `bench check --update`")
+        raise UsageError(f"baseline {path} lacks {', '.join(missing)}; {fix}")
+    fmt = data["format"]
+    if not _is_number(fmt) or isinstance(fmt, float):
+        raise UsageError(f"baseline {path} has format {fmt!r}, a {type(fmt).__name__}: this bench "
+                         f"reads the integer {FORMAT} (\"format\": {FORMAT}); fix it or {fix}")
+    if fmt != FORMAT:
+        raise UsageError(f"baseline {path} has format {fmt}, this bench reads {FORMAT}; {fix}")
     try:
         _validate_rules(data["rules"])
     except (KeyError, TypeError, ValueError) as exc:
-        raise UsageError(f"baseline {path} has bad rules ({exc}); fix them or rewrite the file "
-                         "with `bench check --update`") from None
+        raise UsageError(f"baseline {path} has bad rules ({exc}); fix them or {fix}") from None
     try:
         _validate_rows(data)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise UsageError(f"baseline {path} has a malformed row ({exc!r}); rewrite it with "
-                         "`bench check --update`") from None
+        raise UsageError(f"baseline {path} has a malformed row ({exc!r}); {fix}") from None
     return data
 
 
+def _is_number(value: Any) -> bool:
+    """A JSON number: int or float, not a bool (True is an int in Python)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _finite_number(value: Any, name: str) -> float:
+    if not _is_number(value) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def _validate_rules(rules: dict[str, Any]) -> None:
-    if float(rules["quality_k"]) < 0 or float(rules["quality_floor"]) < 0:
+    if not isinstance(rules, dict):
+        raise TypeError(f"rules must be an object, got {type(rules).__name__}")
+    k = _finite_number(rules["quality_k"], "quality_k")
+    floor = _finite_number(rules["quality_floor"], "quality_floor")
+    if k < 0 or floor < 0:
         raise ValueError("quality_k and quality_floor must be >= 0")
-    if not 0 < float(rules["speed_tolerance"]) < 1:
+    if not 0 < _finite_number(rules["speed_tolerance"], "speed_tolerance") < 1:
         raise ValueError("speed_tolerance must be in (0, 1)")
 
 
 def _validate_rows(data: dict[str, Any]) -> None:
     """Every quality row has per-seed values and a direction; every speed row a figure."""
+    for key in ("config", "quality", "speed"):
+        if not isinstance(data[key], dict):
+            raise TypeError(f"{key} must be an object, got {type(data[key]).__name__}")
     for key, row in data["quality"].items():
         if row["direction"] not in ("maximize", "minimize"):
             raise ValueError(f"{key}: direction {row['direction']!r}")
-        if not all(v is None or isinstance(v, (int, float)) for v in row["values"]):
-            raise ValueError(f"{key}: values must be numbers or null")
+        if not isinstance(row["values"], list) or not all(v is None or _is_number(v)
+                                                          for v in row["values"]):
+            raise ValueError(f"{key}: values must be a list of numbers or null")
     for engine, row in data["speed"].items():
-        if not float(row["normalised"]) > 0:
+        if not _finite_number(row["normalised"], f"{engine}: normalised speed") > 0:
             raise ValueError(f"{engine}: normalised speed must be positive")
 
 

@@ -18,7 +18,7 @@ from bench.recipes import Recipe
 from bench.results import RunResult, metric_direction
 from bench.runner import run_specs
 from bench.stats import mean_ci
-from bench.store import write_text_atomic
+from bench.store import write_error, write_text_atomic
 from bench.tasks import load_task
 
 ACCURACY_TOLERANCE = 0.02  # absolute, for accuracies: notebooks print one run, we average seeds
@@ -167,5 +167,8 @@ def to_csv(rows: Sequence[ReproRow]) -> str:
 def write_tables(rows: Sequence[ReproRow], out_dir: str | Path, seeds: int) -> tuple[Path, Path]:
     """Write reproduce.csv and reproduce.md under `out_dir`, each atomically."""
     out = Path(out_dir)
-    return (write_text_atomic(out / "reproduce.csv", to_csv(rows)),
-            write_text_atomic(out / "reproduce.md", to_markdown(rows, seeds)))
+    try:
+        return (write_text_atomic(out / "reproduce.csv", to_csv(rows)),
+                write_text_atomic(out / "reproduce.md", to_markdown(rows, seeds)))
+    except OSError as exc:  # a full disk, a read-only folder: earlier tables stay whole
+        raise write_error(out, exc, "tables written before are kept") from None

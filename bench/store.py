@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.errors import UsageError
+
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write `text` to `path` via a temporary file and an atomic rename."""
@@ -51,3 +53,50 @@ def new_numbered_path(directory: str | Path, stem: str, suffix: str) -> Path:
             continue
         os.close(fd)
         return path
+
+
+def _not_a_folder(path: Path) -> Path | None:
+    """The first existing path among `path` and its parents when it is not a folder."""
+    for p in (path, *path.parents):
+        if p.exists():
+            return None if p.is_dir() else p
+    return None
+
+
+def ensure_dir(path: str | Path, flag: str) -> Path:
+    """Create the output folder `path` (given by option `flag`) now, before any work is done;
+    a path under a file, a device or a read-only place is a one-line UsageError."""
+    path = Path(path)
+    if blocker := _not_a_folder(path):
+        raise UsageError(f"{flag} {path}: {blocker} is a file, not a folder; pass another {flag}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot create that folder "
+                         f"({exc.strerror or type(exc).__name__}); pass another {flag}") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UsageError(f"{flag} {path}: the folder is not writable; pass another {flag}")
+    return path
+
+
+def ensure_file_target(path: str | Path, flag: str) -> Path:
+    """Check, before any work is done, that a file can be written at `path` (given by option
+    `flag`): not a folder, its folder created; else a one-line UsageError."""
+    path = Path(path)
+    if path.is_dir():
+        raise UsageError(f"{flag} {path} is a folder; pass a file path, e.g. {flag} "
+                         f"{path / 'baseline.json'}")
+    if blocker := _not_a_folder(path.parent):
+        raise UsageError(f"{flag} {path}: {blocker} is a file, not a folder; pass another {flag}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: cannot create its folder {path.parent} "
+                         f"({exc.strerror or type(exc).__name__}); pass another {flag}") from None
+    return path
+
+
+def write_error(path: str | Path, exc: OSError, kept: str) -> UsageError:
+    """The one-line error for a write to `path` that failed (a full disk, a read-only place),
+    saying what was kept (`kept`)."""
+    return UsageError(f"cannot write {path} ({exc.strerror or type(exc).__name__}); {kept}")

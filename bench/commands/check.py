@@ -34,9 +34,11 @@ def _progress(message: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Measure, then either rewrite the baseline or compare with it and print the table."""
     from bench import check
+    from bench.store import ensure_file_target
 
     config = check.CheckConfig.make(quick=args.quick)
     if args.update:
+        ensure_file_target(args.baseline, "--baseline")  # before measuring: fail fast
         rules = check.rules_for_update(args.baseline)
         measurement = check.measure(config, _progress)
         path = check.write_baseline(args.baseline, check.build_baseline(measurement, rules))

@@ -44,10 +44,12 @@ def run(args: argparse.Namespace) -> int:
     """Measure every requested workload, print the table and write the JSON file."""
     from bench import perf
     from bench.spec import resolve_device
-    from bench.store import new_numbered_path, write_json_atomic
+    from bench.store import ensure_dir, new_numbered_path, write_error, write_json_atomic
     from bench.timing import git_state, machine_info, num_threads
 
     device = resolve_device(args.device)
+    if args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}; e.g. --threads 1")
     ks = parse_positive_ints(args.ks or ("16,64" if args.quick else "64,256"), "--ks")
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
     if repeats < 1:
@@ -57,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if unknown or not names:
         raise UsageError(f"unknown workload(s) {', '.join(unknown) or '(none)'}; choose from "
                          f"{', '.join(perf.WORKLOADS)}")
+    ensure_dir(args.out_dir, "--out-dir")  # before measuring: fail fast
     results = []
     with num_threads(args.threads) as threads:
         print(f"bench perf on {device}, {threads} thread(s), {repeats} repeats, K={ks}",
@@ -69,8 +72,7 @@ def run(args: argparse.Namespace) -> int:
         machine = machine_info()
     commit, dirty = git_state()
     print(perf.format_table(results))
-    path = new_numbered_path(args.out_dir, "perf", ".json")
-    write_json_atomic(path, {
+    document = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "bench perf " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["perf"]
         else "bench perf",
@@ -81,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
                 "interleaved across engines; peak_rss_growth_mib = peak RSS of a fresh process "
                 "during one call over its RSS before it",
         "workloads": results,
-    })
+    }
+    try:
+        path = new_numbered_path(args.out_dir, "perf", ".json")
+        write_json_atomic(path, document)
+    except OSError as exc:  # a full disk, a read-only folder
+        raise write_error(args.out_dir, exc, "the table above was not saved") from None
     print(f"wrote {path}")
     return 0

@@ -12,6 +12,7 @@ Runs with torch, numpy, scikit-learn and scipy only (no optuna, pandas or seabor
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import sys
 import warnings
@@ -171,10 +172,14 @@ def parse_grid(args: argparse.Namespace) -> Grid:
                              ("--warmup", grid.warmup, 0), ("--min-repeats", grid.min_repeats, 1)):
         if value < low:
             raise UsageError(f"{name} must be at least {low}, got {value}")
-    if (grid.min_time < 0 or min(grid.max_gflop, grid.max_gflop_cuda) <= 0
-            or grid.max_repeats < grid.min_repeats):
-        raise UsageError("need --min-time >= 0, --max-gflop and --max-gflop-cuda > 0 and "
-                         "--max-repeats >= --min-repeats")
+    for name, value, low in (("--min-time", grid.min_time, 0.0), ("--max-gflop", grid.max_gflop, None),
+                             ("--max-gflop-cuda", grid.max_gflop_cuda, None)):
+        if not math.isfinite(value) or (value < low if low is not None else value <= 0):
+            raise UsageError(f"{name} must be a finite number {'>= 0' if low is not None else '> 0'}"
+                             f", got {value:g}; e.g. {name} {DEFAULTS[name[2:].replace('-', '_')]:g}")
+    if grid.max_repeats < grid.min_repeats:
+        raise UsageError(f"--max-repeats ({grid.max_repeats}) must be at least --min-repeats "
+                         f"({grid.min_repeats})")
     return grid
 
 
@@ -254,7 +259,7 @@ def run(args: argparse.Namespace) -> int:
     """Measure the grid, writing the JSON file after every cell, then print the table."""
     import torch
 
-    from bench.store import new_numbered_path, write_json_atomic
+    from bench.store import ensure_dir, new_numbered_path, write_error, write_json_atomic
     from bench.timing import (
         SCHEMA,
         NoisyTimingWarning,
@@ -267,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
     )
 
     grid = parse_grid(args)
+    ensure_dir(args.out, "--out")  # before any data is loaded or measured
     plan = []
     skipped: list[str] = []
     for device in grid.devices:
@@ -294,8 +300,18 @@ def run(args: argparse.Namespace) -> int:
                      "max_gflop": grid.max_gflop, "max_gflop_cuda": grid.max_gflop_cuda},
         "skipped": skipped, "complete": False, "measurements": [],
     }
-    path = new_numbered_path(args.out, "timing", ".json")
-    write_json_atomic(path, document)
+    try:
+        path = new_numbered_path(args.out, "timing", ".json")
+    except OSError as exc:
+        raise write_error(args.out, exc, "nothing was measured") from None
+
+    def save() -> None:
+        try:
+            write_json_atomic(path, document)
+        except OSError as exc:  # a full disk: the last complete write stays in place
+            raise write_error(path, exc, "the file keeps what was written before") from None
+
+    save()
     total = len(plan) * len(grid.threads)
     done = 0
     for threads in grid.threads:
@@ -309,7 +325,7 @@ def run(args: argparse.Namespace) -> int:
                                           max_repeats=grid.max_repeats, data=data)
                 entry = timing.to_dict()
                 document["measurements"].append(entry)
-                write_json_atomic(path, document)
+                save()
                 print(f"[{done}/{total}] {describe(case, timing.batch_size)} "
                       f"t{timing.threads}: {entry['epoch_seconds_median'] * 1e3:.1f} ms/epoch",
                       file=sys.stderr)
@@ -317,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
                     print(f"bench: warning: {w.message}", file=sys.stderr)
     document["complete"] = True
     document["machine"]["threads"] = torch.get_num_threads()
-    write_json_atomic(path, document)
+    save()
     print(format_table(document["measurements"]))
     crossover = cuda_crossover(document["measurements"])
     if crossover:
