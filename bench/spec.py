@@ -1,15 +1,27 @@
 """`RunSpec`: one training run, fully described by plain values and validated at construction.
 
 A RunSpec is frozen and hashable, so runs can be grouped, cached and compared by value. Names
-(task, model, loss, optimizer, init, activation) are checked against the registry; numbers are
-checked for the values that make no sense (lr <= 0, batch size 0, hidden size 0). Checks that
-need the loaded data (batch size above the training set) live in `check_against_task`.
+(task, model, loss, optimizer, init, activation) are checked against the registry; every value
+is checked against its field's type (a bool is not an integer, a float is not an integer; an
+integer is fine for a float field) and for the values that make no sense (lr <= 0, batch size 0,
+hidden size 0, a seed outside 0..2**32-1, a non-finite target). Checks that need the loaded data
+(batch size above the training set) live in `bench.train.plan_run`.
+
+What a RunSpec records is what trains: `hidden`, `activation` and `batch_norm` default to None
+and are resolved at construction, to the generic MLP's defaults for `mlp` and to the model's own
+layers for a fixed-architecture model (`relu_mlp_5`, `linear`, ...). A value given explicitly
+that contradicts a fixed model is a UsageError; `from_dict` reading a stored record drops such
+values instead, because older versions stored the MLP defaults for every model.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import numbers
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +32,14 @@ DEVICES = ("cpu", "cuda", "auto")
 ENGINES = ("reference", "batched", "auto")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 INITS = ("default", "xavier_uniform", "normal")
+ARCH_FIELDS = ("hidden", "activation", "batch_norm")  # resolved from the model when None
+MLP_DEFAULTS: dict[str, Any] = {"hidden": (20, 20, 20), "activation": "relu", "batch_norm": False}
+MAX_SEED = 2**32 - 1  # numpy's and Optuna's samplers refuse larger seeds
+# Largest lr (init scale, eps, decay, penalty) per dtype: 1e-8 of the dtype's largest finite
+# value. Above it the optimizer cannot even convert its step (Adam divides lr by 1 - beta1) to
+# the parameters' dtype: a traceback rather than a run reported as diverged.
+DTYPE_MAX = {"float32": 3.4028234663852886e38 * 1e-8, "float64": 1.7976931348623157e308 * 1e-8}
+_BOUNDED = ("lr", "init_scale", "eps", "weight_decay", "l1")
 
 
 def _check_choice(field_name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -33,9 +53,9 @@ class RunSpec:
 
     task: str = "moons"
     model: str = "mlp"
-    hidden: tuple[int, ...] = (20, 20, 20)
-    activation: str = "relu"
-    batch_norm: bool = False
+    hidden: tuple[int, ...] | None = None  # None: (20, 20, 20) for mlp, else the model's own
+    activation: str | None = None  # None: "relu" for mlp, else the model's own
+    batch_norm: bool | None = None  # None: False for mlp, else the model's own
     init: str = "default"
     init_scale: float = 1.0
     loss: str = "mse"
@@ -61,8 +81,12 @@ class RunSpec:
     def __post_init__(self) -> None:
         from bench import registry  # late import: the registry imports models, which import spec
 
+        for f in dataclasses.fields(self):
+            problem = type_problem(f.name, getattr(self, f.name))
+            if problem:
+                raise UsageError(f"{f.name} {problem}")
         registry.get_task(self.task)
-        registry.get_model(self.model)
+        self._resolve_architecture(registry.get_model(self.model))
         registry.get_loss(self.loss)
         registry.get_optimizer(self.optimizer)
         _check_choice("activation", self.activation, ACTIVATIONS)
@@ -88,6 +112,18 @@ class RunSpec:
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 raise UsageError(f"{name} must be >= 0, got {value}")
+        for name in _BOUNDED:
+            if getattr(self, name) > DTYPE_MAX[self.dtype]:
+                raise UsageError(f"{name} {getattr(self, name):g} is too large for {self.dtype} "
+                                 f"arithmetic (at most {DTYPE_MAX[self.dtype]:.2g}); use a "
+                                 f"smaller {name}")
+        for name in ("seed", "data_seed"):
+            value = getattr(self, name)
+            if not 0 <= value <= MAX_SEED:
+                raise UsageError(f"{name} must be an integer from 0 to {MAX_SEED}, got {value}")
+        if self.target is not None and not math.isfinite(self.target):
+            raise UsageError(f"target must be a finite number, got {self.target}; "
+                             "use e.g. --target 0.95")
         if self.momentum >= 1:
             raise UsageError(f"momentum must be below 1, got {self.momentum}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
@@ -99,8 +135,36 @@ class RunSpec:
             raise UsageError(f"loss {self.loss!r} needs a classification task; {self.task!r} is a "
                              "regression task: use --loss mse")
 
+    def _resolve_architecture(self, model: Any) -> None:
+        """Fill hidden/activation/batch_norm: MLP defaults, or the fixed model's own layers."""
+        if model.configurable:
+            for name, default in MLP_DEFAULTS.items():
+                if getattr(self, name) is None:
+                    object.__setattr__(self, name, default)
+            return
+        own = {"hidden": tuple(model.hidden), "activation": model.activation,
+               "batch_norm": model.batch_norm}
+        given = {name: getattr(self, name) for name in ARCH_FIELDS
+                 if getattr(self, name) is not None}
+        wrong = [name for name, value in given.items()
+                 if (tuple(value) if name == "hidden" else value) != own[name]]
+        if wrong:
+            shown = ", ".join(f"{name} {_plain(given[name])}" for name in wrong)
+            raise UsageError(f"{shown} applies to --model mlp only: model {model.name!r} has a "
+                             f"fixed architecture ({describe_architecture(**own)}); drop "
+                             f"{' and '.join(wrong)}, or choose model mlp")
+        for name, value in own.items():
+            object.__setattr__(self, name, value)
+
     def replace(self, **changes: Any) -> RunSpec:
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again).
+
+        Changing the model re-resolves hidden/activation/batch_norm for the new model unless
+        they are among the changes, so `replace(model="relu_mlp_5")` of an MLP spec is valid.
+        """
+        if "model" in changes and changes["model"] != self.model:
+            for name in ARCH_FIELDS:
+                changes.setdefault(name, None)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,8 +176,17 @@ class RunSpec:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
-        """Inverse of `to_dict`; unknown keys are a usage error naming them."""
+    def from_dict(cls, data: dict[str, Any], *, strict: bool = False) -> RunSpec:
+        """Inverse of `to_dict`; unknown keys are a usage error naming them.
+
+        By default this reads stored records: for a fixed-architecture model their
+        hidden/activation/batch_norm are dropped and re-resolved from the model, because records
+        written before these were normalised hold the generic MLP's defaults there (what trained
+        was always the model's own layers). `strict=True` is for values a user gave: a
+        contradicting value is then a UsageError, as in the constructor.
+        """
+        from bench import registry
+
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -121,8 +194,13 @@ class RunSpec:
                              f"valid fields: {', '.join(sorted(names))}")
         values = dict(data)
         for key in ("hidden", "betas"):
-            if key in values and values[key] is not None:
+            if isinstance(values.get(key), list):
                 values[key] = tuple(values[key])
+        model = values.get("model", "mlp")
+        if not strict and isinstance(model, str) and model in registry.models() and not (
+                registry.get_model(model).configurable):
+            for key in ARCH_FIELDS:
+                values.pop(key, None)
         return cls(**values)
 
     @property
@@ -131,6 +209,77 @@ class RunSpec:
         import torch
 
         return torch.float64 if self.dtype == "float64" else torch.float32
+
+
+def describe_architecture(hidden: tuple[int, ...], activation: str, batch_norm: bool) -> str:
+    """'hidden 5, relu, no batch norm': a model's layers in words, for messages."""
+    sizes = ",".join(map(str, hidden)) if hidden else "none"
+    return f"hidden {sizes}, {activation}, {'batch norm' if batch_norm else 'no batch norm'}"
+
+
+def _plain(value: Any) -> str:
+    """A field value as a user writes it: (8, 8) -> 8,8."""
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value) or "none"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+@functools.cache
+def field_types() -> dict[str, Any]:
+    """RunSpec field name -> its resolved type annotation, in field order."""
+    hints = typing.get_type_hints(RunSpec)
+    return {f.name: hints[f.name] for f in dataclasses.fields(RunSpec)}
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    """True when `value` has the type `annotation` asks for (bool is not int, float is not int)."""
+    if annotation is type(None):
+        return value is None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation)
+    if origin in (types.UnionType, typing.Union):
+        return any(_matches(value, a) for a in args)
+    if origin is tuple:
+        if not isinstance(value, (tuple, list)):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_matches(v, args[0]) for v in value)
+        return len(value) == len(args) and all(
+            _matches(v, a) for v, a in zip(value, args, strict=True))
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    return True
+
+
+def _describe_type(annotation: Any) -> str:
+    """An annotation in words: 'an integer', 'a list of integers', 'true or false', ..."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (types.UnionType, typing.Union):
+        return " or ".join(_describe_type(a) for a in args)
+    if typing.get_origin(annotation) is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_describe_type(args[0]).split(' ', 1)[1]}s"
+        return f"a list of {len(args)} numbers"
+    return {bool: "true or false", int: "an integer", float: "a number",
+            str: "a string"}.get(annotation, str(annotation))
+
+
+def type_problem(name: str, value: Any) -> str | None:
+    """Why `value` cannot be RunSpec field `name` by its type ('must be an integer, got 3.0'),
+    or None when the type is right. One check shared by RunSpec and the study validator, so a
+    study file accepts exactly what RunSpec does (no silent int() truncation, no bool as 1)."""
+    annotation = field_types()[name]
+    if _matches(value, annotation):
+        return None
+    if value is None:
+        return "must be given (it has no 'none' value)"
+    return f"must be {_describe_type(annotation)}, got {value!r}"
 
 
 def _positive(name: str, value: float, example: str) -> None:

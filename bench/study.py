@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import UsageError
-from bench.spec import DEVICES, RunSpec
+from bench.spec import DEVICES, RunSpec, field_types
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("none", "median", "hyperband")
@@ -175,7 +175,7 @@ class StudySpec:
         values.update({k: param_to_field(k, v) for k, v in params.items()})
         values.setdefault("device", self.device)
         return RunSpec.from_dict({"task": self.task, "model": self.model, **values,
-                                  "seed": seed})
+                                  "seed": seed}, strict=True)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict of the parsed study (stored as the study's "nnbench_study")."""
@@ -240,8 +240,7 @@ class _Reader:
 
 
 def _field_types() -> dict[str, Any]:
-    hints = typing.get_type_hints(RunSpec)
-    return {f.name: hints[f.name] for f in dataclasses.fields(RunSpec)}
+    return field_types()
 
 
 def _settable(kinds: dict[str, Any]) -> str:

@@ -54,9 +54,10 @@ def one_thread():
 def small_spec(model: str, device: str = "cpu", **changes: object) -> RunSpec:
     """A fast float64 spec for `model`: 784-input models on 200 synthetic MNIST examples."""
     wide = registry.get_model(model).name == "sigmoid_mlp_16x2"
+    own = {"hidden": (8, 8), "batch_norm": True} if model == "mlp" else {}  # fixed models refuse
     base = RunSpec(task="mnist_synthetic" if wide else "moons", model=model, dtype="float64",
                    n_samples=200 if wide else 100, epochs=2, batch_size=32, shuffle=True,
-                   hidden=(8, 8), batch_norm=True, device=device)
+                   device=device, **own)
     return base.replace(**changes)
 
 

@@ -17,7 +17,6 @@ from bench.commands._common import (
     print_table,
     progress_bar,
 )
-from bench.errors import UsageError
 
 NAME = "run"
 HELP = "train a recipe or a run given by flags over seeds; prints a table or --json"
@@ -66,13 +65,7 @@ def build_specs(args: argparse.Namespace) -> list:
         changes["betas"] = parse_float_pair(args.betas, "--betas")
     if args.batch_size is not None:
         changes["batch_size"] = parse_batch_size(args.batch_size)
-    model = registry.get_model(str(changes.get("model", base.model)))
-    if not model.configurable:
-        given = [f"--{f.replace('_', '-')}" for f in ("hidden", "activation", "batch_norm")
-                 if f in changes]
-        if given:
-            raise UsageError(f"{', '.join(given)} applies to --model mlp only; {model.name!r} "
-                             "has a fixed architecture")
+    # RunSpec itself refuses --hidden/--activation/--batch-norm that a fixed model lacks.
     spec = base.replace(**changes) if changes else base
     return [spec.replace(seed=s) for s in parse_seeds(args.seeds)]
 
