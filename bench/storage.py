@@ -478,8 +478,8 @@ def storage_error_reason(exc: BaseException, url: str | None = None) -> str:
     elif "does not exist" in low and "database" in low:
         reason = "the database does not exist; create it first (e.g. createdb NAME)"
     elif "no module named" in low or "can't load plugin" in low:
-        reason = f"no driver for this URL ({_first_line(chain[-1])}); install it or use " \
-                 "postgresql:// or sqlite:///"
+        reason = f"no driver for this URL ({_first_line(chain[-1])}); install it, or pass " \
+                 "--storage with postgresql://, sqlite:/// or a journal file path"
     elif "timeout" in low or "timed out" in low:
         reason = "the connection timed out; check the host and that the server is reachable"
     else:

@@ -24,11 +24,10 @@ from typing import Any
 
 import pandas as pd
 
+from bench import storage
 from bench.errors import UsageError
 from bench.stats import mean_ci, std
 
-DEFAULT_SQLITE = Path("results/optuna.db")
-DEFAULT_JOURNAL = Path("results/optuna.journal")
 TIMING_GLOBS = ("results/timing/*.json", "results/baselines/timing*.json")
 DEFAULT_REPRODUCE = Path("results/reproduce.csv")
 TIMING_SCHEMA = "nnbench.timing/1"
@@ -68,40 +67,14 @@ def _spec_fields() -> tuple[str, ...]:
 
 
 # --- storage --------------------------------------------------------------------------------
-
-def default_storage_url(root: str | Path = ".") -> str | None:
-    """The embedded storage that exists under `root/results`: the journal `bench sweep` writes
-    by default, else an SQLite file; None when neither exists."""
-    root = Path(root)
-    if (root / DEFAULT_JOURNAL).exists():
-        return str(root / DEFAULT_JOURNAL)
-    if (root / DEFAULT_SQLITE).exists():
-        return f"sqlite:///{root / DEFAULT_SQLITE}"
-    return None
-
-
-def missing_storage_reason(url: str) -> str | None:
-    """Why `url` cannot hold studies (a local file that does not exist), or None."""
-    if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
-        if str(path) != ":memory:" and not path.exists():
-            return f"no SQLite storage file at {path}"
-    elif "://" not in url and not Path(url).exists():
-        return f"no journal storage file at {url}"
-    return None
+# One definition of storages (bench.storage); these names stay for the report's callers.
+default_storage_url = storage.default_storage_url
+missing_storage_reason = storage.missing_storage_reason
 
 
 def open_storage(url: str) -> Any:
-    """An Optuna storage for a URL (sqlite:///, postgresql://, ...) or a journal file path."""
-    import optuna
-
-    if "://" not in url:  # a journal file, as `bench sweep` writes without a database
-        from optuna.storages.journal import JournalFileBackend, JournalStorage
-
-        return JournalStorage(JournalFileBackend(str(url)))
-    from bench.storage import postgres_driver_url
-
-    return optuna.storages.RDBStorage(postgres_driver_url(url), skip_table_creation=True)
+    """An Optuna storage opened for reading: nothing is created or repaired."""
+    return storage.open_storage(url, create=False)
 
 
 @dataclass
@@ -237,18 +210,17 @@ def load_studies(url: str, notes: list[str] | None = None) -> list[StudyData]:
     reason = missing_storage_reason(url)
     if reason:
         raise UsageError(f"{reason}; run `make sweep` first or pass --storage URL")
+    store = open_storage(url)
     try:
-        storage = open_storage(url)
-        names = sorted(optuna.get_all_study_names(storage))
-    except UsageError:
-        raise
-    except Exception as exc:  # driver missing, server down, not an Optuna database
-        raise UsageError(f"cannot read Optuna storage {url!r} ({type(exc).__name__}: {exc}); "
-                         "pass a valid --storage URL") from exc
+        names = sorted(optuna.get_all_study_names(store))
+    except Exception as exc:  # not an Optuna database, server gone meanwhile
+        raise UsageError(f"cannot read Optuna storage {storage.display_url(url)}: "
+                         f"{storage.storage_error_reason(exc, url)}; pass a valid --storage "
+                         "URL") from exc
     out = []
     for name in names:
         try:
-            study = optuna.load_study(study_name=name, storage=storage)
+            study = optuna.load_study(study_name=name, storage=store)
             directions = [d.name.lower() for d in study.directions]
             trials = study.get_trials(deepcopy=False)
         except Exception as exc:  # a study Optuna itself cannot read: leave it out, say so

@@ -11,6 +11,7 @@ import pytest
 
 from bench import tables
 from bench.spec import RunSpec
+from bench.storage import open_storage
 from bench.store import write_json_atomic
 from tests._report_study import make_study
 
@@ -22,7 +23,7 @@ def storage(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A journal storage with one real two-seed study (one trial diverges)."""
     path = tmp_path_factory.mktemp("tables") / "optuna.journal"
     url = str(path)
-    store = tables.open_storage(url)
+    store = open_storage(url)  # writable: the test makes the study
     make_study(store, "tiny", TINY, [{"optimizer": "sgd", "lr": 0.5, "weight_decay": 0.0},
                                      {"optimizer": "adam", "lr": 0.05, "weight_decay": 0.0},
                                      {"optimizer": "sgd", "lr": 1e6, "weight_decay": 1e6}],
