@@ -273,6 +273,8 @@ def study_views(runs: pd.DataFrame, studies: list[tables.StudyData]) -> list[Stu
         task = str(sub["task"].iloc[0])
         metric = s.objective if s.objective in sub.columns else \
             f"val_{registry.get_task(task).default_metric}"
+        if metric not in sub.columns:  # no stored run has the metric: nothing to compare
+            continue
         sub = _fill_full_batch(sub)
         varied = [c for c in tables.config_columns(sub) if sub[c].nunique(dropna=False) > 1]
         conf = tables.aggregate(sub, ["trial", *varied], [metric, "epoch_seconds"])

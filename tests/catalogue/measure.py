@@ -1,0 +1,114 @@
+"""Catalogue rows for the measuring commands (`bench check`, `time`, `perf`, `reproduce`): bad
+baselines, output paths that cannot be written, and numeric flags that are NaN, infinite,
+negative or zero. Every case fails before anything is measured or trained, so each is fast.
+"""
+
+from __future__ import annotations
+
+import json
+
+from tests.catalogue import Case
+
+RULES = {"quality_k": 3, "quality_floor": 0.01, "speed_tolerance": 0.3}
+JOURNAL = {"results/optuna.journal": b'{"op_code": 0}\n'}
+
+
+def baseline(**changes: object) -> str:
+    """A baseline file with the five sections (empty rows), one or more replaced."""
+    data: dict[str, object] = {"format": 1, "rules": RULES, "config": {}, "quality": {},
+                               "speed": {}}
+    data.update(changes)
+    return json.dumps(data)
+
+
+def check(text: str | bytes, *extra: str, case: str, stderr: str = r"baseline b\.json") -> Case:
+    return Case(f"check-baseline-{case}", ("check", "--baseline", "b.json", *extra), 2,
+                files={"b.json": text}, stderr=stderr)
+
+
+def time_flag(flag: str, value: str, expect: str) -> Case:
+    return Case(f"time-{flag.strip('-')}-{value.replace('-', 'minus')}",
+                ("time", "--quick", "--device", "cpu", f"{flag}={value}"), 2, stderr=expect,
+                absent=("results/timing",))
+
+
+CASES = [
+    # --- bench check: the baseline path ----------------------------------------------------------
+    Case("check-update-baseline-is-a-folder", ("check", "--update", "--baseline", "d"), 2,
+         stderr=r"--baseline d is a folder", files={"d/keep.txt": "x"}),
+    Case("check-baseline-is-a-folder", ("check", "--baseline", "d"), 2,
+         stderr=r"baseline d is a folder", files={"d/keep.txt": "x"}),
+    Case("check-update-baseline-under-dev-null",
+         ("check", "--update", "--baseline", "/dev/null/b.json"), 2,
+         stderr=r"/dev/null is a file"),
+    Case("check-update-baseline-under-a-file",
+         ("check", "--update", "--baseline", "results/optuna.journal/b.json"), 2,
+         stderr=r"results/optuna.journal is a file", files=JOURNAL),
+    Case("check-baseline-missing", ("check", "--baseline", "nosuch.json"), 2,
+         stderr=r"not found; create it with `bench check --update"),
+    # --- bench check: the baseline's content -----------------------------------------------------
+    check(baseline(format="1"), case="format-is-a-string",
+          stderr=r"format '1', a str: this bench reads the integer 1"),
+    check(baseline(format=1.0), case="format-is-a-float"),
+    check(baseline(format=True), case="format-is-true"),
+    check(baseline(format=2), case="format-2"),
+    check(b"\x00\xff\xfe garbage", case="binary"),
+    check("{{ not json", case="not-json"),
+    check("[1, 2]", case="a-list"),
+    check("", case="empty"),
+    check(baseline(rules={**RULES, "quality_k": float("nan")}), case="rule-nan"),
+    check(baseline(rules={**RULES, "speed_tolerance": float("inf")}), case="rule-inf"),
+    check(baseline(rules={**RULES, "quality_floor": "0.01"}), case="rule-string"),
+    check(baseline(rules={**RULES, "quality_k": -1}), case="rule-negative"),
+    check(baseline(rules=[1]), case="rules-a-list"),
+    check(baseline(config=[1]), case="config-a-list"),
+    check(baseline(quality="x"), case="quality-a-string"),
+    check(baseline(quality={"r": {"direction": "up", "values": [1]}}), case="row-direction"),
+    check(baseline(quality={"r": {"direction": "maximize", "values": "0.9"}}),
+          case="row-values-a-string"),
+    check(baseline(speed={"reference": {"normalised": float("nan")}}), case="speed-nan"),
+    check(baseline(speed={"reference": {"normalised": 0}}), case="speed-zero"),
+    check(baseline(speed={"reference": 5}), case="speed-row-a-number"),
+    # --- bench time: output folder and numeric flags --------------------------------------------
+    Case("time-out-under-dev-null", ("time", "--quick", "--device", "cpu", "--out", "/dev/null/x"),
+         2, stderr=r"--out /dev/null/x: /dev/null is a file"),
+    Case("time-out-is-a-file", ("time", "--quick", "--device", "cpu", "--out",
+                                "results/optuna.journal"), 2,
+         stderr=r"results/optuna.journal is a file", files=JOURNAL),
+    time_flag("--min-time", "nan", r"--min-time must be a finite number >= 0"),
+    time_flag("--min-time", "inf", r"--min-time must be a finite number >= 0"),
+    time_flag("--min-time", "-1", r"--min-time must be a finite number >= 0"),
+    time_flag("--max-gflop", "nan", r"--max-gflop must be a finite number > 0"),
+    time_flag("--max-gflop", "0", r"--max-gflop must be a finite number > 0"),
+    time_flag("--max-gflop", "-inf", r"--max-gflop must be a finite number > 0"),
+    time_flag("--max-gflop-cuda", "inf", r"--max-gflop-cuda must be a finite number > 0"),
+    time_flag("--k", "0", r"--k must be at least 1"),
+    time_flag("--epochs", "0", r"--epochs must be at least 1"),
+    time_flag("--warmup", "-1", r"--warmup must be at least 0"),
+    time_flag("--min-repeats", "0", r"--min-repeats must be at least 1"),
+    time_flag("--max-repeats", "1", r"--max-repeats \(1\) must be at least --min-repeats"),
+    time_flag("--threads", "0", r"--threads values must be positive"),
+    time_flag("--max-train", "0", r"--max-train values must be positive"),
+    time_flag("--k", "nan", r"invalid int value"),
+    # --- bench perf and bench reproduce ---------------------------------------------------------
+    Case("perf-out-dir-under-dev-null", ("perf", "--quick", "--out-dir", "/dev/null/x"), 2,
+         stderr=r"--out-dir /dev/null/x: /dev/null is a file"),
+    Case("perf-threads-zero", ("perf", "--quick", "--threads", "0"), 2,
+         stderr=r"--threads must be at least 1"),
+    Case("perf-repeats-zero", ("perf", "--quick", "--repeats", "0"), 2,
+         stderr=r"--repeats must be at least 1"),
+    Case("perf-ks-negative", ("perf", "--quick", "--ks", "-4"), 2,
+         stderr=r"--ks values must be positive"),
+    Case("perf-unknown-workload", ("perf", "--quick", "--workloads", "nosuch"), 2,
+         stderr=r"unknown workload"),
+    Case("reproduce-out-under-dev-null", ("reproduce", "--seeds", "1", "--out", "/dev/null/x"),
+         2, stderr=r"--out /dev/null/x: /dev/null is a file"),
+    Case("reproduce-out-is-a-file", ("reproduce", "--seeds", "1", "--out",
+                                     "results/optuna.journal"), 2,
+         stderr=r"results/optuna.journal is a file", files=JOURNAL),
+    Case("reproduce-seeds-zero", ("reproduce", "--seeds", "0"), 2,
+         stderr=r"--seeds must be at least 1"),
+    Case("reproduce-epochs-negative", ("reproduce", "--epochs", "-3"), 2,
+         stderr=r"--epochs must be at least 1"),
+    Case("reproduce-unknown-recipe", ("reproduce", "--recipes", "nosuch", "--seeds", "1"), 2),
+]
