@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import math
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -218,3 +221,67 @@ def test_e2e_higher_baseline_accuracy_fails_on_that_row(
     failed = {k for k, v in _verdicts(out).items() if v == "REGRESSION"}
     assert failed == {key}
     assert out.splitlines()[-1] == f"check FAILED: 1 regression(s): {key}"
+
+
+# --- issue 11: a baseline path or file that is wrong is one line, before anything is measured ---
+
+def test_update_into_a_folder_fails_before_measuring(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    def never(*args, **kwargs):
+        raise AssertionError("measured although the baseline cannot be written")
+
+    monkeypatch.setattr(check, "measure", never)
+    assert main(["check", "--update", "--baseline", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is a folder" in err
+
+
+def test_a_full_disk_keeps_the_previous_baseline(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "b.json"
+    path.write_text("old")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(check, "write_json_atomic", full)
+    with pytest.raises(UsageError, match=r"No space left on device.*previous baseline is kept"):
+        check.write_baseline(path, {"format": 1})
+    assert path.read_text() == "old"
+
+
+@pytest.mark.parametrize("fmt, message", [
+    ('"1"', "format '1', a str: this bench reads the integer 1"),
+    ("1.0", "format 1.0, a float"),
+    ("true", "format True, a bool"),
+    ("[1]", "format [1], a list"),
+    ("2", "has format 2, this bench reads 1"),
+])
+def test_format_of_the_wrong_type_is_named(tmp_path: Path, fmt: str, message: str) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(f'{{"format": {fmt}, "rules": {{}}, "config": {{}}, "quality": {{}}, '
+                    '"speed": {}}')
+    with pytest.raises(UsageError, match=re.escape(message)):
+        check.load_baseline(path)
+
+
+@pytest.mark.parametrize("rules", [
+    {"quality_k": float("nan"), "quality_floor": 0.01, "speed_tolerance": 0.3},
+    {"quality_k": 3, "quality_floor": float("inf"), "speed_tolerance": 0.3},
+    {"quality_k": 3, "quality_floor": "0.01", "speed_tolerance": 0.3},
+    {"quality_k": True, "quality_floor": 0.01, "speed_tolerance": 0.3},
+])
+def test_rules_that_are_not_finite_numbers_are_refused(tmp_path: Path, rules: dict) -> None:
+    path = tmp_path / "b.json"
+    path.write_text(json.dumps({"format": 1, "rules": rules, "config": {}, "quality": {},
+                                "speed": {}}))
+    with pytest.raises(UsageError, match="bad rules"):
+        check.load_baseline(path)
+
+
+def test_a_binary_baseline_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "b.json"
+    path.write_bytes(b"\xff\xfe\x00\x01")
+    with pytest.raises(UsageError, match="is not valid JSON") as info:
+        check.load_baseline(path)
+    assert "\n" not in str(info.value)

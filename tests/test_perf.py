@@ -68,3 +68,23 @@ def test_torch_step_rows_give_the_native_steps_gain_in_the_same_run(monkeypatch)
     assert rows["batched"]["speedup_vs_torch_step"] == pytest.approx(
         rows[perf.TORCH_STEP]["ms_per_trial_median"] / rows["batched"]["ms_per_trial_median"])
     assert "x torch step" in perf.format_table([res])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--out-dir", "/dev/null/perf"], "/dev/null is a file, not a folder"),
+    (["--threads", "0"], "--threads must be at least 1"),
+    (["--repeats", "0"], "--repeats must be at least 1"),
+    (["--ks", "0"], "--ks values must be positive"),
+])
+def test_bad_perf_options_fail_before_measuring(argv: list[str], message: str,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture) -> None:
+    from bench.cli import main
+
+    def never(*args, **kwargs):
+        raise AssertionError("measured despite a bad option")
+
+    monkeypatch.setattr(perf, "measure_workload", never)
+    assert main(["perf", "--quick", *argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]

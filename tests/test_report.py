@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import json
 import math
+import os
 import re
 from pathlib import Path
 
@@ -279,3 +282,155 @@ def test_timing_table_is_shown_in_milliseconds_and_percent() -> None:
     assert shown["epoch ms (median)"] == "12.3" and shown["IQR / median (%)"] == "5.12"
     assert shown["samples/s (median)"] == "13,900" and shown["noisy"] == "yes"
     assert "gpu_name" not in shown.index
+
+
+# --- issue 11: the report never loses or corrupts anything, never leaks a password ---------------
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".building-" in p.name or ".old-" in p.name)
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("setup, reason", [
+    (lambda d: (d / "optuna.journal").write_text("{}"), "not an nnbench report"),
+    (lambda d: ((d / "index.html").write_text("x"), (d / "notes.txt").write_text("x")),
+     "holds 'notes.txt'"),
+    (lambda d: ((d / ".nnbench-report").write_text("{"), (d / "index.html").write_text("x")),
+     "unreadable .nnbench-report"),
+])
+def test_out_that_is_not_a_report_is_refused_untouched(tmp_path: Path, setup, reason: str) -> None:
+    out = tmp_path / "results"
+    out.mkdir()
+    setup(out)
+    before = _tree(tmp_path)
+    with pytest.raises(report.UsageError, match=reason):
+        report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
+    assert _tree(tmp_path) == before and _leftovers(tmp_path) == []
+
+
+def test_out_may_be_new_empty_or_an_earlier_report(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert report.replace_refusal(tmp_path / "new") is None
+    (tmp_path / "empty").mkdir()
+    assert report.replace_refusal(tmp_path / "empty") is None
+    report.build_report(None, tmp_path / "r", timing_paths=[], reproduce_path=tmp_path / "x")
+    assert report.replace_refusal(tmp_path / "r") is None
+    marker = json.loads((tmp_path / "r" / ".nnbench-report").read_text())
+    assert "index.html" in marker["files"] and "tables/runs.csv" in marker["files"]
+    assert "working folder" in report.replace_refusal(tmp_path)
+    assert "working folder" in report.replace_refusal(Path("."))
+    assert "is a file" in report.replace_refusal(tmp_path / "r" / "index.html")
+    (tmp_path / "r" / "tables" / "mine.csv").write_text("mine")
+    assert "holds 'tables/mine.csv'" in report.replace_refusal(tmp_path / "r")
+
+
+def test_full_disk_while_writing_is_one_line_and_keeps_the_previous_report(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "out"
+    report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
+    before = _tree(out)
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(report, "write_text_atomic", full)
+    with pytest.raises(report.UsageError, match=r"No space left on device.*previous report is kept"):
+        report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
+    assert _tree(out) == before and _leftovers(tmp_path) == []
+
+
+def test_full_disk_through_the_cli_is_one_line_exit_2(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    def full(path, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(report, "write_json_atomic", full)
+    assert main(["report", "--out", str(tmp_path / "r"), "--timing", "--reproduce",
+                 str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "No space left" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("stage", ["write", "swap"])
+def test_an_interrupt_leaves_no_temporary_folder_and_the_old_report(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
+    out = tmp_path / "out"
+    report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
+    before = _tree(out)
+    if stage == "write":
+        def interrupted(*args, **kwargs):
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(report, "render_markdown", interrupted)
+    else:  # between moving the old report aside and moving the new one in
+        real = Path.rename
+
+        def rename(self: Path, target):
+            if ".building-" in self.name:
+                raise KeyboardInterrupt
+            return real(self, target)
+
+        monkeypatch.setattr(Path, "rename", rename)
+    with pytest.raises(KeyboardInterrupt):
+        report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
+    assert _tree(out) == before and _leftovers(tmp_path) == []
+
+
+def test_study_names_that_look_alike_get_their_own_files() -> None:
+    names = ["a b", "a/b", "a_b", "A_B", "a_b ", "é", "e", "n" * 600]
+    slugs = [report._slug(n) for n in names]
+    assert len(set(slugs)) == len(names)
+    assert len({s.lower() for s in slugs}) == len(names)  # case-insensitive disks too
+    assert report._slug("moons_opt") == "moons_opt"
+    assert all(len(s) <= 60 and re.fullmatch(r"[A-Za-z0-9_-]+", s) for s in slugs)
+
+
+def test_look_alike_study_names_keep_both_charts(tmp_path: Path) -> None:
+    url = str(tmp_path / "j.journal")
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(url))
+    for name in ("a b", "a/b"):
+        study = optuna.create_study(study_name=name, storage=storage)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    result = report.build_report(url, tmp_path / "r", timing_paths=[],
+                                 reproduce_path=tmp_path / "x", boundaries=False)
+    history = sorted(c.key for c in result.charts if c.key.startswith("history_"))
+    assert len(history) == 2 and history[0] != history[1]
+    for key in history:
+        assert (tmp_path / "r" / "charts" / f"{key}.png").exists()
+
+
+def test_storage_password_is_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "hunter2-xyz"
+    url = f"postgresql://bench:{secret}@db.example:5432/nnbench"
+    monkeypatch.setattr(tables, "missing_storage_reason", lambda u: None)
+    monkeypatch.setattr(tables, "load_studies", lambda u, notes=None: [])
+    result = report.build_report(url, tmp_path / "r", timing_paths=[],
+                                 reproduce_path=tmp_path / "x")
+    for path in (tmp_path / "r").rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
+    assert all(secret not in n for n in result.notes)
+    page = (tmp_path / "r" / "index.html").read_text()
+    assert "bench:***@db.example" in page
+    assert secret not in report.render_markdown(result, [], {"reproduce": None,
+                                                             "timing": tables.timing_table([])[0]},
+                                                url)
+
+
+def test_malformed_stored_runs_are_skipped_with_a_note() -> None:
+    good = {"spec": {"task": "moons", "model": "mlp"}, "seed": 0, "metrics": {"val_accuracy": 0.9}}
+    runs, problems = tables.clean_runs([good, 1, {"spec": {"task": "nosuch"}},
+                                        {"spec": {"task": "moons", "colour": "red"}},
+                                        dict(good, metrics={"val_accuracy": "high"}),
+                                        dict(good, seed="zero")])
+    assert len(runs) == 2 and runs[0]["metrics"] == {"val_accuracy": 0.9}
+    assert runs[1]["metrics"] == {} and len(problems) == 5
+    assert tables.clean_runs("oops")[1] == ["attribute 'runs' is a str, not a list; skipped"]
+    assert tables.clean_runs(None) == ([], [])

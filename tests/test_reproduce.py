@@ -87,3 +87,35 @@ def test_tables_are_written(tmp_path: Path) -> None:
             "verdict", "reason"} <= set(table[0])
     md = md_path.read_text()
     assert "0.9800 ± 0.0100" in md and "| b | 001 |" in md
+
+
+def test_a_full_disk_is_one_line_and_keeps_earlier_tables(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    from bench import reproduce
+    from bench.errors import UsageError
+
+    rows = [ReproRow("a", "000", "moons", "train_accuracy", 0.99, 0.98, 0.01, 5, 0, 0.97,
+                     "reproduced", "")]
+    csv_path, _ = write_tables(rows, tmp_path, seeds=5)
+    before = csv_path.read_text()
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(reproduce, "write_text_atomic", full)
+    with pytest.raises(UsageError, match=r"No space left on device.*tables written before"):
+        write_tables(rows * 2, tmp_path, seeds=5)
+    assert csv_path.read_text() == before
+
+
+def test_reproduce_out_under_a_file_fails_before_training(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture) -> None:
+    from bench.cli import main
+
+    (tmp_path / "f").write_text("mine")
+    assert main(["reproduce", "--seeds", "1", "--out", str(tmp_path / "f" / "out")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "f").read_text() == "mine"

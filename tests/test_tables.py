@@ -128,3 +128,67 @@ def test_timing_table_reads_the_schema_and_skips_other_files(tmp_path) -> None:
     assert list(df.columns[:len(tables.TIMING_COLUMNS)]) == list(tables.TIMING_COLUMNS)
     assert len(notes) == 2 and "0002_x.json" in notes[0] and "unreadable" in notes[1]
     assert tables.timing_files(tmp_path) == []  # only results/timing and results/baselines
+
+
+# --- issue 11: anything in the storage or the input files is read without a traceback ---------
+
+def test_plain_and_malformed_studies_load_with_what_was_skipped(tmp_path) -> None:
+    from optuna.distributions import CategoricalDistribution
+
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    url = str(tmp_path / "j.journal")
+    store = JournalStorage(JournalFileBackend(url))
+    plain = optuna.create_study(study_name="plain", storage=store)
+    plain.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    odd = optuna.create_study(study_name="odd", storage=store, direction="maximize")
+    odd.set_user_attr("nnbench_study", ["not", "a", "mapping"])
+    odd.set_user_attr("objective", 5)
+    odd.set_user_attr("task", ["moons"])
+    for runs in ("oops", [1, {"spec": {"task": "nosuch", "model": "mlp"}}]):
+        odd.add_trial(optuna.trial.create_trial(
+            value=0.5, params={"state": "x"}, user_attrs={"runs": runs, "worker": "w"},
+            distributions={"state": CategoricalDistribution(["x"])}))
+    notes: list[str] = []
+    studies = {s.name: s for s in tables.load_studies(url, notes)}
+    assert notes == [] and set(studies) == {"plain", "odd"}
+    s = studies["odd"]
+    assert s.objective == "value" and s.task is None and len(s.skipped) == 3
+    runs = tables.runs_table(list(studies.values()))
+    assert len(runs) == 4 and runs["seed"].isna().all()
+    assert set(runs["state"]) == {"COMPLETE"}  # the 'state' param did not overwrite the column
+    trials = tables.trials_table(list(studies.values()))
+    assert "param_state" in trials.columns and (trials["n_seeds"] == 0).all()
+    assert tables.curves_table(list(studies.values())).empty
+
+
+def test_timing_table_survives_garbage(tmp_path) -> None:
+    binary = tmp_path / "b.json"
+    binary.write_bytes(b"\xff\xfe\x00")
+    odd = tmp_path / "o.json"
+    odd.write_text(json.dumps({"schema": tables.TIMING_SCHEMA, "machine": "m",
+                               "measurements": [1, {"task": "moons", "engine": 3,
+                                                    "epoch_seconds_median": "fast",
+                                                    "width": [1], "device": "cpu"}]}))
+    df, notes = tables.timing_table([binary, tmp_path, tmp_path / "missing.json", odd])
+    assert len(df) == 1 and math.isnan(df["epoch_seconds_median"].iloc[0])
+    assert df["engine"].iloc[0] is None and math.isnan(df["width"].iloc[0])
+    assert len(notes) == 4 and "malformed measurement" in notes[-1]
+
+
+def test_reproduce_table_says_why_it_is_not_shown(tmp_path) -> None:
+    garbage = tmp_path / "g.csv"
+    garbage.write_text("a,b\n1,2\n")
+    binary = tmp_path / "b.csv"
+    binary.write_bytes(b"\x00\xff\xfe\x89")
+    values = tmp_path / "v.csv"
+    values.write_text("recipe,metric,verdict,mean\nr,val_accuracy,ok,high\n")
+    notes: list[str] = []
+    assert tables.reproduce_table(tmp_path / "none.csv", notes) is None
+    assert tables.reproduce_table(tmp_path, notes) is None
+    assert tables.reproduce_table(garbage, notes) is None
+    assert tables.reproduce_table(binary, notes) is None
+    df = tables.reproduce_table(values, notes)
+    assert df is not None and math.isnan(df["mean"].iloc[0])
+    assert len(notes) == 4 and "No reproduction table" in notes[0]
+    assert "unreadable" in notes[1] and "lacks recipe, metric, verdict" in notes[2]

@@ -237,6 +237,12 @@ def test_bench_time_writes_numbered_json(tmp_path: Path, capsys: pytest.CaptureF
     (["--threads", "0"], "--threads values must be positive"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--batch-sizes", "5000"], "nothing to measure"),
+    (["--min-time", "nan"], "--min-time must be a finite number >= 0"),
+    (["--min-time", "inf"], "--min-time must be a finite number >= 0"),
+    (["--min-time=-0.5"], "--min-time must be a finite number >= 0"),
+    (["--max-gflop", "nan"], "--max-gflop must be a finite number > 0"),
+    (["--max-gflop-cuda", "0"], "--max-gflop-cuda must be a finite number > 0"),
+    (["--max-repeats", "1"], "--max-repeats (1) must be at least --min-repeats (2)"),
 ])
 def test_bench_time_bad_input_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture,
                                                  extra: list[str], message: str) -> None:
@@ -328,3 +334,38 @@ def test_quick_overrides_only_unset_options() -> None:
     grid = parse_grid(parser.parse_args(["time", "--quick", "--device", "cpu", "--k", "3"]))
     assert grid.tasks == (QUICK["task"],) and grid.min_time == QUICK["min_time"]
     assert grid.k == 3
+
+
+def test_bench_time_out_under_a_file_fails_before_measuring(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    assert main(_time_args(blocker / "timing")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{blocker} is a file, not a folder" in err[0]
+    assert blocker.read_text() == "mine"
+
+
+def test_bench_time_full_disk_is_one_line_and_keeps_what_was_written(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    import errno
+    import os
+
+    from bench import store
+
+    real, calls = store.write_json_atomic, []
+
+    def fills_up(path, data):
+        calls.append(path)
+        if len(calls) > 1:  # the first write (no measurement yet) succeeds, then the disk is full
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(path, data)
+
+    monkeypatch.setattr(store, "write_json_atomic", fills_up)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", timing.NoisyTimingWarning)
+        assert main(_time_args(tmp_path)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "No space left on device" in err[-1] and "keeps what was written" in err[-1]
+    doc = json.loads((tmp_path / "0001_timing.json").read_text())
+    assert doc["complete"] is False and doc["measurements"] == []
