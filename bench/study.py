@@ -3,11 +3,20 @@
 A study names a task and model, fixed RunSpec settings, a search space over RunSpec fields,
 the objective(s), the number of trials, seeds per trial, the sampler, the pruner and the device.
 Every mistake in the file is one `UsageError` line that names the file and the key, raised by
-`load_study_file` before any storage is touched.
+`load_study_file` before any storage is touched. Values are checked against the RunSpec field's
+own type (`bench.spec.type_problem`): a bool is not an integer and a float is not an integer
+(`epochs = 3.0`, `hidden = [8.5]` are errors, never truncated); an integer is fine for a float.
+The file must be UTF-8 (a leading byte-order mark is accepted and ignored).
+
+Before anything runs, the study's worst case over its space (largest hidden sizes, n_samples,
+epochs, batch, with `group` x `seeds` members trained together and every run's record kept) is
+sized by `bench.budget`: what cannot fit in this machine's memory is refused, and so is work
+above `bench.budget`'s bounds (hours of training) unless `allow_long = true` says it is meant.
 
 File format (every key but `task` is optional)::
 
     description = "Does Adam beat SGD on moons?"
+    name = "moons_adam"         # optional (default: the file name's stem), 1 to 512 characters
     task = "moons"
     model = "mlp"
     trials = 24                 # finished trials wanted (COMPLETE + PRUNED + diverged)
@@ -16,6 +25,9 @@ File format (every key but `task` is optional)::
     group = 64                  # trials asked from Optuna at once and trained together
     objective = "val_accuracy"  # or a list, e.g. ["val_accuracy", "train_seconds"]
     direction = "maximize"      # optional (derived from the metric); a list for several
+    direction_override = false  # true: allow a direction against the metric's own (minimize
+                                #   val_accuracy); otherwise that is an error
+    allow_long = false          # true: allow work above bench.budget's bounds (hours)
     sampler = { name = "tpe", seed = 0 }      # tpe, random, grid, cmaes, qmc (or just "tpe")
     pruner = { name = "median", warmup_epochs = 2, startup_trials = 5 }  # none, median, hyperband
 
@@ -37,18 +49,23 @@ import itertools
 import math
 import tomllib
 import typing
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import UsageError
-from bench.spec import DEVICES, RunSpec, field_types
+from bench.spec import ARCH_FIELDS, DEVICES, MAX_SEED, RunSpec, field_types, type_problem
+
+if TYPE_CHECKING:
+    from bench.budget import Estimate
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("none", "median", "hyperband")
 DIRECTIONS = ("maximize", "minimize")
 TOP_KEYS = ("description", "name", "task", "model", "trials", "seeds", "device", "group",
-            "objective", "direction", "sampler", "pruner", "fixed", "space")
+            "objective", "direction", "direction_override", "allow_long", "sampler", "pruner",
+            "fixed", "space")
 SAMPLER_KEYS = ("name", "seed", "startup_trials")
 PRUNER_KEYS = ("name", "warmup_epochs", "startup_trials", "reduction_factor")
 RANGE_KEYS = ("low", "high", "log", "step")
@@ -57,6 +74,8 @@ NOT_SETTABLE = ("task", "model", "seed", "engine")
 TUPLE_FIELDS = ("hidden", "betas")
 TIME_OBJECTIVES = {"train_seconds": "minimize"}
 MAX_CHECKED_COMBINATIONS = 512
+MAX_NAME_LENGTH = 512  # Optuna's limit for a study name in an RDB storage
+MAX_GRID_POINTS = 1_000_000  # Optuna's grid sampler lists every point in memory
 
 
 @dataclass(frozen=True)
@@ -85,6 +104,15 @@ class Param:
             return IntDistribution(int(self.low), int(self.high), log=self.log,
                                    step=int(self.step or 1))
         return FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
+
+    def grid_count(self) -> int | None:
+        """How many values `grid_values` lists, without listing them (None: continuous)."""
+        if self.kind == "categorical":
+            return len(self.choices)
+        step = self.step or (1 if self.kind == "int" else None)
+        if step is None:
+            return None
+        return math.floor((self.high - self.low) / step + 1e-9) + 1
 
     def grid_values(self) -> list[Any] | None:
         """Every value a grid sampler visits, or None when the range is continuous."""
@@ -142,6 +170,7 @@ class StudySpec:
     pruner_warmup_epochs: int = 0
     pruner_startup_trials: int = 5
     pruner_reduction_factor: int = 3
+    allow_long: bool = False  # work above bench.budget's bounds is meant (not stored: no setting)
 
     def __hash__(self) -> int:
         return hash((self.name, self.path))
@@ -151,9 +180,11 @@ class StudySpec:
         """The primary objective metric (the first one)."""
         return self.objectives[0]
 
-    def with_overrides(self, *, trials: int | None = None, seeds: int | None = None) -> StudySpec:
-        """A copy with the command line's --trials / --seeds applied (validated)."""
-        spec = self
+    def with_overrides(self, *, trials: int | None = None, seeds: int | None = None,
+                       no_limits: bool = False) -> StudySpec:
+        """A copy with the command line's --trials / --seeds applied (validated, budget checked
+        again); `no_limits` (a --no-limits flag) allows work above bench.budget's bounds."""
+        spec = dataclasses.replace(self, allow_long=True) if no_limits else self
         if trials is not None:
             if trials < 1:
                 raise UsageError(f"--trials must be at least 1, got {trials}")
@@ -163,6 +194,7 @@ class StudySpec:
                 raise UsageError(f"--seeds must be at least 1, got {seeds}")
             spec = dataclasses.replace(spec, seeds=seeds)
         check_grid_size(spec)
+        check_budget(spec)
         return spec
 
     def distributions(self) -> dict[str, Any]:
@@ -213,11 +245,18 @@ class _Reader:
             if key not in allowed:
                 raise self.error(f"{prefix}{key}", f"unknown key; valid keys: {', '.join(allowed)}")
 
-    def integer(self, key: str, value: Any, minimum: int) -> int:
+    def integer(self, key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self.error(key, f"must be an integer, got {value!r}")
         if value < minimum:
             raise self.error(key, f"must be at least {minimum}, got {value}")
+        if maximum is not None and value > maximum:
+            raise self.error(key, f"must be at most {maximum}, got {value}")
+        return value
+
+    def boolean(self, key: str, value: Any) -> bool:
+        if not isinstance(value, bool):
+            raise self.error(key, f"must be true or false, got {value!r}")
         return value
 
     def string(self, key: str, value: Any, choices: tuple[str, ...] | None = None) -> str:
@@ -257,16 +296,26 @@ def _numeric_kind(annotation: Any) -> str | None:
     return None
 
 
-def _choice_value(reader: _Reader, key: str, name: str, value: Any) -> Any:
-    """A categorical choice as stored by Optuna (lists become "a,b"; "full" batch is None)."""
+def _field_value(reader: _Reader, key: str, name: str, value: Any) -> Any:
+    """A [fixed] value or [space] choice checked against the RunSpec field's type ("full" batch
+    is None, lists are tuples); the error names the key."""
     if name == "batch_size" and value == "full":
         return None
-    if isinstance(value, list):
-        if name not in TUPLE_FIELDS:
-            raise reader.error(key, f"a list choice is only valid for {', '.join(TUPLE_FIELDS)}")
+    if isinstance(value, list) and name not in TUPLE_FIELDS:
+        raise reader.error(key, f"a list is only valid for {', '.join(TUPLE_FIELDS)}, got "
+                                f"{value!r}")
+    problem = type_problem(name, value)
+    if problem:
+        hint = " or \"full\"" if name == "batch_size" else ""
+        raise reader.error(key, f"{problem}{hint}")
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _choice_value(reader: _Reader, key: str, name: str, value: Any) -> Any:
+    """A categorical choice as stored by Optuna (lists become "a,b"; "full" batch is None)."""
+    value = _field_value(reader, key, name, value)
+    if isinstance(value, tuple):
         return ",".join(str(v) for v in value)
-    if not isinstance(value, (str, int, float, bool)):
-        raise reader.error(key, f"choices must be strings, numbers or booleans, got {value!r}")
     return value
 
 
@@ -313,8 +362,11 @@ def _parse_param(reader: _Reader, name: str, raw: Any, kinds: dict[str, Any]) ->
         raise reader.error(f"{key}.low", f"a log range needs low > 0, got {low}")
     step = raw.get("step")
     if step is not None:
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or step <= 0:
+        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(
+                step) or step <= 0:
             raise reader.error(f"{key}.step", f"must be a positive number, got {step!r}")
+        if kind == "int" and not isinstance(step, int):
+            raise reader.error(f"{key}.step", f"{name} is an integer field, got {step!r}")
         if log:
             raise reader.error(f"{key}.step", "cannot be combined with log = true")
     return Param(name, kind, low=low, high=high, log=log, step=step)
@@ -338,6 +390,7 @@ def _parse_objectives(reader: _Reader, data: dict[str, Any],
                                             f"choose from: {', '.join(valid)}")
     if len(set(objectives)) != len(objectives):
         raise reader.error("objective", "lists a metric twice")
+    override = reader.boolean("direction_override", data.get("direction_override", False))
     raw_dir = data.get("direction")
     if raw_dir is None:
         directions = [TIME_OBJECTIVES.get(o) or metric_direction(o) for o in objectives]
@@ -348,11 +401,21 @@ def _parse_objectives(reader: _Reader, data: dict[str, Any],
                                             f"({len(objectives)}), got {raw_dir!r}")
         for d in directions:
             reader.string("direction", d, DIRECTIONS)
+        for objective, direction in zip(objectives, directions, strict=True):
+            natural = TIME_OBJECTIVES.get(objective) or metric_direction(objective)
+            if direction != natural and not override:
+                better = "higher" if natural == "maximize" else "lower"
+                raise reader.error("direction", f"{direction!r} contradicts {objective}, which "
+                                                f"is better {better} ({natural!r}): drop "
+                                                "`direction` (it follows the metric), or set "
+                                                "direction_override = true if it is meant")
     return tuple(objectives), tuple(directions)
 
 
-def parse_study(data: dict[str, Any], path: str | Path) -> StudySpec:
-    """Validate a study file's TOML dict into a StudySpec; errors name the file and key."""
+def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = False) -> StudySpec:
+    """Validate a study file's TOML dict into a StudySpec; errors name the file and key.
+    `no_limits` (a --no-limits flag) allows work above bench.budget's bounds, as
+    `allow_long = true` does; what cannot fit in memory is refused either way."""
     from bench import registry
 
     path = Path(path)
@@ -370,6 +433,9 @@ def parse_study(data: dict[str, Any], path: str | Path) -> StudySpec:
             raise reader.error(key, str(exc)) from None
     task_def = registry.get_task(task)
     name = reader.string("name", data.get("name", path.stem))
+    if not 1 <= len(name) <= MAX_NAME_LENGTH:
+        raise reader.error("name", f"must be 1 to {MAX_NAME_LENGTH} characters (Optuna's limit "
+                                   f"for a study name), got {len(name)}; choose a shorter name")
     description = reader.string("description", data.get("description", ""))
     trials = reader.integer("trials", data.get("trials", 20), 1)
     seeds = reader.integer("seeds", data.get("seeds", 3), 1)
@@ -378,7 +444,7 @@ def parse_study(data: dict[str, Any], path: str | Path) -> StudySpec:
     objectives, directions = _parse_objectives(reader, data, task_def.kind)
 
     sampler = reader.named_table("sampler", data.get("sampler", "tpe"), SAMPLER_KEYS, SAMPLERS)
-    sampler_seed = reader.integer("sampler.seed", sampler.get("seed", 0), 0)
+    sampler_seed = reader.integer("sampler.seed", sampler.get("seed", 0), 0, MAX_SEED)
     startup = sampler.get("startup_trials")
     startup = None if startup is None else reader.integer("sampler.startup_trials", startup, 0)
     pruner = reader.named_table("pruner", data.get("pruner", "none"), PRUNER_KEYS, PRUNERS)
@@ -402,9 +468,7 @@ def parse_study(data: dict[str, Any], path: str | Path) -> StudySpec:
         if key in NOT_SETTABLE:
             raise reader.error(f"fixed.{key}", "set task and model at the top of the study; "
                                                "seeds come from `seeds`, the engine from the sweep")
-        if key == "batch_size" and value == "full":
-            value = None
-        fixed[key] = tuple(value) if isinstance(value, list) else value
+        fixed[key] = _field_value(reader, f"fixed.{key}", key, value)
     space_raw = data.get("space", {})
     if not isinstance(space_raw, dict):
         raise reader.error("space", "must be a table of RunSpec fields")
@@ -424,21 +488,28 @@ def parse_study(data: dict[str, Any], path: str | Path) -> StudySpec:
                                              pruner.get("startup_trials", 5), 0),
         pruner_reduction_factor=reader.integer("pruner.reduction_factor",
                                                pruner.get("reduction_factor", 3), 2),
+        allow_long=reader.boolean("allow_long", data.get("allow_long", False)) or no_limits,
     )
     _check_sampler(reader, spec)
     check_grid_size(spec)
+    _check_architecture(reader, spec)
     _check_run_specs(reader, spec)
+    check_budget(spec)
     return spec
 
 
 def _check_sampler(reader: _Reader, spec: StudySpec) -> None:
     if spec.sampler == "grid":
         for p in spec.space:
-            if p.grid_values() is None:
+            if p.grid_count() is None:
                 raise reader.error(f"space.{p.name}", "the grid sampler needs a list of choices "
                                                       "or a range with `step`")
         if not spec.space:
             raise reader.error("sampler", "the grid sampler needs a [space] to enumerate")
+        if grid_size(spec) > MAX_GRID_POINTS:
+            raise reader.error("space", f"the grid has {grid_size(spec):,} points, above "
+                                        f"{MAX_GRID_POINTS:,} (Optuna's grid sampler lists "
+                                        "every one); use a coarser step or sampler tpe")
     if spec.sampler == "cmaes":
         try:
             import cmaes  # noqa: F401
@@ -452,7 +523,7 @@ def _check_sampler(reader: _Reader, spec: StudySpec) -> None:
 
 def grid_size(spec: StudySpec) -> int:
     """The number of points of a grid sampler's grid."""
-    return math.prod(len(p.grid_values() or ()) for p in spec.space)
+    return math.prod(p.grid_count() or 0 for p in spec.space)
 
 
 def check_grid_size(spec: StudySpec) -> None:
@@ -462,34 +533,88 @@ def check_grid_size(spec: StudySpec) -> None:
                          f"{grid_size(spec)} points; set trials = {grid_size(spec)} or fewer")
 
 
+def _check_architecture(reader: _Reader, spec: StudySpec) -> None:
+    """hidden/activation/batch_norm in [fixed] or [space] that a fixed model lacks: the key."""
+    from bench import registry
+
+    if registry.get_model(spec.model).configurable:
+        return
+    given = [(f"fixed.{name}", name, value) for name, value in spec.fixed.items()
+             if name in ARCH_FIELDS]
+    given += [(f"space.{p.name}", p.name, param_to_field(p.name, choice)) for p in spec.space
+              if p.name in ARCH_FIELDS for choice in p.choices]
+    for key, name, value in given:
+        try:
+            RunSpec(task=spec.task, model=spec.model, **{name: value})
+        except UsageError as exc:
+            raise reader.error(key, str(exc)) from None
+
+
+def _probe_params(spec: StudySpec) -> Iterator[dict[str, Any]]:
+    """Every choice combination, ranges at their ends (at most MAX_CHECKED_COMBINATIONS)."""
+    probes = [p.probe_values() for p in spec.space]
+    for combo in itertools.islice(itertools.product(*probes), MAX_CHECKED_COMBINATIONS):
+        yield {p.name: v for p, v in zip(spec.space, combo, strict=True)}
+
+
 def _check_run_specs(reader: _Reader, spec: StudySpec) -> None:
     """Build a RunSpec for every choice combination (ranges at their ends): bad names fail here."""
-    probes = [p.probe_values() for p in spec.space]
-    for count, combo in enumerate(itertools.product(*probes)):
-        if count >= MAX_CHECKED_COMBINATIONS:
-            break
-        params = {p.name: v for p, v in zip(spec.space, combo, strict=True)}
+    for params in _probe_params(spec):
         try:
             spec.run_spec(params, seed=0)
         except UsageError as exc:
             where = ", ".join(f"{k}={v!r}" for k, v in params.items()) or "[fixed]"
             raise reader.error("fixed" if not params else "space",
                                f"{exc} (with {where})") from None
-        except TypeError as exc:
-            raise reader.error("fixed", f"bad value type: {exc}") from None
 
 
-def load_study_file(path: str | Path) -> StudySpec:
-    """Read and validate one study file."""
+def study_estimate(spec: StudySpec) -> Estimate:
+    """The study's worst case over its space (ranges at their ends, every choice): all
+    trials x seeds runs trained, `group` x `seeds` members at once, every record kept."""
+    from bench.budget import estimate
+
+    runs = spec.trials * spec.seeds
+    together = min(spec.group, spec.trials) * spec.seeds
+    worst: Estimate | None = None
+    for params in _probe_params(spec):
+        est = estimate(spec.run_spec(params, seed=0), runs=runs, together=together,
+                       stored_runs=runs)
+        worst = est if worst is None else worst.worst(est)
+    assert worst is not None  # _probe_params yields at least the empty combination
+    return worst
+
+
+def check_budget(spec: StudySpec) -> None:
+    """Refuse (one-line UsageError) a study that cannot fit in memory, or whose work is above
+    bench.budget's bounds unless `allow_long` (study key, or --no-limits via with_overrides)."""
+    from bench import budget
+
+    budget.check(study_estimate(spec), what=f"{spec.path}: study {spec.name!r}",
+                 allow_long=spec.allow_long,
+                 long_hint="allow_long = true in the study (or bench sweep --no-limits)")
+
+
+def load_study_file(path: str | Path, *, no_limits: bool = False) -> StudySpec:
+    """Read and validate one study file (UTF-8; a leading byte-order mark is ignored).
+    `no_limits` allows work above bench.budget's bounds (for a --no-limits flag)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"study file {path} not found; give a path to a .toml file or a folder "
                          "of them (e.g. studies/)")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read the study file: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte 0x{raw[exc.start]:02x} at offset "
+                         f"{exc.start}); save the study file as UTF-8") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UsageError(f"{path}: not valid TOML: {exc}") from None
-    return parse_study(data, path)
+    return parse_study(data, path, no_limits=no_limits)
 
 
 def study_paths(args: list[str]) -> list[Path]:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
+from bench import budget
 from bench.cli import main
 from bench.errors import UsageError
+from bench.models import build_module, parameter_count
+from bench.spec import RunSpec
 from bench.study import load_study_file, param_to_field, study_paths
+from bench.tasks import load_task
+from bench.train import plan_run
 
 GOOD = """
 task = "moons"
@@ -147,3 +153,114 @@ def test_folder_expands_to_sorted_toml_files(tmp_path):
 def test_shipped_studies_parse(path):
     spec = load_study_file(path)
     assert spec.trials >= 1 and spec.seeds >= 2 and spec.description
+
+
+# --- types exactly as RunSpec needs them, directions, names, encodings ------------------------
+
+@pytest.mark.parametrize("text,key,needle", [
+    (GOOD.replace("hidden = [8]", "hidden = [8.5]"), "fixed.hidden", "list of integers"),
+    (GOOD.replace("epochs = 2", "epochs = true"), "fixed.epochs", "must be an integer, got True"),
+    (GOOD.replace("epochs = 2", "epochs = 3.0"), "fixed.epochs", "must be an integer, got 3.0"),
+    (GOOD + 'batch_size = [32, 50.5, "full"]\n', "space.batch_size", "got 50.5"),
+    (GOOD + "hidden = [[4], [8.5]]\n".replace("hidden", "betas"), "space.betas", "2 numbers"),
+    (GOOD + "epochs = { low = 1, high = 5, step = 1.5 }\n", "space.epochs.step", "integer"),
+    (GOOD.replace("epochs = 2", "epochs = [2]"), "fixed.epochs", "a list is only valid"),
+    (GOOD.replace("seed = 0 }", "seed = 100000000000000000000 }"), "sampler.seed", "at most"),
+    (GOOD.replace("seeds = 2", 'seeds = 2\ndirection = "minimize"'), "direction",
+     "contradicts val_accuracy"),
+    (GOOD.replace("seeds = 2", 'seeds = 2\nname = "' + "n" * 600 + '"'), "name",
+     "1 to 512 characters"),
+    (GOOD.replace("seeds = 2", "seeds = 2\ndirection_override = 1"), "direction_override",
+     "true or false"),
+])
+def test_wrong_types_and_contradictions_name_the_key(tmp_path, text, key, needle):
+    with pytest.raises(UsageError) as info:
+        load_study_file(write(tmp_path, text))
+    message = str(info.value)
+    assert f": {key}: " in message and needle in message and "\n" not in message
+
+
+def test_a_direction_against_the_metric_needs_the_override(tmp_path):
+    text = GOOD.replace("seeds = 2", 'seeds = 2\ndirection = "minimize"\n'
+                                     "direction_override = true")
+    assert load_study_file(write(tmp_path, text)).directions == ("minimize",)
+
+
+def test_fixed_model_study_records_its_own_layers_and_refuses_others(tmp_path):
+    spec = load_study_file(STUDIES / "sine_init.toml")
+    run = spec.run_spec({"init": "normal", "init_scale": 1.0}, seed=0)
+    assert (run.hidden, run.activation, run.batch_norm) == ((10,), "sigmoid", False)
+    text = GOOD.replace('task = "moons"', 'task = "linear"\nmodel = "relu_mlp_5"')
+    with pytest.raises(UsageError, match=r"fixed.hidden: hidden 8 applies to --model mlp only"):
+        load_study_file(write(tmp_path, text))
+
+
+def test_encoding_bom_is_accepted_and_non_utf8_is_one_line(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD.encode())
+    assert load_study_file(path).task == "moons"
+    path.write_bytes(GOOD.replace("moons", "moons\xe9").encode("latin-1"))
+    with pytest.raises(UsageError, match=r"not UTF-8 text \(byte 0xe9 at offset \d+\); save"):
+        load_study_file(path)
+
+
+# --- the budget: estimates and the bounds ------------------------------------------------------
+
+@pytest.mark.parametrize("model,task,hidden", [("mlp", "moons", (20, 20, 20)),
+                                               ("bn_mlp_20x3", "moons", None),
+                                               ("sigmoid_mlp_16x2", "mnist_synthetic", None),
+                                               ("mlp", "digits", (64, 32))])
+def test_estimate_counts_the_parameters_that_train(model, task, hidden):
+    spec = RunSpec(task=task, model=model, hidden=hidden, n_samples=None)
+    est = budget.estimate(spec)
+    plan = plan_run(spec, 1000)
+    assert est.parameters == parameter_count(plan.arch) == sum(
+        p.numel() for p in build_module(plan.arch).parameters())
+    assert est.parts["model"] >= 8 * 4 * est.parameters  # params, grads, optimizer state
+
+
+def test_estimate_of_data_covers_the_tensors_and_is_not_wildly_above():
+    spec = RunSpec(task="moons", n_samples=5000)
+    data = load_task("moons", n_samples=5000)
+    held = sum(t.numel() * t.element_size() for t in (data.x_train, data.y_train, data.x_val,
+                                                      data.y_val, data.x_test, data.y_test))
+    cached = held * 2  # the float64 cache besides the float32 copy (labels int64 in both)
+    assert cached <= budget.estimate(spec).parts["data"] <= 4 * cached
+
+
+def test_budget_refuses_what_cannot_fit_and_long_work_unless_meant():
+    big = budget.estimate(RunSpec(hidden=(100000, 100000)))
+    with pytest.raises(UsageError, match=r"needs an estimated \d+\.\d GB of memory .* this "
+                                         r"machine has 8\.0 GB; use smaller hidden sizes"):
+        budget.check(big, what="x", allow_long=True, long_hint="--no-limits", memory=8 * 10**9)
+    long = budget.estimate(RunSpec(epochs=10**8))
+    with pytest.raises(UsageError, match=r"above the bound .* or --no-limits if it is meant"):
+        budget.check(long, what="x", allow_long=False, long_hint="--no-limits", memory=10**15)
+    budget.check(long, what="x", allow_long=True, long_hint="--no-limits", memory=10**15)
+    assert budget.machine_memory() and budget.machine_memory() > 10**8
+
+
+def test_absurd_study_sizes_are_refused_at_once(tmp_path):
+    for old, new in (("seeds = 2", "seeds = 1000000000"), ("trials = 4", "trials = 1000000000"),
+                     ("epochs = 2", "epochs = 1000000000"), ("hidden = [8]",
+                                                             "hidden = [100000, 100000]")):
+        start = time.perf_counter()
+        with pytest.raises(UsageError, match="estimated"):
+            load_study_file(write(tmp_path, GOOD.replace(old, new)))
+        assert time.perf_counter() - start < 2.0
+
+
+def test_allow_long_and_no_limits_allow_long_work_but_not_what_cannot_fit(tmp_path):
+    long = GOOD.replace("epochs = 2", "epochs = 100000").replace("trials = 4", "trials = 400")
+    with pytest.raises(UsageError, match="allow_long = true in the study"):
+        load_study_file(write(tmp_path, long))
+    assert load_study_file(write(tmp_path, long + "\n"), no_limits=True).allow_long
+    spec = load_study_file(write(tmp_path, long.replace("seeds = 2", "seeds = 2\nallow_long = "
+                                                                     "true")))
+    assert spec.allow_long and "allow_long" not in spec.to_dict()
+    short = load_study_file(write(tmp_path, GOOD.replace("epochs = 2", "epochs = 1000")))
+    with pytest.raises(UsageError, match="needs an estimated"):
+        short.with_overrides(seeds=10**9)
+    with pytest.raises(UsageError, match="bench sweep --no-limits"):
+        short.with_overrides(trials=10**4)
+    assert short.with_overrides(trials=10**4, no_limits=True).trials == 10**4

@@ -11,25 +11,34 @@ from typing import TextIO
 
 from bench.errors import UsageError
 
+MAX_SEEDS = 100_000  # seeds one command line may ask for (each is a run)
+
 
 def parse_seeds(text: str) -> list[int]:
-    """'0-4' -> [0..4]; '1,3,5' -> [1, 3, 5]; '7' -> [7]."""
-    seeds: list[int] = []
+    """'0-4' -> [0..4]; '1,3,5' -> [1, 3, 5]; '7' -> [7]. Seeds are 0..2**32-1, at most
+    MAX_SEEDS of them (a range is sized before it is listed, so '0-1000000000' fails at once)."""
+    from bench.spec import MAX_SEED
+
+    ranges: list[tuple[int, int]] = []
     try:
         for part in text.split(","):
             part = part.strip()
-            if "-" in part:
+            if "-" in part[1:]:
                 lo, hi = (int(v) for v in part.split("-", 1))
                 if hi < lo:
                     raise ValueError
-                seeds.extend(range(lo, hi + 1))
+                ranges.append((lo, hi))
             else:
-                seeds.append(int(part))
+                ranges.append((int(part), int(part)))
     except ValueError:
         raise UsageError(f"bad --seeds {text!r}; use a range like 0-4 or a list like 0,1,2") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise UsageError(f"bad --seeds {text!r}; seeds are non-negative integers, e.g. 0-4")
-    return seeds
+    if any(lo < 0 or hi > MAX_SEED for lo, hi in ranges):
+        raise UsageError(f"bad --seeds {text!r}; seeds are integers from 0 to {MAX_SEED}, e.g. 0-4")
+    count = sum(hi - lo + 1 for lo, hi in ranges)
+    if count > MAX_SEEDS:
+        raise UsageError(f"--seeds {text!r} asks for {count:,} runs, above {MAX_SEEDS:,}; "
+                         "use fewer seeds, e.g. 0-9")
+    return [s for lo, hi in ranges for s in range(lo, hi + 1)]
 
 
 def parse_int_list(text: str, flag: str) -> tuple[int, ...]:

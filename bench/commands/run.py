@@ -42,6 +42,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--betas", default=None, help="Adam betas, e.g. 0.9,0.999")
     parser.add_argument("--batch-size", default=None, help="integer, or 'full' (gradient descent)")
     parser.add_argument("--seeds", default="0", help="seeds: a range 0-4 or a list 0,1,2")
+    parser.add_argument("--no-limits", action="store_true",
+                        help="allow work above bench.budget's bounds (hours of training); "
+                             "what cannot fit in memory is refused anyway")
     add_json_flag(parser)
 
 
@@ -72,11 +75,14 @@ def build_specs(args: argparse.Namespace) -> list:
 
 def run(args: argparse.Namespace) -> int:
     """Train, then print a table (or JSON); exit 0 even when a run diverges (it is reported)."""
-    from bench.runner import run_specs
+    from bench.budget import check_runs
+    from bench.runner import choose_engine, run_specs
     from bench.stats import mean_ci
 
     specs = build_specs(args)
     engine = specs[0].engine
+    check_runs(specs, allow_long=args.no_limits,
+               together=len(specs) if choose_engine(specs, engine) == "batched" else 1)
     with progress_bar(len(specs), "runs", enabled=None if not args.json else False) as advance:
         results = run_specs(specs, engine=engine, progress=advance)
     if args.json:
