@@ -1519,7 +1519,14 @@ def _write_all(tmp: Path, out: Path, studies: list[tables.StudyData], runs: pd.D
     charts: list[Chart] = []
     missing: list[Missing] = []
     for fn in CHARTS:
-        made = fn(ctx)
+        try:
+            made = fn(ctx)
+        except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as exc:
+            # Stored values no sweep writes (a negative loss on a log axis, ...): that chart is
+            # left out, the rest of the report stands.
+            key = fn.__name__.removeprefix("chart_")
+            made = Missing(key, f"chart {key}", "stored values it can draw "
+                           f"({type(exc).__name__}: {str(exc)[:120]})")
         for item in made if isinstance(made, list) else [made]:
             (charts if isinstance(item, Chart) else missing).append(item)
     if not timing.empty and "cuda" not in set(timing["device"].dropna()):

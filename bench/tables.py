@@ -147,12 +147,13 @@ def _number(value: Any) -> bool:
 def clean_runs(raw: Any) -> tuple[list[dict[str, Any]], list[str]]:
     """The runs of a trial's `runs` attribute that have the shape `bench sweep` stores.
 
-    A run is kept when it is a mapping whose `spec` names a registered task and model with only
-    RunSpec fields; metrics, timing and time-to-target values that are not numbers, and curves
+    A run is kept when it is a mapping whose `spec` RunSpec accepts (only its fields, each of the
+    right type and range, a registered task and model); its spec is kept as RunSpec normalises
+    it, i.e. what trained. Metrics, timing and time-to-target values that are not numbers, and curves
     that are not lists of numbers, are dropped from a kept run. Returns the kept runs (copies)
     and one line per thing left out.
     """
-    from bench import registry
+    from bench.spec import RunSpec
 
     if raw is None:
         return [], []
@@ -169,15 +170,14 @@ def clean_runs(raw: Any) -> tuple[list[dict[str, Any]], list[str]]:
         elif unknown := sorted(str(k) for k in set(spec) - names):
             why = f"has spec fields no RunSpec has ({', '.join(unknown[:3])})"
         else:
-            try:
-                registry.get_task(spec.get("task"))
-                registry.get_model(spec.get("model"))
-            except (UsageError, KeyError, TypeError, ValueError):
-                why = f"names no known task and model ({spec.get('task')!r}, {spec.get('model')!r})"
+            try:  # what RunSpec accepts, normalised as it trained (e.g. a fixed model's layers)
+                spec = RunSpec.from_dict(spec).to_dict()
+            except (UsageError, KeyError, TypeError, ValueError, OverflowError) as exc:
+                why = f"has a spec RunSpec refuses ({str(exc)[:100]})"
         if why:
             problems.append(f"run {i} {why}; skipped")
             continue
-        run = dict(run)
+        run = dict(run, spec=spec)
         for key in ("metrics", "timing", "time_to_target"):
             part = run.get(key)
             good = {k: v for k, v in part.items() if isinstance(k, str) and _number(v)} \

@@ -434,3 +434,16 @@ def test_malformed_stored_runs_are_skipped_with_a_note() -> None:
     assert runs[1]["metrics"] == {} and len(problems) == 5
     assert tables.clean_runs("oops")[1] == ["attribute 'runs' is a str, not a list; skipped"]
     assert tables.clean_runs(None) == ([], [])
+
+
+def test_a_chart_that_cannot_draw_odd_values_is_listed_not_fatal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def odd(ctx: report.Context) -> report.Chart:
+        raise ValueError("Data cannot be log-scaled because all values are <= 0.")
+
+    odd.__name__ = "chart_odd"
+    monkeypatch.setattr(report, "CHARTS", (*report.CHARTS, odd))
+    result = report.build_report(None, tmp_path / "r", timing_paths=[],
+                                 reproduce_path=tmp_path / "x")
+    missing = next(m for m in result.missing if m.key == "odd")
+    assert "log-scaled" in missing.needs and (tmp_path / "r" / "index.html").exists()

@@ -134,7 +134,6 @@ def test_timing_table_reads_the_schema_and_skips_other_files(tmp_path) -> None:
 
 def test_plain_and_malformed_studies_load_with_what_was_skipped(tmp_path) -> None:
     from optuna.distributions import CategoricalDistribution
-
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     url = str(tmp_path / "j.journal")

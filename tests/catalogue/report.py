@@ -184,6 +184,12 @@ CASES = [
          setup=journal({"s": {"trials": [(0.5, {}, {"runs": [_run(task="nosuch")]})]}})),
     Case("report-run-spec-with-foreign-fields", ("report", *FAST), 0, stdout=r"malformed",
          setup=journal({"s": {"trials": [(0.5, {}, {"runs": [_run(colour="red")]})]}})),
+    Case("report-run-spec-refused-by-runspec", ("report", *FAST), 0, stdout=r"RunSpec refuses",
+         setup=journal({"s": {"trials": [(0.5, {}, {"runs": [_run(lr=-1.0), _run(hidden=[8.5]),
+                                                             _run(batch_size="full")]})]}})),
+    Case("report-fixed-model-run-read-as-trained", ("report", *FAST), 0, stdout=r"report: ",
+         setup=journal({"s": {"trials": [(0.5, {}, {"runs": [
+             _run(task="sine", model="relu_mlp_5", hidden=[20, 20, 20])]})]}})),
     Case("report-run-entries-not-mappings", ("report", *FAST), 0, stdout=r"malformed",
          setup=journal({"s": {"trials": [(0.5, {}, {"runs": [1, "a", None, {"spec": 3}]})]}})),
     Case("report-run-metrics-not-numbers", ("report", *FAST), 0, stdout=r"malformed",
