@@ -447,3 +447,35 @@ def test_a_chart_that_cannot_draw_odd_values_is_listed_not_fatal(
                                  reproduce_path=tmp_path / "x")
     missing = next(m for m in result.missing if m.key == "odd")
     assert "log-scaled" in missing.needs and (tmp_path / "r" / "index.html").exists()
+
+
+def test_sigterm_while_building_leaves_the_old_report_and_no_temporary_folder(
+        tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.journal")))
+    for i in range(6):
+        study = optuna.create_study(study_name=f"s{i}", storage=storage)
+        study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
+    old = tmp_path / "r"
+    old.mkdir()
+    (old / ".nnbench-report").write_text('{"schema": "nnbench.report/1", "files": ["index.html"]}')
+    (old / "index.html").write_text("old")
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "report", "--storage", "j.journal",
+                             "--out", "r", "--no-boundaries", "--timing"], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(".r.building-*")) and proc.poll() is None:
+        assert time.monotonic() < deadline, "the report never started building"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the report finished before SIGTERM arrived")
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 1
+    assert (old / "index.html").read_text() == "old"
+    assert _leftovers(tmp_path) == []
