@@ -185,8 +185,10 @@ def measure(run: Callable[[], Sequence[Lap]], *, warmup: int = 1, min_time: floa
     cold caches). Calls continue until at least `min_repeats` laps are kept and their total is
     at least `min_time` seconds, or `max_repeats` laps are kept.
     """
-    if warmup < 0 or min_repeats < 1 or max_repeats < min_repeats or min_time < 0:
-        raise UsageError("need warmup >= 0, 1 <= min_repeats <= max_repeats and min_time >= 0; "
+    if (warmup < 0 or min_repeats < 1 or max_repeats < min_repeats
+            or not (math.isfinite(min_time) and min_time >= 0)):
+        raise UsageError("need warmup >= 0, 1 <= min_repeats <= max_repeats and a finite "
+                         "min_time >= 0; "
                          f"got {warmup}, {min_repeats}, {max_repeats}, {min_time}")
     kept: list[Lap] = []
     dropped = calls = 0

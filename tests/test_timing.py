@@ -113,7 +113,8 @@ def test_measure_warmup_spans_calls_with_several_laps() -> None:
 
 
 @pytest.mark.parametrize("kwargs", [{"warmup": -1}, {"min_repeats": 0},
-                                    {"min_repeats": 5, "max_repeats": 2}, {"min_time": -1.0}])
+                                    {"min_repeats": 5, "max_repeats": 2}, {"min_time": -1.0},
+                                    {"min_time": float("nan")}, {"min_time": float("inf")}])
 def test_measure_rejects_impossible_settings(kwargs: dict) -> None:
     with pytest.raises(UsageError):
         measure(lambda: [Lap(1.0)], **kwargs)
