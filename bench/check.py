@@ -573,7 +573,7 @@ def render(baseline: dict[str, Any], measurement: dict[str, Any], rows: Sequence
 
         out.append(f"batched/reference speedup (information): baseline "
                    f"{speedup(base_speed):.1f}x, now {speedup(speed):.1f}x")
-    machine = baseline.get("machine", {})
+    machine = baseline.get("machine") if isinstance(baseline.get("machine"), dict) else {}
     if machine.get("node") != platform.node():
         out.append(f"note: baseline measured on {machine.get('node', 'another machine')} "
                    f"({machine.get('processor', '?')}); speed is compared through the "

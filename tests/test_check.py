@@ -285,3 +285,10 @@ def test_a_binary_baseline_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="is not valid JSON") as info:
         check.load_baseline(path)
     assert "\n" not in str(info.value)
+
+
+def test_render_survives_a_baseline_machine_that_is_not_an_object() -> None:
+    base = check.build_baseline(_measurement({"reference": 1.0}, {"a/reference": BASE}))
+    base["machine"] = "somewhere"
+    new = _measurement({"reference": 1.0}, {"a/reference": BASE})
+    assert "check passed" in check.render(base, new, check.compare(base, new))
