@@ -50,7 +50,7 @@ from bench import registry, tables
 from bench.errors import UsageError
 from bench.stats import mean_ci
 from bench.storage import display_url
-from bench.store import write_json_atomic, write_text_atomic
+from bench.store import umask_mode, write_json_atomic, write_text_atomic
 
 SIGNIFICANCE_RULE = (
     "A difference counts as beyond the seed-to-seed spread when the two 95% confidence "
@@ -1490,6 +1490,7 @@ def build_report(storage: str | None, out: str | Path, *, timing_paths: list[Pat
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
+        tmp.chmod(umask_mode(0o777))  # readable like any folder, not owner-only as mkdtemp makes
         result = _write_all(tmp, out, studies, runs, timing, repro, notes, shown, boundaries)
         write_json_atomic(tmp / REPORT_MARKER, {
             "schema": MARKER_SCHEMA, "written_by": "bench report",

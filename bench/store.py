@@ -15,12 +15,21 @@ from typing import Any
 from bench.errors import UsageError
 
 
+def umask_mode(mode: int) -> int:
+    """`mode` as the process umask leaves it (what open() and mkdir() would create)."""
+    current = os.umask(0)
+    os.umask(current)
+    return mode & ~current
+
+
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write `text` to `path` via a temporary file and an atomic rename."""
+    """Write `text` to `path` via a temporary file and an atomic rename (the file gets the
+    usual umask permissions, not the temporary file's owner-only ones)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, umask_mode(0o666))
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()

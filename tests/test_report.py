@@ -479,3 +479,13 @@ def test_sigterm_while_building_leaves_the_old_report_and_no_temporary_folder(
     assert "Traceback" not in err and len(err.strip().splitlines()) <= 1
     assert (old / "index.html").read_text() == "old"
     assert _leftovers(tmp_path) == []
+
+
+def test_the_report_is_readable_as_the_umask_allows(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        report.build_report(None, tmp_path / "r", timing_paths=[], reproduce_path=tmp_path / "x")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "r").stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "r" / "index.html").stat().st_mode & 0o777 == 0o644
