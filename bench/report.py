@@ -1496,6 +1496,7 @@ def build_report(storage: str | None, out: str | Path, *, timing_paths: list[Pat
             "schema": MARKER_SCHEMA, "written_by": "bench report",
             "created": datetime.now().isoformat(timespec="seconds"),
             "files": [f.as_posix() for f in result.files]})
+        check_out(out)  # again: a file put into the old report meanwhile is not deleted
         _swap_in(tmp, out)
     except OSError as exc:  # a full disk, a read-only folder: nothing half-written is kept
         raise UsageError(f"cannot write the report to {out} ({exc.strerror or exc}); "

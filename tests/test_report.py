@@ -489,3 +489,20 @@ def test_the_report_is_readable_as_the_umask_allows(tmp_path: Path) -> None:
         os.umask(previous)
     assert (tmp_path / "r").stat().st_mode & 0o777 == 0o755
     assert (tmp_path / "r" / "index.html").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_file_added_to_the_old_report_while_building_is_not_deleted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "r"
+    report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
+    real = report.render_markdown
+
+    def meanwhile(*args, **kwargs):
+        (out / "notes.txt").write_text("written during the build")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(report, "render_markdown", meanwhile)
+    with pytest.raises(report.UsageError, match=r"holds 'notes\.txt'"):
+        report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
+    assert (out / "notes.txt").read_text() == "written during the build"
+    assert _leftovers(tmp_path) == []
