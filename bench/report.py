@@ -10,8 +10,14 @@ reproduction table, and writes into one folder:
 - `index.html` (self-contained: charts embedded as base64 PNG) and `report.md` (links the PNGs).
 
 The whole folder is built next to its destination and swapped in at the end, so a report that
-fails halfway leaves the previous one untouched. Figures are drawn on `matplotlib.figure.Figure`
-objects (Agg canvas) inside seaborn style contexts, so nothing global is changed.
+fails halfway (a full disk, Ctrl-C, SIGTERM) leaves the previous one untouched and no temporary
+folder behind. The destination may only be new, empty or an earlier report (its
+`.nnbench-report` marker lists the files it wrote); any other folder or file is refused with
+one line (exit 2) and left as it is. File names are unique per study name (`_slug`), and the
+storage URL is shown with its password masked (`bench.storage.display_url`).
+
+Figures are drawn on `matplotlib.figure.Figure` objects (Agg canvas) inside seaborn style
+contexts, so nothing global is changed.
 
 Statistics: a configuration's value is the mean over its seeds with a Student-t 95% CI
 (`bench.stats.mean_ci`); one seed shows no CI. Two configurations differ beyond the

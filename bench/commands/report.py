@@ -15,7 +15,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="Optuna storage URL (sqlite:///..., postgresql://...) or a journal "
                              "file; default: results/optuna.db, else results/optuna.journal")
     parser.add_argument("--out", default="results/report", metavar="DIR",
-                        help="report folder, replaced as a whole when done (default: %(default)s)")
+                        help="report folder: new, empty or an earlier report (marked by its "
+                             ".nnbench-report file), replaced as a whole when done; any other "
+                             "folder or file is refused untouched (default: %(default)s)")
     parser.add_argument("--timing", nargs="*", metavar="JSON",
                         help="timing files (default: results/timing/*.json and "
                              "results/baselines/timing*.json)")
