@@ -169,7 +169,11 @@ def check(est: Estimate, *, what: str, allow_long: bool, long_hint: str,
 
 
 def _count(n: float) -> str:
-    return f"{n:.3g}" if n < 1e6 else f"{n:.2e}".replace("e+", "e")
+    """A count for messages: 860 or 2.00e7."""
+    if n < 1e6:
+        return f"{n:.3g}"
+    mantissa, exponent = f"{n:.2e}".split("e")
+    return f"{mantissa}e{int(exponent)}"
 
 
 def check_runs(specs: list[RunSpec], *, allow_long: bool = False, together: int | None = None,

@@ -1,0 +1,161 @@
+"""Catalogue rows for study files (`bench sweep STUDY.toml`): records that would be wrong, values
+of the wrong type, contradictions, encodings, and requests too large to run. Every case is a
+usage error found while the file is parsed, so no storage is ever created (`absent`).
+"""
+
+from __future__ import annotations
+
+from tests.catalogue import Case
+
+STORAGE = "x.journal"
+
+
+def toml(top: str = "", fixed: str = "", space: str = "", *, task: str = "moons",
+         model: str = "mlp") -> str:
+    """A small valid study with lines added to its top level, [fixed] and [space]."""
+    return (f'task = "{task}"\nmodel = "{model}"\ntrials = 2\nseeds = 1\n{top}\n'
+            f"[fixed]\nn_samples = 100\nepochs = 1\n{fixed}\n[space]\n{space}\n")
+
+
+def study(case: str, text: str | bytes, stderr: str) -> Case:
+    """`bench sweep s.toml` on `text`: exit 2, one line matching `stderr`, no storage made."""
+    return Case(f"study-{case}", ("sweep", "s.toml", "--storage", STORAGE, "--quiet"), 2,
+                stderr=stderr, files={"s.toml": text}, absent=(STORAGE,))
+
+
+FIVE = {"task": "linear", "model": "relu_mlp_5"}
+
+CASES = [
+    # --- records that would be wrong: a fixed model's layers are its own -----------------------
+    study("fixed-model-hidden", toml(fixed="hidden = [8]", **FIVE),
+          r"fixed\.hidden: hidden 8 applies to --model mlp only: model 'relu_mlp_5' has a fixed "
+          r"architecture \(hidden 5, relu, no batch norm\)"),
+    study("fixed-model-activation-choice",
+          toml(space='activation = ["relu", "tanh"]', task="sine", model="sigmoid_mlp_10"),
+          r"space\.activation: activation relu applies to --model mlp only"),
+    study("fixed-model-batch-norm", toml(fixed="batch_norm = true", **FIVE),
+          r"fixed\.batch_norm: batch_norm true applies to --model mlp only"),
+    study("fixed-model-hidden-choices", toml(space="hidden = [[5], [8]]", **FIVE),
+          r"space\.hidden: hidden 8 applies"),
+    # --- types exactly as RunSpec needs them -------------------------------------------------
+    study("hidden-float", toml(fixed="hidden = [8.5]"),
+          r"fixed\.hidden: must be a list of integers, got \[8\.5\]"),
+    study("hidden-bool", toml(fixed="hidden = [true]"), r"fixed\.hidden: .*list of integers"),
+    study("hidden-string", toml(fixed='hidden = "20,20"'), r"fixed\.hidden: .*list of integers"),
+    study("hidden-float-choice", toml(space="hidden = [[8], [8.5]]"),
+          r"space\.hidden: must be a list of integers"),
+    study("epochs-true", toml(fixed="epochs = true").replace("epochs = 1\n", "", 1),
+          r"fixed\.epochs: must be an integer, got True"),
+    study("epochs-float", toml(fixed="epochs = 3.0").replace("epochs = 1\n", "", 1),
+          r"fixed\.epochs: must be an integer, got 3\.0"),
+    study("epochs-list", toml(fixed="epochs = [3]").replace("epochs = 1\n", "", 1),
+          r"fixed\.epochs: a list is only valid for hidden, betas"),
+    study("batch-size-float-choice", toml(space='batch_size = [32, 50.5, "full"]'),
+          r"space\.batch_size: must be an integer, got 50\.5 or \"full\""),
+    study("batch-size-bool", toml(fixed="batch_size = true"),
+          r"fixed\.batch_size: must be an integer, got True"),
+    study("batch-size-word", toml(fixed='batch_size = "all"'),
+          r"fixed\.batch_size: .*got 'all' or \"full\""),
+    study("lr-string", toml(fixed='lr = "0.1"'), r"fixed\.lr: must be a number, got '0\.1'"),
+    study("lr-bool-choice", toml(space="lr = [0.1, true]"), r"space\.lr: must be a number, got True"),
+    study("shuffle-int", toml(fixed="shuffle = 1"), r"fixed\.shuffle: .*true or false"),
+    study("loss-number", toml(fixed="loss = 2"), r"fixed\.loss: must be a string, got 2"),
+    study("betas-one-number", toml(fixed="betas = [0.9]"),
+          r"fixed\.betas: must be a list of 2 numbers"),
+    study("epochs-range-float-step", toml(space="epochs = { low = 1, high = 3, step = 0.5 }")
+          .replace("epochs = 1\n", "", 1), r"space\.epochs\.step: epochs is an integer field"),
+    study("epochs-range-float-bound", toml(space="epochs = { low = 1.5, high = 3 }")
+          .replace("epochs = 1\n", "", 1), r"space\.epochs\.low: epochs is an integer field"),
+    study("lr-range-nan", toml(space="lr = { low = nan, high = 1.0 }"),
+          r"space\.lr\.low: must be a number, got nan"),
+    study("lr-range-inf", toml(space="lr = { low = 0.1, high = inf }"),
+          r"space\.lr\.high: must be a number, got inf"),
+    study("lr-inf", toml(fixed="lr = inf"), r"fixed: lr must be a positive number, got inf"),
+    study("lr-1e300", toml(fixed="lr = 1e300"), r"lr 1e\+300 is too large for float32"),
+    study("target-nan", toml(fixed="target = nan"), r"target must be a finite number"),
+    study("momentum-negative", toml(fixed="momentum = -0.5"), r"momentum must be >= 0"),
+    study("epochs-zero", toml(fixed="epochs = 0").replace("epochs = 1\n", "", 1),
+          r"epochs must be a positive number, got 0"),
+    study("n-samples-five", toml().replace("n_samples = 100", "n_samples = 5"),
+          r"n_samples must be at least 10"),
+    study("data-seed-negative", toml(fixed="data_seed = -1"),
+          r"data_seed must be an integer from 0 to 4294967295, got -1"),
+    study("fixed-seed", toml(fixed="seed = 3"), r"fixed\.seed: set task and model at the top"),
+    study("space-task", toml(space='task = ["moons"]'), r"space\.task: 'task' cannot be searched"),
+    study("fixed-not-a-table", 'task = "moons"\nfixed = 3\n', r"fixed: must be a table"),
+    study("unknown-fixed-field", toml(fixed="learning_rate = 0.1"),
+          r"fixed\.learning_rate: not a RunSpec field"),
+    study("unknown-top-key", toml(top="repeats = 3"), r"repeats: unknown key"),
+    study("task-number", "task = 3\n", r"task: must be a string, got 3"),
+    study("seeds-float", toml().replace("seeds = 1", "seeds = 2.5"),
+          r"seeds: must be an integer, got 2\.5"),
+    study("seeds-negative", toml().replace("seeds = 1", "seeds = -3"),
+          r"seeds: must be at least 1, got -3"),
+    study("trials-bool", toml().replace("trials = 2", "trials = true"),
+          r"trials: must be an integer, got True"),
+    study("group-zero", toml(top="group = 0"), r"group: must be at least 1"),
+    # --- directions against the metric -------------------------------------------------------
+    study("direction-minimize-accuracy", toml(top='direction = "minimize"'),
+          r"s\.toml: direction: 'minimize' contradicts val_accuracy, which is better higher "
+          r"\('maximize'\).*direction_override = true"),
+    study("direction-maximize-loss", toml(top='objective = "val_loss"\ndirection = "maximize"'),
+          r"direction: 'maximize' contradicts val_loss"),
+    study("direction-maximize-seconds",
+          toml(top='objective = ["val_accuracy", "train_seconds"]\n'
+                   'direction = ["maximize", "maximize"]'),
+          r"direction: 'maximize' contradicts train_seconds"),
+    study("direction-override-not-bool",
+          toml(top='direction = "minimize"\ndirection_override = "yes"'),
+          r"direction_override: must be true or false"),
+    study("direction-wrong-count", toml(top='direction = ["maximize", "minimize"]'),
+          r"direction: give one direction per objective"),
+    # --- sampler seed, name, encoding --------------------------------------------------------
+    study("sampler-seed-1e20", toml(top="sampler = { name = \"tpe\", seed = 100000000000000000000 }"),
+          r"sampler\.seed: must be at most 4294967295"),
+    study("sampler-seed-2pow32", toml(top="sampler = { name = \"random\", seed = 4294967296 }"),
+          r"sampler\.seed: must be at most 4294967295"),
+    study("sampler-seed-negative", toml(top="sampler = { name = \"tpe\", seed = -1 }"),
+          r"sampler\.seed: must be at least 0"),
+    study("name-600-characters", toml(top=f'name = "{"n" * 600}"'),
+          r"name: must be 1 to 512 characters \(Optuna's limit for a study name\), got 600"),
+    study("name-empty", toml(top='name = ""'), r"name: must be 1 to 512 characters"),
+    study("not-utf8", toml(top='description = "caf\xe9"').encode("latin-1"),
+          r"s\.toml: not UTF-8 text \(byte 0xe9 at offset \d+\); save the study file as UTF-8"),
+    study("utf16", toml().encode("utf-16"), r"not UTF-8 text \(byte 0xff at offset 0\)"),
+    # a BOM is accepted: the file is read, and its next mistake is the one reported
+    study("bom-accepted", b"\xef\xbb\xbf" + toml().replace("seeds = 1", "seeds = 0").encode(),
+          r"s\.toml: seeds: must be at least 1, got 0"),
+    # --- hangs and memory: sized before anything is built ------------------------------------
+    study("seeds-billion", toml().replace("seeds = 1", "seeds = 1000000000"),
+          r"needs an estimated [\d.]+ GB of memory .*this machine has [\d.]+ GB"),
+    study("trials-billion", toml().replace("trials = 2", "trials = 1000000000"),
+          r"study 's' (needs an estimated|is estimated at)"),
+    study("epochs-billion", toml().replace("epochs = 1", "epochs = 1000000000"),
+          r"needs an estimated [\d.]+ GB of memory .*fewer epochs"),
+    study("epochs-range-billion",
+          toml(space="epochs = { low = 1, high = 1000000000 }").replace("epochs = 1\n", "", 1),
+          r"needs an estimated [\d.]+ GB"),
+    study("hidden-100000x2", toml(fixed="hidden = [100000, 100000]"),
+          r"needs an estimated [\d.]+ GB of memory \(model [\d.]+ GB, 10,000,\d+,\d+ "
+          r"parameters per model\), this machine has [\d.]+ GB; use smaller hidden sizes"),
+    study("hidden-choice-100000x2", toml(space="hidden = [[8], [100000, 100000]]"),
+          r"use smaller hidden sizes"),
+    study("n-samples-billion", toml().replace("n_samples = 100", "n_samples = 1000000000"),
+          r"needs an estimated [\d.]+ GB of memory"),
+    study("long-work", toml().replace("epochs = 1", "epochs = 1000")
+          .replace("trials = 2", "trials = 200").replace("n_samples = 100", "n_samples = 100000"),
+          r"is estimated at [\d.e]+ training examples .*above the bound .*allow_long = true"),
+    study("allow-long-not-bool", toml(top="allow_long = 1"), r"allow_long: must be true or false"),
+    study("allow-long-still-refuses-memory",
+          toml(top="allow_long = true", fixed="hidden = [100000, 100000]"),
+          r"needs an estimated [\d.]+ GB of memory"),
+    study("grid-ten-million-points",
+          toml(top='sampler = "grid"', space="epochs = { low = 1, high = 10000000, step = 1 }")
+          .replace("epochs = 1\n", "", 1),
+          r"space: the grid has 10,000,000 points, above 1,000,000"),
+    # --- the command line's overrides are checked the same way -------------------------------
+    Case("study-seeds-override-billion",
+         ("sweep", "s.toml", "--storage", STORAGE, "--quiet", "--seeds", "1000000000"), 2,
+         stderr=r"needs an estimated [\d.]+ GB of memory", files={"s.toml": toml()},
+         absent=(STORAGE,)),
+]
