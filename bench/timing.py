@@ -42,6 +42,14 @@ Clock = Callable[[], float]  # seconds, monotonic (time.perf_counter or a fake i
 NOISY_IQR_OVER_MEDIAN = 0.1
 ENGINES = ("dataloader", "reference", "batched")
 SCHEMA = "nnbench.timing/1"
+# Most runs one batched timing cell trains at once: each is a RunSpec and a model in memory, so
+# a K of 10^9 would build specs for minutes before anything is timed.
+MAX_K = 65536
+# Bounds on the other counts a timing run takes, far above any useful value (defaults: 2 epochs
+# per call, 1 warm-up, 3 to 50 kept epochs): beyond them a run would go on for days.
+MAX_EPOCHS_PER_CALL = 10_000
+MAX_LAPS = 100_000  # warm-up and kept epochs, and perf's repeats
+MAX_THREADS = 4096
 
 
 class NoisyTimingWarning(UserWarning):

@@ -45,15 +45,19 @@ def run(args: argparse.Namespace) -> int:
     from bench import perf
     from bench.spec import resolve_device
     from bench.store import ensure_dir, new_numbered_path, write_error, write_json_atomic
-    from bench.timing import git_state, machine_info, num_threads
+    from bench.timing import MAX_K, MAX_LAPS, MAX_THREADS, git_state, machine_info, num_threads
 
     device = resolve_device(args.device)
-    if args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}; e.g. --threads 1")
+    if not 1 <= args.threads <= MAX_THREADS:
+        raise UsageError(f"--threads must be between 1 and {MAX_THREADS}, got {args.threads}; "
+                         "e.g. --threads 1")
     ks = parse_positive_ints(args.ks or ("16,64" if args.quick else "64,256"), "--ks")
+    if max(ks) > MAX_K:
+        raise UsageError(f"--ks values must be at most {MAX_K} (runs trained at once), "
+                         f"got {max(ks)}")
     repeats = args.repeats if args.repeats is not None else (2 if args.quick else 5)
-    if repeats < 1:
-        raise UsageError(f"--repeats must be at least 1, got {repeats}")
+    if not 1 <= repeats <= MAX_LAPS:
+        raise UsageError(f"--repeats must be between 1 and {MAX_LAPS}, got {repeats}")
     names = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = [w for w in names if w not in perf.WORKLOADS]
     if unknown or not names:

@@ -136,7 +136,7 @@ def _devices(text: str) -> tuple[str, ...]:
 def parse_grid(args: argparse.Namespace) -> Grid:
     """Turn the options into a Grid; every bad value is a one-line UsageError."""
     from bench import registry
-    from bench.timing import ENGINES
+    from bench.timing import ENGINES, MAX_EPOCHS_PER_CALL, MAX_K, MAX_LAPS, MAX_THREADS
 
     tasks = tuple(_split(_opt(args, "task")))
     for task in tasks:
@@ -168,10 +168,15 @@ def parse_grid(args: argparse.Namespace) -> Grid:
     if not (grid.tasks and grid.archs and grid.batch_sizes and grid.engines):
         raise UsageError("the grid is empty; give at least one --task, one --model or --widths "
                          "value, one --batch-sizes value and one --engines value")
-    for name, value, low in (("--k", grid.k, 1), ("--epochs", grid.epochs, 1),
-                             ("--warmup", grid.warmup, 0), ("--min-repeats", grid.min_repeats, 1)):
+    for name, value, low, high in (
+            ("--k", grid.k, 1, MAX_K), ("--epochs", grid.epochs, 1, MAX_EPOCHS_PER_CALL),
+            ("--warmup", grid.warmup, 0, MAX_LAPS), ("--min-repeats", grid.min_repeats, 1, MAX_LAPS),
+            ("--max-repeats", grid.max_repeats, 1, MAX_LAPS),
+            ("--threads", max(t or 1 for t in grid.threads), 1, MAX_THREADS)):
         if value < low:
             raise UsageError(f"{name} must be at least {low}, got {value}")
+        if value > high:
+            raise UsageError(f"{name} must be at most {high}, got {value}")
     for name, value, low in (("--min-time", grid.min_time, 0.0), ("--max-gflop", grid.max_gflop, None),
                              ("--max-gflop-cuda", grid.max_gflop_cuda, None)):
         if not math.isfinite(value) or (value < low if low is not None else value <= 0):
