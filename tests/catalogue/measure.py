@@ -32,6 +32,12 @@ def time_flag(flag: str, value: str, expect: str) -> Case:
                 absent=("results/timing",))
 
 
+def perf_flag(flag: str, value: str, expect: str, name: str = "") -> Case:
+    return Case(f"perf-{name or flag.strip('-') + '-' + value.replace('-', 'minus')}",
+                ("perf", "--quick", f"{flag}={value}"), 2, stderr=expect,
+                absent=("results/perf",))
+
+
 CASES = [
     # --- bench check: the baseline path ----------------------------------------------------------
     Case("check-update-baseline-is-a-folder", ("check", "--update", "--baseline", "d"), 2,
@@ -96,22 +102,15 @@ CASES = [
     time_flag("--max-repeats", "1000000000", r"--max-repeats must be at most"),
     time_flag("--threads", "1000000", r"--threads must be at most"),
     # --- bench perf and bench reproduce ---------------------------------------------------------
-    Case("perf-out-dir-under-dev-null", ("perf", "--quick", "--out-dir", "/dev/null/x"), 2,
-         stderr=r"--out-dir /dev/null/x: /dev/null is a file"),
-    Case("perf-threads-zero", ("perf", "--quick", "--threads", "0"), 2,
-         stderr=r"--threads must be between 1 and"),
-    Case("perf-repeats-zero", ("perf", "--quick", "--repeats", "0"), 2,
-         stderr=r"--repeats must be between 1 and"),
-    Case("perf-ks-negative", ("perf", "--quick", "--ks", "-4"), 2,
-         stderr=r"--ks values must be positive"),
-    Case("perf-ks-huge", ("perf", "--quick", "--ks", "1000000000"), 2,
-         stderr=r"--ks values must be at most 65536"),
-    Case("perf-repeats-huge", ("perf", "--quick", "--repeats", "1000000000"), 2,
-         stderr=r"--repeats must be between 1 and"),
-    Case("perf-threads-huge", ("perf", "--quick", "--threads", "1000000"), 2,
-         stderr=r"--threads must be between 1 and"),
-    Case("perf-unknown-workload", ("perf", "--quick", "--workloads", "nosuch"), 2,
-         stderr=r"unknown workload"),
+    perf_flag("--out-dir", "/dev/null/x", r"--out-dir /dev/null/x: /dev/null is a file",
+              "out-dir-under-dev-null"),
+    perf_flag("--threads", "0", r"--threads must be between 1 and"),
+    perf_flag("--repeats", "0", r"--repeats must be between 1 and"),
+    perf_flag("--ks", "-4", r"--ks values must be positive"),
+    perf_flag("--ks", "1000000000", r"--ks values must be at most 65536"),
+    perf_flag("--repeats", "1000000000", r"--repeats must be between 1 and"),
+    perf_flag("--threads", "1000000", r"--threads must be between 1 and"),
+    perf_flag("--workloads", "nosuch", r"unknown workload"),
     Case("reproduce-out-under-dev-null", ("reproduce", "--seeds", "1", "--out", "/dev/null/x"),
          2, stderr=r"--out /dev/null/x: /dev/null is a file"),
     Case("reproduce-out-is-a-file", ("reproduce", "--seeds", "1", "--out",
