@@ -22,6 +22,7 @@ import math
 import numbers
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,10 +82,9 @@ class RunSpec:
     def __post_init__(self) -> None:
         from bench import registry  # late import: the registry imports models, which import spec
 
-        for f in dataclasses.fields(self):
-            problem = type_problem(f.name, getattr(self, f.name))
-            if problem:
-                raise UsageError(f"{f.name} {problem}")
+        for name, matches in _checkers().items():
+            if not matches(getattr(self, name)):
+                raise UsageError(f"{name} {type_problem(name, getattr(self, name))}")
         registry.get_task(self.task)
         self._resolve_architecture(registry.get_model(self.model))
         registry.get_loss(self.loss)
@@ -231,30 +231,37 @@ def field_types() -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(RunSpec)}
 
 
-def _matches(value: Any, annotation: Any) -> bool:
-    """True when `value` has the type `annotation` asks for (bool is not int, float is not int)."""
+def _checker(annotation: Any) -> Callable[[Any], bool]:
+    """A predicate: does a value have the type `annotation` asks for? Built once per field
+    (bool is not int, float is not int, an int is fine for a float; lists stand for tuples)."""
     if annotation is type(None):
-        return value is None
+        return lambda value: value is None
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin in (types.UnionType, typing.Union):
-        return any(_matches(value, a) for a in args)
+        options = [_checker(a) for a in args]
+        return lambda value: any(check(value) for check in options)
     if origin is tuple:
-        if not isinstance(value, (tuple, list)):
-            return False
         if len(args) == 2 and args[1] is Ellipsis:
-            return all(_matches(v, args[0]) for v in value)
-        return len(value) == len(args) and all(
-            _matches(v, a) for v, a in zip(value, args, strict=True))
+            item = _checker(args[0])
+            return lambda value: isinstance(value, (tuple, list)) and all(map(item, value))
+        items = [_checker(a) for a in args]
+        return lambda value: (isinstance(value, (tuple, list)) and len(value) == len(items)
+                              and all(check(v) for check, v in zip(items, value, strict=True)))
     if annotation is bool:
-        return isinstance(value, bool)
+        return lambda value: isinstance(value, bool)
     if annotation is int:
-        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        return lambda value: isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if annotation is float:
-        return isinstance(value, numbers.Real) and not isinstance(value, bool)
+        return lambda value: isinstance(value, numbers.Real) and not isinstance(value, bool)
     if annotation is str:
-        return isinstance(value, str)
-    return True
+        return lambda value: isinstance(value, str)
+    return lambda value: True
+
+
+@functools.cache
+def _checkers() -> dict[str, Callable[[Any], bool]]:
+    return {name: _checker(annotation) for name, annotation in field_types().items()}
 
 
 def _describe_type(annotation: Any) -> str:
@@ -274,9 +281,9 @@ def type_problem(name: str, value: Any) -> str | None:
     """Why `value` cannot be RunSpec field `name` by its type ('must be an integer, got 3.0'),
     or None when the type is right. One check shared by RunSpec and the study validator, so a
     study file accepts exactly what RunSpec does (no silent int() truncation, no bool as 1)."""
-    annotation = field_types()[name]
-    if _matches(value, annotation):
+    if _checkers()[name](value):
         return None
+    annotation = field_types()[name]
     if value is None:
         return "must be given (it has no 'none' value)"
     return f"must be {_describe_type(annotation)}, got {value!r}"
