@@ -1497,11 +1497,10 @@ def build_report(storage: str | None, out: str | Path, *, timing_paths: list[Pat
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
         tmp.chmod(umask_mode(0o777))  # readable like any folder, not owner-only as mkdtemp makes
+        _write_marker(tmp, [])  # first, so a build killed with -9 is recognisably ours
+        _remove_stale(out)
         result = _write_all(tmp, out, studies, runs, timing, repro, notes, shown, boundaries)
-        write_json_atomic(tmp / REPORT_MARKER, {
-            "schema": MARKER_SCHEMA, "written_by": "bench report",
-            "created": datetime.now().isoformat(timespec="seconds"),
-            "files": [f.as_posix() for f in result.files]})
+        _write_marker(tmp, [f.as_posix() for f in result.files])
         check_out(out)  # again: a file put into the old report meanwhile is not deleted
         _swap_in(tmp, out)
     except OSError as exc:  # a full disk, a read-only folder: nothing half-written is kept
@@ -1550,6 +1549,44 @@ def _write_all(tmp: Path, out: Path, studies: list[tables.StudyData], runs: pd.D
     write_text_atomic(tmp / "report.md", render_markdown(result, summaries, extra, storage))
     result.files = sorted([*files, Path("index.html"), Path("report.md")])
     return result
+
+
+def _write_marker(folder: Path, files: list[str]) -> None:
+    write_json_atomic(folder / REPORT_MARKER, {
+        "schema": MARKER_SCHEMA, "written_by": "bench report", "pid": os.getpid(),
+        "created": datetime.now().isoformat(timespec="seconds"), "files": files})
+
+
+def _alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
+
+
+def _remove_stale(out: Path) -> None:
+    """Remove the `.NAME.building-*` and `.NAME.old-*` folders a report killed with -9 left
+    beside `out`: only those holding the report's marker, written by a process no longer
+    running, and nothing the marker does not list."""
+    for folder in [*out.parent.glob(f".{out.name}.building-*"),
+                   *out.parent.glob(f".{out.name}.old-*")]:
+        marker = folder / REPORT_MARKER
+        try:
+            data = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if (folder.is_symlink() or not isinstance(data, dict) or _alive(data.get("pid"))
+                or data.get("schema") != MARKER_SCHEMA):
+            continue
+        listed = set(data.get("files") or []) if isinstance(data.get("files"), list) else set()
+        building = ".building-" in folder.name
+        if building or not (set(_entries(folder)) - listed - {REPORT_MARKER}):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _swap_in(tmp: Path, out: Path) -> None:

@@ -506,3 +506,29 @@ def test_a_file_added_to_the_old_report_while_building_is_not_deleted(
         report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
     assert (out / "notes.txt").read_text() == "written during the build"
     assert _leftovers(tmp_path) == []
+
+
+def test_folders_left_by_a_report_killed_with_9_are_removed_by_the_next(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    marker = {"schema": "nnbench.report/1", "pid": dead.pid, "files": []}
+    building = tmp_path / ".r.building-abc"
+    (building / "tables").mkdir(parents=True)
+    (building / "tables" / "runs.csv").write_text("partial")
+    (building / ".nnbench-report").write_text(json.dumps(marker))
+    old = tmp_path / ".r.old-20260101"
+    old.mkdir()
+    (old / "index.html").write_text("old")
+    (old / ".nnbench-report").write_text(json.dumps(dict(marker, files=["index.html"])))
+    alive = tmp_path / ".r.building-alive"
+    alive.mkdir()
+    (alive / ".nnbench-report").write_text(json.dumps(dict(marker, pid=os.getpid())))
+    foreign = tmp_path / ".r.old-mine"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("not a report")
+    report.build_report(None, tmp_path / "r", timing_paths=[], reproduce_path=tmp_path / "x")
+    assert not building.exists() and not old.exists()
+    assert alive.exists() and (foreign / "mine.txt").read_text() == "not a report"
