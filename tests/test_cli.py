@@ -92,3 +92,25 @@ def test_python_dash_m_bench_works() -> None:
     proc = subprocess.run([sys.executable, "-m", "bench", "list"], capture_output=True, text=True,
                           check=False)
     assert proc.returncode == 0 and "recipes:" in proc.stdout
+
+
+def test_run_records_the_layers_of_a_fixed_model(capsys: pytest.CaptureFixture[str]) -> None:
+    """The JSON record of a fixed-architecture model says what trained, not the MLP defaults."""
+    assert main(["run", "--task", "linear", "--model", "relu_mlp_5", "--epochs", "1",
+                 "--json"]) == 0
+    spec = json.loads(capsys.readouterr().out)["runs"][0]["spec"]
+    assert (spec["hidden"], spec["activation"], spec["batch_norm"]) == ([5], "relu", False)
+    assert main(["run", "moons_bn_mlp", "--model", "mlp", "--epochs", "1", "--json"]) == 0
+    spec = json.loads(capsys.readouterr().out)["runs"][0]["spec"]
+    assert (spec["hidden"], spec["batch_norm"]) == ([20, 20, 20], False)  # mlp's defaults
+
+
+def test_run_no_limits_allows_long_work(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """--no-limits lifts the work bounds (here lowered so that a tiny run exceeds them)."""
+    from bench import budget
+
+    monkeypatch.setattr(budget, "MAX_SAMPLE_EPOCHS", 10)
+    assert main(["run", *QUICK]) == 2
+    assert "--no-limits if it is meant" in capsys.readouterr().err
+    assert main(["run", *QUICK, "--no-limits"]) == 0
