@@ -278,10 +278,6 @@ class _Reader:
         return table
 
 
-def _field_types() -> dict[str, Any]:
-    return field_types()
-
-
 def _settable(kinds: dict[str, Any]) -> str:
     return ", ".join(k for k in kinds if k not in NOT_SETTABLE)
 
@@ -306,8 +302,9 @@ def _field_value(reader: _Reader, key: str, name: str, value: Any) -> Any:
                                 f"{value!r}")
     problem = type_problem(name, value)
     if problem:
-        hint = " or \"full\"" if name == "batch_size" else ""
-        raise reader.error(key, f"{problem}{hint}")
+        if name == "batch_size":
+            problem = f"must be an integer or \"full\", got {value!r}"
+        raise reader.error(key, problem)
     return tuple(value) if isinstance(value, list) else value
 
 
@@ -456,7 +453,7 @@ def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = Fal
             raise reader.error("pruner", f"objective {objectives[0]!r} has no per-epoch curve "
                                          "to prune on; use pruner = \"none\"")
 
-    kinds = _field_types()
+    kinds = field_types()
     fixed_raw = data.get("fixed", {})
     if not isinstance(fixed_raw, dict):
         raise reader.error("fixed", "must be a table of RunSpec fields")
