@@ -37,7 +37,7 @@ import re
 import shutil
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -1391,14 +1391,13 @@ MARKER_SCHEMA = "nnbench.report/1"
 _LEGACY_FILE = re.compile(r"(index\.html|report\.md|tables/[^/]+\.csv|charts/[^/]+\.(png|svg))")
 
 
-def _entries(folder: Path) -> list[str]:
-    """Every file, link and folder under `folder` (not followed into links), relative, sorted."""
-    out = []
+def _entries(folder: Path) -> Iterator[str]:
+    """Every file, link and folder under `folder` (not followed into links), relative, lazily:
+    a check can stop at the first foreign entry instead of walking a whole disk."""
     for root, dirs, files in os.walk(folder):
         rel = Path(root).relative_to(folder)
-        out += [(rel / n).as_posix() for n in files]
-        out += [(rel / n).as_posix() for n in dirs if (Path(root) / n).is_symlink()]
-    return sorted(out)
+        yield from ((rel / n).as_posix() for n in files)
+        yield from ((rel / n).as_posix() for n in dirs if (Path(root) / n).is_symlink())
 
 
 def replace_refusal(out: str | Path) -> str | None:
@@ -1419,9 +1418,9 @@ def replace_refusal(out: str | Path) -> str | None:
     here, target = Path.cwd().resolve(), out.resolve()
     if target == here or target in here.parents:
         return "is the working folder or holds it"
-    entries = _entries(out)
-    if not entries:
-        return None
+    with os.scandir(out) as it:
+        if next(it, None) is None:
+            return None
     marker = out / REPORT_MARKER
     if marker.is_file() and not marker.is_symlink():
         try:
@@ -1431,14 +1430,14 @@ def replace_refusal(out: str | Path) -> str | None:
             listed = None
         if listed is None:
             return f"has an unreadable {REPORT_MARKER} marker"
-        foreign = [e for e in entries if e != REPORT_MARKER and e not in listed]
+        def ours(entry: str) -> bool:
+            return entry == REPORT_MARKER or entry in listed
+    elif not (out / "index.html").is_file():
+        return "is not an nnbench report (no index.html, no .nnbench-report marker)"
     else:
-        if "index.html" not in entries:
-            return "is not an nnbench report (no index.html, no .nnbench-report marker)"
-        foreign = [e for e in entries if not _LEGACY_FILE.fullmatch(e)]
-    if foreign:
-        return f"holds {foreign[0]!r}, which no earlier report wrote"
-    return None
+        ours = _LEGACY_FILE.fullmatch
+    foreign = next((e for e in _entries(out) if not ours(e)), None)
+    return f"holds {foreign!r}, which no earlier report wrote" if foreign else None
 
 
 def check_out(out: str | Path) -> Path:
@@ -1585,7 +1584,7 @@ def _remove_stale(out: Path) -> None:
             continue
         listed = set(data.get("files") or []) if isinstance(data.get("files"), list) else set()
         building = ".building-" in folder.name
-        if building or not (set(_entries(folder)) - listed - {REPORT_MARKER}):
+        if building or all(e in listed or e == REPORT_MARKER for e in _entries(folder)):
             shutil.rmtree(folder, ignore_errors=True)
 
 
