@@ -90,18 +90,12 @@ def ensure_dir(path: str | Path, flag: str) -> Path:
 
 def ensure_file_target(path: str | Path, flag: str) -> Path:
     """Check, before any work is done, that a file can be written at `path` (given by option
-    `flag`): not a folder, its folder created; else a one-line UsageError."""
+    `flag`): not a folder, its folder created and writable; else a one-line UsageError."""
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{flag} {path} is a folder; pass a file path, e.g. {flag} "
                          f"{path / 'baseline.json'}")
-    if blocker := _not_a_folder(path.parent):
-        raise UsageError(f"{flag} {path}: {blocker} is a file, not a folder; pass another {flag}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"{flag} {path}: cannot create its folder {path.parent} "
-                         f"({exc.strerror or type(exc).__name__}); pass another {flag}") from None
+    ensure_dir(path.parent, flag)
     return path
 
 
