@@ -145,6 +145,13 @@ CASES = [
     study("long-work", toml().replace("epochs = 1", "epochs = 1000")
           .replace("trials = 2", "trials = 200").replace("n_samples = 100", "n_samples = 100000"),
           r"is estimated at [\d.e]+ training examples .*above the bound .*allow_long = true"),
+    study("seeds-ten-pow-30", toml().replace("seeds = 1", f"seeds = {10**30}"),
+          r"needs an estimated [\d.]+ GB of memory"),
+    study("n-samples-range-billion",
+          toml(space="n_samples = { low = 100, high = 1000000000 }")
+          .replace("n_samples = 100\n", "", 1), r"needs an estimated [\d.]+ GB of memory"),
+    study("lr-range-1e300", toml(space="lr = { low = 1e-3, high = 1e300, log = true }"),
+          r"space: lr 1e\+300 is too large for float32 arithmetic .*\(with lr=1e\+300\)"),
     study("allow-long-not-bool", toml(top="allow_long = 1"), r"allow_long: must be true or false"),
     study("allow-long-still-refuses-memory",
           toml(top="allow_long = true", fixed="hidden = [100000, 100000]"),
