@@ -264,3 +264,28 @@ def test_allow_long_and_no_limits_allow_long_work_but_not_what_cannot_fit(tmp_pa
     with pytest.raises(UsageError, match="bench sweep --no-limits"):
         short.with_overrides(trials=10**4)
     assert short.with_overrides(trials=10**4, no_limits=True).trials == 10**4
+
+
+def test_sweep_no_limits_flag_allows_long_work_but_the_default_refuses(tmp_path, monkeypatch):
+    """`bench sweep --no-limits` reaches the study (allow_long) and its overrides; without it
+    the same long study is refused before anything runs."""
+    import types
+
+    import bench.sweep
+    from bench.cli import main
+
+    path = tmp_path / "long.toml"
+    path.write_text('task = "moons"\ntrials = 200\nseeds = 1\n[fixed]\nn_samples = 100000\n'
+                    "epochs = 1000\n")
+    seen = []
+
+    def fake_sweep(spec, storage, **kwargs):
+        seen.append(spec.allow_long)
+        return types.SimpleNamespace(ok=True, worker_exit_codes=[])
+
+    monkeypatch.setattr(bench.sweep, "sweep", fake_sweep)
+    assert main(["sweep", str(path), "--storage", str(tmp_path / "j"), "--quiet"]) == 2
+    assert seen == []
+    assert main(["sweep", str(path), "--storage", str(tmp_path / "j"), "--quiet",
+                 "--no-limits", "--seeds", "2"]) == 0
+    assert seen == [True]

@@ -32,6 +32,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "by per-operation overhead, and extra threads only contend)")
     parser.add_argument("--quiet", action="store_true",
                         help="no progress bar and no summary lines")
+    parser.add_argument("--no-limits", action="store_true",
+                        help="allow work estimated above the budget's bounds (hours of training; "
+                             "what cannot fit in memory is refused anyway)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -40,8 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from bench.sweep import sweep
     from bench.timing import num_threads
 
-    specs = [load_study_file(p).with_overrides(trials=args.trials, seeds=args.seeds)
-             for p in study_paths(args.studies)]
+    specs = [load_study_file(p, no_limits=args.no_limits).with_overrides(
+        trials=args.trials, seeds=args.seeds, no_limits=args.no_limits)
+        for p in study_paths(args.studies)]
     names = [s.name for s in specs]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:

@@ -160,6 +160,10 @@ CASES = [
           toml(top='sampler = "grid"', space="epochs = { low = 1, high = 10000000, step = 1 }")
           .replace("epochs = 1\n", "", 1),
           r"space: the grid has 10,000,000 points, above 1,000,000"),
+    Case("study-no-limits-still-refuses-memory",
+         ("sweep", "s.toml", "--storage", STORAGE, "--quiet", "--no-limits"), 2,
+         stderr=r"needs an estimated [\d.]+ GB of memory",
+         files={"s.toml": toml(fixed="hidden = [100000, 100000]")}, absent=(STORAGE,)),
     # --- the command line's overrides are checked the same way -------------------------------
     Case("study-seeds-override-billion",
          ("sweep", "s.toml", "--storage", STORAGE, "--quiet", "--seeds", "1000000000"), 2,
