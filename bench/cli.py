@@ -70,7 +70,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def _passwords(argv: Sequence[str]) -> list[str]:
     """Passwords of the storage URLs on the command line, to mask in anything printed."""
-    from bench.storage import password_of
+    from bench.sweeps.storage import password_of
 
     return [p for p in (password_of(a) for a in argv if "://" in a) if p]
 
@@ -98,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted; results already written are kept", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `bench list | head`: the reader has gone; nothing to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (Python's documented idiom)
+        return 141
     except Terminated:
         print("bench: stopped by SIGTERM; results already written are kept", file=sys.stderr)
         return 143
@@ -129,7 +132,7 @@ def threading_is_main() -> bool:
 
 
 def _os_reason(exc: OSError) -> str:
-    from bench.storage import os_reason
+    from bench.sweeps.storage import os_reason
 
     return os_reason(exc)
 

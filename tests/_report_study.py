@@ -13,8 +13,8 @@ from typing import Any
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 
+from bench.engines.reference import train
 from bench.spec import RunSpec
-from bench.train import train
 
 
 def _distribution(name: str, values: list[Any]) -> Any:

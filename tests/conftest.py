@@ -46,7 +46,7 @@ def write_tiny_mnist(root: Path, folder: str = "MNIST", n_train: int = 60, n_tes
 def tiny_mnist_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A data root holding tiny MNIST files, made the default root for the test."""
     write_tiny_mnist(tmp_path)
-    monkeypatch.setattr("bench.tasks.DATA_ROOT", tmp_path)
+    monkeypatch.setattr("bench.catalog.tasks.DATA_ROOT", tmp_path)
     return tmp_path
 
 

@@ -7,11 +7,11 @@ import math
 import pytest
 import torch
 
-from bench import registry
-from bench.batched import group_key, train_many
-from bench.runner import run_specs
+from bench.catalog import registry
+from bench.engines.batched import group_key, train_many
+from bench.engines.reference import train
+from bench.engines.runner import run_specs
 from bench.spec import RunSpec
-from bench.train import train
 
 # Members differ in seed, learning rate, momentum, betas, eps, weight decay, L1 and init scale.
 SGD_MEMBERS = [

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import check
 from bench.cli import main
 from bench.errors import UsageError
+from bench.measure import check
 
 # --- quality rule ---------------------------------------------------------------------------
 

@@ -9,8 +9,9 @@ import sys
 import pytest
 import torch
 
-from bench import registry
+from bench.catalog import registry
 from bench.cli import main
+from bench.notebooks.recipes import recipes
 
 QUICK = ["--task", "moons", "--n-samples", "100", "--hidden", "4", "--epochs", "2"]
 
@@ -19,7 +20,7 @@ def test_list_names_everything(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     for table in (registry.tasks(), registry.models(), registry.losses(), registry.optimizers(),
-                  registry.recipes()):
+                  recipes()):
         for name in table:
             assert name in out
 
@@ -108,7 +109,7 @@ def test_run_records_the_layers_of_a_fixed_model(capsys: pytest.CaptureFixture[s
 def test_run_no_limits_allows_long_work(capsys: pytest.CaptureFixture[str],
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """--no-limits lifts the work bounds (here lowered so that a tiny run exceeds them)."""
-    from bench import budget
+    from bench.engines import budget
 
     monkeypatch.setattr(budget, "MAX_SAMPLE_EPOCHS", 10)
     assert main(["run", *QUICK]) == 2

@@ -7,8 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.losses import LOSSES, encode_targets, predict_classes, regression_scores
-from bench.models import Head
+from bench.catalog.losses import LOSSES, encode_targets, predict_classes, regression_scores
+from bench.catalog.models import Head
 
 torch.manual_seed(0)
 LOGITS = torch.randn(6, 1, dtype=torch.float64)

@@ -7,9 +7,8 @@ import math
 import pytest
 import torch
 
-from bench import registry
-from bench.errors import UsageError
-from bench.models import (
+from bench.catalog import registry
+from bench.catalog.models import (
     MODELS,
     BatchNorm,
     Head,
@@ -20,6 +19,7 @@ from bench.models import (
     output_head,
     parameter_count,
 )
+from bench.errors import UsageError
 
 
 def arch_for(model: str, task: str = "moons", loss: str = "mse", **kw):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import batched, native
-from bench.batched import train_many
+from bench.engines import batched, native
+from bench.engines.batched import train_many
 from bench.spec import RunSpec
 
 MOONS = RunSpec(task="moons", model="bn_mlp_20x3", loss="mse", optimizer="sgd", lr=0.1,

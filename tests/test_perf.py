@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bench import perf
-from bench.perf import WORKLOADS, format_table, peak_memory, target_verdicts
+from bench.measure import perf
+from bench.measure.perf import WORKLOADS, format_table, peak_memory, target_verdicts
 
 
 def rows(notebook_ms: float, reference_ms: float, batched: dict[int, float]) -> list[dict]:

@@ -15,8 +15,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from bench import report, tables
 from bench.cli import main
+from bench.report import build as report
+from bench.report import tables
 from bench.spec import RunSpec
 from bench.store import write_json_atomic
 from tests._report_study import make_study

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.recipes import RECIPES, Recipe
-from bench.reproduce import (
+from bench.notebooks.recipes import RECIPES, Recipe
+from bench.notebooks.reproduce import (
     ReproRow,
     is_stuck,
     judge,
@@ -39,7 +39,7 @@ def test_mnist_lr500_comes_out_stuck_without_crashing() -> None:
 
 
 def test_missing_data_is_skipped_with_a_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("bench.tasks.DATA_ROOT", tmp_path)
+    monkeypatch.setattr("bench.catalog.tasks.DATA_ROOT", tmp_path)
     row = reproduce_recipe(RECIPES["mnist_sigmoid_lr0.1"], seeds=1)
     assert row.verdict == "skipped" and "make data" in row.reason
 
@@ -94,8 +94,8 @@ def test_a_full_disk_is_one_line_and_keeps_earlier_tables(tmp_path: Path,
     import errno
     import os
 
-    from bench import reproduce
     from bench.errors import UsageError
+    from bench.notebooks import reproduce
 
     rows = [ReproRow("a", "000", "moons", "train_accuracy", 0.99, 0.98, 0.01, 5, 0, 0.97,
                      "reproduced", "")]

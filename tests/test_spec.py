@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench import registry
+from bench.catalog import registry
+from bench.catalog.models import Activation, BatchNorm, Linear
+from bench.engines.setup import plan_run
 from bench.errors import UsageError
-from bench.models import Activation, BatchNorm, Linear
 from bench.spec import RunSpec, resolve_device
-from bench.train import plan_run
 
 
 @pytest.mark.parametrize("changes,fragment", [

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import storage as st
 from bench.cli import main
 from bench.errors import UsageError
+from bench.sweeps import storage as st
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -209,7 +209,7 @@ def test_old_relative_symlink_lock_does_not_spin(tmp_path):
     os.symlink("results/optuna.journal", results / "optuna.journal.lock")  # dangling
     old = time.time() - 3600
     os.utime(results / "optuna.journal.lock", (old, old), follow_symlinks=False)
-    code = (f"import os; os.chdir({str(tmp_path)!r}); from bench import storage as st; "
+    code = (f"import os; os.chdir({str(tmp_path)!r}); from bench.sweeps import storage as st; "
             "b = st.journal_file('results/optuna.journal'); b.append_logs([{'op_code': 0}]); "
             "print(b.lock.taken_over)")
     began = time.process_time()

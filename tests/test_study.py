@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from bench import budget
+from bench.catalog.models import build_module, parameter_count
+from bench.catalog.tasks import load_task
 from bench.cli import main
+from bench.engines import budget
+from bench.engines.setup import plan_run
 from bench.errors import UsageError
-from bench.models import build_module, parameter_count
 from bench.spec import RunSpec
-from bench.study import load_study_file, param_to_field, study_paths
-from bench.tasks import load_task
-from bench.train import plan_run
+from bench.sweeps.study import load_study_file, param_to_field, study_paths
 
 GOOD = """
 task = "moons"
@@ -271,7 +271,7 @@ def test_sweep_no_limits_flag_allows_long_work_but_the_default_refuses(tmp_path,
     the same long study is refused before anything runs."""
     import types
 
-    import bench.sweep
+    import bench.sweeps.sweep
     from bench.cli import main
 
     path = tmp_path / "long.toml"
@@ -283,7 +283,7 @@ def test_sweep_no_limits_flag_allows_long_work_but_the_default_refuses(tmp_path,
         seen.append(spec.allow_long)
         return types.SimpleNamespace(ok=True, worker_exit_codes=[])
 
-    monkeypatch.setattr(bench.sweep, "sweep", fake_sweep)
+    monkeypatch.setattr(bench.sweeps.sweep, "sweep", fake_sweep)
     assert main(["sweep", str(path), "--storage", str(tmp_path / "j"), "--quiet"]) == 2
     assert seen == []
     assert main(["sweep", str(path), "--storage", str(tmp_path / "j"), "--quiet",

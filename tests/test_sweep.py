@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from bench.cli import main
-from bench.study import load_study_file
-from bench.sweep import is_finished, open_storage, open_study, sweep
+from bench.sweeps.study import load_study_file
+from bench.sweeps.sweep import is_finished, open_storage, open_study, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.storage import postgres_driver_url
-from bench.sweep import is_finished
+from bench.sweeps.storage import postgres_driver_url
+from bench.sweeps.sweep import is_finished
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

@@ -9,10 +9,10 @@ import optuna
 import pandas as pd
 import pytest
 
-from bench import tables
+from bench.report import tables
 from bench.spec import RunSpec
-from bench.storage import open_storage
 from bench.store import write_json_atomic
+from bench.sweeps.storage import open_storage
 from tests._report_study import make_study
 
 TINY = RunSpec(task="moons", n_samples=60, hidden=(4,), epochs=3, batch_size=None, loss="bce")

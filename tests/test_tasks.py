@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from bench.catalog.tasks import TASKS, load_task, place_debian_fashion_mnist
 from bench.errors import DataUnavailableError, UsageError
-from bench.tasks import TASKS, load_task, place_debian_fashion_mnist
 from tests.conftest import write_tiny_mnist
 
 GENERATED = [n for n, t in TASKS.items() if n not in ("mnist", "fashion_mnist")]

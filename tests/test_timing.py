@@ -11,18 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import timing
 from bench.cli import main
+from bench.engines.clock import Stopwatch, num_threads, record_stopwatches
 from bench.errors import UsageError
-from bench.timing import (
+from bench.measure import timing
+from bench.measure.timing import (
     Lap,
-    Stopwatch,
     TimingCase,
     cuda_crossover,
     measure,
     measure_case,
-    num_threads,
-    record_stopwatches,
     summarize,
     time_call,
 )
@@ -163,17 +161,17 @@ def test_cuda_crossover_pairs_cpu_and_cuda_cells() -> None:
 # --- real timings on the CPU ----------------------------------------------------------------------
 
 def test_measure_case_excludes_warmup_epochs(monkeypatch: pytest.MonkeyPatch) -> None:
-    import bench.train
+    import bench.engines.reference
 
     calls: list[int] = []
-    real_train = bench.train.train
+    real_train = bench.engines.reference.train
 
     def counting_train(spec, data=None, **kw):
         result = real_train(spec, data, **kw)
         calls.append(result.epochs_run)
         return result
 
-    monkeypatch.setattr(bench.train, "train", counting_train)
+    monkeypatch.setattr(bench.engines.reference, "train", counting_train)
     case = TimingCase("moons", "mlp", 8, None, "reference", 1, "cpu", n_samples=100)
     with num_threads(1):
         result = measure_case(case, epochs=2, warmup=3, min_time=0.0, min_repeats=2)
@@ -298,7 +296,7 @@ def test_bench_time_runs_without_optuna_pandas_seaborn(tmp_path: Path) -> None:
 
 
 def test_batched_engine_timed_per_trial() -> None:
-    pytest.importorskip("bench.batched", reason="bench/batched.py is not built yet")
+    pytest.importorskip("bench.engines.batched", reason="bench/batched.py is not built yet")
     case = TimingCase("moons", "mlp", 8, None, "batched", 4, "cpu", n_samples=100)
     with num_threads(1):
         result = measure_case(case, epochs=2, warmup=1, min_time=0.0, min_repeats=2)

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from bench.cli import main
-from bench.timing import Stopwatch, TimingCase, measure_case, record_stopwatches, time_call
+from bench.engines.clock import Stopwatch, record_stopwatches
+from bench.measure.timing import TimingCase, measure_case, time_call
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")]

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
+from bench.catalog.optimizers import OPTIMIZERS
+from bench.engines.reference import train
 from bench.errors import UsageError
-from bench.optimizers import OPTIMIZERS
 from bench.spec import RunSpec
-from bench.train import train
 
 QUICK = RunSpec(task="moons", n_samples=200, model="mlp", hidden=(8,), loss="bce",
                 optimizer="adam", lr=0.05, batch_size=50, epochs=5)

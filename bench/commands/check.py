@@ -15,7 +15,7 @@ HELP = "regression check: quality and speed against results/baselines/check.json
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """--baseline PATH, --update, --quick."""
-    from bench.check import DEFAULT_BASELINE
+    from bench.measure.check import DEFAULT_BASELINE
 
     parser.add_argument("--baseline", default=str(DEFAULT_BASELINE), metavar="PATH",
                         help=f"baseline JSON file (default {DEFAULT_BASELINE})")
@@ -33,7 +33,7 @@ def _progress(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure, then either rewrite the baseline or compare with it and print the table."""
-    from bench import check
+    from bench.measure import check
     from bench.store import ensure_file_target
 
     config = check.CheckConfig.make(quick=args.quick)

@@ -11,7 +11,7 @@ HELP = "place Debian's dataset-fashion-mnist files under data/FashionMNIST/raw/"
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """--root (default data/), --source (default the Debian package's folder)."""
-    from bench.tasks import DATA_ROOT, DEBIAN_FASHION_MNIST
+    from bench.catalog.tasks import DATA_ROOT, DEBIAN_FASHION_MNIST
 
     parser.add_argument("--root", type=Path, default=DATA_ROOT)
     parser.add_argument("--source", type=Path, default=DEBIAN_FASHION_MNIST)
@@ -19,7 +19,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Unpack the IDX files (idempotent) and say where they went."""
-    from bench.tasks import place_debian_fashion_mnist
+    from bench.catalog.tasks import place_debian_fashion_mnist
 
     raw = place_debian_fashion_mnist(args.root, args.source)
     print(f"Fashion-MNIST IDX files are in {raw}")

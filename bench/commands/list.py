@@ -16,7 +16,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print each registry table as aligned 'name  description' lines."""
     del args
-    from bench import registry
+    from bench.catalog import registry
+    from bench.notebooks.recipes import recipes
 
     sections = [
         ("tasks", {n: f"[{t.kind}, {t.input_dim} inputs, metric {t.default_metric}] "
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         ("losses", {n: d.description for n, d in registry.losses().items()}),
         ("optimizers", {n: d.description for n, d in registry.optimizers().items()}),
         ("recipes", {n: f"[notebook {r.notebook}] {r.description}"
-                     for n, r in registry.recipes().items()}),
+                     for n, r in recipes().items()}),
     ]
     for title, rows in sections:
         print(f"{title}:")

@@ -1,7 +1,7 @@
 """`bench perf`: the notebooks' loop vs the reference engine vs the batched engine.
 
 Times whole trials of notebook 000's moons recipe and of notebook 002's 784-16-16-10 network
-on MNIST-sized data (see `bench.perf` for the exact recipes), prints milliseconds per trial,
+on MNIST-sized data (see `bench.measure.perf` for the exact recipes), prints milliseconds per trial,
 peak memory, speed-ups and whether each of Issue 3's speed targets is met, and writes them with
 machine information to `results/perf/NNNN_perf.json` (never overwritten).
 """
@@ -42,10 +42,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure every requested workload, print the table and write the JSON file."""
-    from bench import perf
+    from bench.engines.clock import num_threads
+    from bench.measure import perf
+    from bench.measure.machine import git_state, machine_info
+    from bench.measure.timing import MAX_K, MAX_LAPS, MAX_THREADS
     from bench.spec import resolve_device
     from bench.store import ensure_dir, new_numbered_path, write_error, write_json_atomic
-    from bench.timing import MAX_K, MAX_LAPS, MAX_THREADS, git_state, machine_info, num_threads
 
     device = resolve_device(args.device)
     if not 1 <= args.threads <= MAX_THREADS:

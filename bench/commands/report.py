@@ -29,8 +29,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report and print where it is and what it could not show."""
-    from bench import tables
-    from bench.report import build_report
+    from bench.report import tables
+    from bench.report.build import build_report
 
     storage = args.storage or tables.default_storage_url()
     timing = None if args.timing is None else [Path(p) for p in args.timing]

@@ -23,16 +23,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the recipes, write the tables, print a summary."""
-    from bench import registry
-    from bench.reproduce import reproduce_recipe, write_tables
+    from bench.notebooks import recipes as catalog
+    from bench.notebooks.reproduce import reproduce_recipe, write_tables
     from bench.store import ensure_dir
 
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")
     if args.epochs is not None and args.epochs < 1:
         raise UsageError(f"--epochs must be at least 1, got {args.epochs}")
-    names = list(registry.recipes()) if args.recipes is None else args.recipes.split(",")
-    recipes = [registry.get_recipe(n.strip()) for n in names]
+    names = list(catalog.recipes()) if args.recipes is None else args.recipes.split(",")
+    recipes = [catalog.get_recipe(n.strip()) for n in names]
     ensure_dir(args.out, "--out")  # before training: fail fast
     rows = []
     with progress_bar(len(recipes) * args.seeds, "reproduce") as advance:

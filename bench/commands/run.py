@@ -43,17 +43,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", default=None, help="integer, or 'full' (gradient descent)")
     parser.add_argument("--seeds", default="0", help="seeds: a range 0-4 or a list 0,1,2")
     parser.add_argument("--no-limits", action="store_true",
-                        help="allow work above bench.budget's bounds (hours of training); "
+                        help="allow work above bench.engines.budget's bounds (hours of training); "
                              "what cannot fit in memory is refused anyway")
     add_json_flag(parser)
 
 
 def build_specs(args: argparse.Namespace) -> list:
     """The RunSpecs asked for: recipe (or defaults) + flag overrides, one per seed."""
-    from bench import registry
+    from bench.notebooks.recipes import get_recipe
     from bench.spec import RunSpec
 
-    base = registry.get_recipe(args.recipe).spec if args.recipe else RunSpec()
+    base = get_recipe(args.recipe).spec if args.recipe else RunSpec()
     changes: dict[str, object] = {}
     for field in _FIELDS:
         value = getattr(args, field)
@@ -75,8 +75,8 @@ def build_specs(args: argparse.Namespace) -> list:
 
 def run(args: argparse.Namespace) -> int:
     """Train, then print a table (or JSON); exit 0 even when a run diverges (it is reported)."""
-    from bench.budget import check_runs
-    from bench.runner import choose_engine, run_specs
+    from bench.engines.budget import check_runs
+    from bench.engines.runner import choose_engine, run_specs
     from bench.stats import mean_ci
 
     specs = build_specs(args)
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
         json.dump({"runs": [r.to_dict() for r in results]}, sys.stdout, indent=2)
         print()
         return 0
-    from bench.registry import get_task
+    from bench.catalog.registry import get_task
 
     task = get_task(specs[0].task)
     metric = task.default_metric

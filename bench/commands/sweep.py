@@ -39,9 +39,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Parse every study first (all errors before anything runs), then sweep each in turn."""
-    from bench.study import load_study_file, study_paths
-    from bench.sweep import sweep
-    from bench.timing import num_threads
+    from bench.engines.clock import num_threads
+    from bench.sweeps.study import load_study_file, study_paths
+    from bench.sweeps.sweep import sweep
 
     specs = [load_study_file(p, no_limits=args.no_limits).with_overrides(
         trials=args.trials, seeds=args.seeds, no_limits=args.no_limits)

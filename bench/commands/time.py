@@ -135,8 +135,8 @@ def _devices(text: str) -> tuple[str, ...]:
 
 def parse_grid(args: argparse.Namespace) -> Grid:
     """Turn the options into a Grid; every bad value is a one-line UsageError."""
-    from bench import registry
-    from bench.timing import ENGINES, MAX_EPOCHS_PER_CALL, MAX_K, MAX_LAPS, MAX_THREADS
+    from bench.catalog import registry
+    from bench.measure.timing import ENGINES, MAX_EPOCHS_PER_CALL, MAX_K, MAX_LAPS, MAX_THREADS
 
     tasks = tuple(_split(_opt(args, "task")))
     for task in tasks:
@@ -211,7 +211,7 @@ def resolved_command(grid: Grid, out: str) -> str:
 
 
 def _n_samples(task: str, max_train: int | None) -> int | None:
-    from bench.tasks import training_set_size
+    from bench.catalog.tasks import training_set_size
 
     size = training_set_size(task, None)
     if size is None or max_train is None or size <= max_train:
@@ -221,9 +221,9 @@ def _n_samples(task: str, max_train: int | None) -> int | None:
 
 def _cases(grid: Grid, device: str) -> tuple[list, list[str]]:
     """The cells to measure on one device, and a notice for each one skipped."""
-    from bench.models import parameter_count
-    from bench.timing import TimingCase, describe
-    from bench.train import load_data, plan_run
+    from bench.catalog.models import parameter_count
+    from bench.engines.setup import load_data, plan_run
+    from bench.measure.timing import TimingCase, describe
 
     cases, skipped = [], []
     cap, cap_option = ((grid.max_gflop_cuda, "--max-gflop-cuda") if device == "cuda"
@@ -264,17 +264,16 @@ def run(args: argparse.Namespace) -> int:
     """Measure the grid, writing the JSON file after every cell, then print the table."""
     import torch
 
-    from bench.store import ensure_dir, new_numbered_path, write_error, write_json_atomic
-    from bench.timing import (
+    from bench.engines.clock import num_threads
+    from bench.measure.machine import git_state, machine_info
+    from bench.measure.timing import (
         SCHEMA,
         NoisyTimingWarning,
         cuda_crossover,
         describe,
-        git_state,
-        machine_info,
         measure_case,
-        num_threads,
     )
+    from bench.store import ensure_dir, new_numbered_path, write_error, write_json_atomic
 
     grid = parse_grid(args)
     ensure_dir(args.out, "--out")  # before any data is loaded or measured

@@ -13,9 +13,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.perf import WORKLOADS, trial_runner
-from bench.timing import num_threads
-from bench.train import load_data
+from bench.engines.clock import num_threads
+from bench.engines.setup import load_data
+from bench.measure.perf import WORKLOADS, trial_runner
 
 pytestmark = pytest.mark.perf
 

@@ -2,10 +2,10 @@
 
     .venv/bin/pytest tests/perf/test_sweep_speed.py -p no:xdist -s
 
-End to end = `bench.sweep.sweep` on a fresh journal file: TPE sampler, storage writes (every
+End to end = `bench.sweeps.sweep.sweep` on a fresh journal file: TPE sampler, storage writes (every
 trial keeps its five runs' curves, metrics and timings), and training through
-`bench.runner.run_specs` (the batched engine when present). The notebook side trains the same
-trials' specs one by one with `bench.notebook_loop.train_with_dataloader` (per-item Dataset +
+`bench.engines.runner.run_specs` (the batched engine when present). The notebook side trains the same
+trials' specs one by one with `bench.engines.notebook.train_with_dataloader` (per-item Dataset +
 DataLoader); it is measured on a sample of the study's trials and extrapolated to all of them
 (the sample size is printed). The sampler-plus-storage share is the sweep's wall time outside
 the engine. Both sides run in a warmed-up process (imports and data loaded), one torch
@@ -52,10 +52,10 @@ momentum = {{ low = 0.0, high = 0.95 }}
 def test_sweep_512x5_moons_vs_notebook_loop(benchmark, tmp_path):
     import torch
 
-    from bench.notebook_loop import train_with_dataloader
-    from bench.runner import choose_engine
-    from bench.study import load_study_file
-    from bench.sweep import open_storage, sweep
+    from bench.engines.notebook import train_with_dataloader
+    from bench.engines.runner import choose_engine
+    from bench.sweeps.study import load_study_file
+    from bench.sweeps.sweep import open_storage, sweep
 
     path = tmp_path / "moons_speed.toml"
     # Under `--benchmark-disable` (make test) this is a smoke test of the same code path.

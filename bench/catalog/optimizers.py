@@ -1,4 +1,4 @@
-"""Optimizers of the reference engine: `torch.optim` built from a RunSpec.
+"""Optimizers of the reference engine: `torch.optim` built from a run's hyperparameters.
 
 Full-batch gradient descent is "sgd" with `batch_size=None`. Weight decay is torch's own: L2
 added to the gradient for SGD and Adam, decoupled for AdamW. L1 is not an optimizer setting: it
@@ -9,10 +9,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
-from bench.spec import RunSpec
+
+class Hyperparameters(Protocol):
+    """What an optimizer reads of a run (a Hyperparameters has these fields)."""
+
+    lr: float
+    momentum: float
+    nesterov: bool
+    betas: tuple[float, float]
+    eps: float
+    weight_decay: float
 
 
 @dataclass(frozen=True)
@@ -21,20 +31,20 @@ class OptimizerDef:
 
     name: str
     description: str
-    build: Callable[[Iterable[torch.nn.Parameter], RunSpec], torch.optim.Optimizer]
+    build: Callable[[Iterable[torch.nn.Parameter], Hyperparameters], torch.optim.Optimizer]
 
 
-def _sgd(params: Iterable[torch.nn.Parameter], spec: RunSpec) -> torch.optim.Optimizer:
+def _sgd(params: Iterable[torch.nn.Parameter], spec: Hyperparameters) -> torch.optim.Optimizer:
     return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov,
                            weight_decay=spec.weight_decay, foreach=False)
 
 
-def _adam(params: Iterable[torch.nn.Parameter], spec: RunSpec) -> torch.optim.Optimizer:
+def _adam(params: Iterable[torch.nn.Parameter], spec: Hyperparameters) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=spec.lr, betas=spec.betas, eps=spec.eps,
                             weight_decay=spec.weight_decay, foreach=False)
 
 
-def _adamw(params: Iterable[torch.nn.Parameter], spec: RunSpec) -> torch.optim.Optimizer:
+def _adamw(params: Iterable[torch.nn.Parameter], spec: Hyperparameters) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, eps=spec.eps,
                              weight_decay=spec.weight_decay, foreach=False)
 

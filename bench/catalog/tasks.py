@@ -301,7 +301,7 @@ def load_task(name: str, *, data_seed: int = 0, n_samples: int | None = None,
               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
               root: Path | None = None) -> TaskData:
     """Load (or generate) a task's splits as tensors on `device` in `dtype`."""
-    from bench.registry import get_task
+    from bench.catalog.registry import get_task
 
     task = get_task(name)
     if n_samples is not None and not task.synthetic:

@@ -10,8 +10,8 @@ The file must be UTF-8 (a leading byte-order mark is accepted and ignored).
 
 Before anything runs, the study's worst case over its space (largest hidden sizes, n_samples,
 epochs, batch, with `group` x `seeds` members trained together and every run's record kept) is
-sized by `bench.budget`: what cannot fit in this machine's memory is refused, and so is work
-above `bench.budget`'s bounds (hours of training) unless `allow_long = true` says it is meant.
+sized by `bench.engines.budget`: what cannot fit in this machine's memory is refused, and so is work
+above `bench.engines.budget`'s bounds (hours of training) unless `allow_long = true` says it is meant.
 
 File format (every key but `task` is optional)::
 
@@ -27,7 +27,7 @@ File format (every key but `task` is optional)::
     direction = "maximize"      # optional (derived from the metric); a list for several
     direction_override = false  # true: allow a direction against the metric's own (minimize
                                 #   val_accuracy); otherwise that is an error
-    allow_long = false          # true: allow work above bench.budget's bounds (hours)
+    allow_long = false          # true: allow work above bench.engines.budget's bounds (hours)
     sampler = { name = "tpe", seed = 0 }      # tpe, random, grid, cmaes, qmc (or just "tpe")
     pruner = { name = "median", warmup_epochs = 2, startup_trials = 5 }  # none, median, hyperband
 
@@ -58,7 +58,7 @@ from bench.errors import UsageError
 from bench.spec import ARCH_FIELDS, DEVICES, MAX_SEED, RunSpec, field_types, type_problem
 
 if TYPE_CHECKING:
-    from bench.budget import Estimate
+    from bench.engines.budget import Estimate
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("none", "median", "hyperband")
@@ -170,7 +170,7 @@ class StudySpec:
     pruner_warmup_epochs: int = 0
     pruner_startup_trials: int = 5
     pruner_reduction_factor: int = 3
-    allow_long: bool = False  # work above bench.budget's bounds is meant (not stored: no setting)
+    allow_long: bool = False  # work above bench.engines.budget's bounds is meant (not stored: no setting)
 
     def __hash__(self) -> int:
         return hash((self.name, self.path))
@@ -183,7 +183,7 @@ class StudySpec:
     def with_overrides(self, *, trials: int | None = None, seeds: int | None = None,
                        no_limits: bool = False) -> StudySpec:
         """A copy with the command line's --trials / --seeds applied (validated, budget checked
-        again); `no_limits` (a --no-limits flag) allows work above bench.budget's bounds."""
+        again); `no_limits` (a --no-limits flag) allows work above bench.engines.budget's bounds."""
         spec = dataclasses.replace(self, allow_long=True) if no_limits else self
         if trials is not None:
             if trials < 1:
@@ -411,9 +411,9 @@ def _parse_objectives(reader: _Reader, data: dict[str, Any],
 
 def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = False) -> StudySpec:
     """Validate a study file's TOML dict into a StudySpec; errors name the file and key.
-    `no_limits` (a --no-limits flag) allows work above bench.budget's bounds, as
+    `no_limits` (a --no-limits flag) allows work above bench.engines.budget's bounds, as
     `allow_long = true` does; what cannot fit in memory is refused either way."""
-    from bench import registry
+    from bench.catalog import registry
 
     path = Path(path)
     reader = _Reader(path)
@@ -532,7 +532,7 @@ def check_grid_size(spec: StudySpec) -> None:
 
 def _check_architecture(reader: _Reader, spec: StudySpec) -> None:
     """hidden/activation/batch_norm in [fixed] or [space] that a fixed model lacks: the key."""
-    from bench import registry
+    from bench.catalog import registry
 
     if registry.get_model(spec.model).configurable:
         return
@@ -568,7 +568,7 @@ def _check_run_specs(reader: _Reader, spec: StudySpec) -> None:
 def study_estimate(spec: StudySpec) -> Estimate:
     """The study's worst case over its space (ranges at their ends, every choice): all
     trials x seeds runs trained, `group` x `seeds` members at once, every record kept."""
-    from bench.budget import estimate
+    from bench.engines.budget import estimate
 
     runs = spec.trials * spec.seeds
     together = min(spec.group, spec.trials) * spec.seeds
@@ -583,8 +583,8 @@ def study_estimate(spec: StudySpec) -> Estimate:
 
 def check_budget(spec: StudySpec) -> None:
     """Refuse (one-line UsageError) a study that cannot fit in memory, or whose work is above
-    bench.budget's bounds unless `allow_long` (study key, or --no-limits via with_overrides)."""
-    from bench import budget
+    bench.engines.budget's bounds unless `allow_long` (study key, or --no-limits via with_overrides)."""
+    from bench.engines import budget
 
     budget.check(study_estimate(spec), what=f"{spec.path}: study {spec.name!r}",
                  allow_long=spec.allow_long,
@@ -593,7 +593,7 @@ def check_budget(spec: StudySpec) -> None:
 
 def load_study_file(path: str | Path, *, no_limits: bool = False) -> StudySpec:
     """Read and validate one study file (UTF-8; a leading byte-order mark is ignored).
-    `no_limits` allows work above bench.budget's bounds (for a --no-limits flag)."""
+    `no_limits` allows work above bench.engines.budget's bounds (for a --no-limits flag)."""
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"study file {path} not found; give a path to a .toml file or a folder "

@@ -24,9 +24,9 @@ from typing import Any
 
 import pandas as pd
 
-from bench import storage
 from bench.errors import UsageError
 from bench.stats import mean_ci, std
+from bench.sweeps import storage
 
 TIMING_GLOBS = ("results/timing/*.json", "results/baselines/timing*.json")
 DEFAULT_REPRODUCE = Path("results/reproduce.csv")
@@ -67,7 +67,7 @@ def _spec_fields() -> tuple[str, ...]:
 
 
 # --- storage --------------------------------------------------------------------------------
-# One definition of storages (bench.storage); these names stay for the report's callers.
+# One definition of storages (bench.sweeps.storage); these names stay for the report's callers.
 default_storage_url = storage.default_storage_url
 missing_storage_reason = storage.missing_storage_reason
 

@@ -1,6 +1,6 @@
 """The batched engine's fused CPU step: build `native_mlp.cpp` once, call it through ctypes.
 
-On the CPU the stacked torch step of `bench.batched` is bound by per-operation overhead and by
+On the CPU the stacked torch step of `bench.engines.batched` is bound by per-operation overhead and by
 passes over `[K, F, B]` activations larger than the cache. The C++ kernel instead trains each
 member end to end (gather, forward, loss, backward) with its activations in L1/L2, members
 spread over the torch thread count. It computes the same function as the torch step (held to
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from bench.models import Activation, BatchNorm, Head, Linear
+from bench.catalog.models import Activation, BatchNorm, Head, Linear
 
 SOURCE = Path(__file__).with_name("native_mlp.cpp")
 FLAGS = ("-O3", "-march=native", "-fopenmp-simd", "-std=c++17", "-shared", "-fPIC", "-pthread")
@@ -210,7 +210,7 @@ class NativeMLP:
 
 
 def main() -> int:
-    """`python -m bench.native`: build (or find) the kernel library now and say where it is."""
+    """`python -m bench.engines.native`: build (or find) the kernel library now and say where it is."""
     try:
         path = build()
     except RuntimeError as err:

@@ -42,14 +42,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench import native, registry
-from bench.losses import apply_head, encode_targets, predict_classes
-from bench.models import Activation, BatchNorm, Head, Linear, initial_state, parameter_count
+from bench.catalog import registry
+from bench.catalog.losses import apply_head, encode_targets, predict_classes
+from bench.catalog.models import Activation, BatchNorm, Head, Linear, initial_state, parameter_count
+from bench.catalog.tasks import TaskData
+from bench.engines import native
+from bench.engines.clock import Stopwatch, num_threads
+from bench.engines.setup import Plan, load_data, plan_run, shuffle_generator
 from bench.results import RunResult, metric_names, reached
 from bench.spec import RunSpec, resolve_device
-from bench.tasks import TaskData
-from bench.timing import Stopwatch, num_threads
-from bench.train import Plan, load_data, plan_run, shuffle_generator
 
 Progress = Callable[[int], None]
 
@@ -81,7 +82,7 @@ def train_many(specs: Sequence[RunSpec], *, progress: Progress | None = None,
     Specs are grouped by `group_key`; each group is trained in chunks of at most
     `max_members` members (default: as many as the memory budget allows, at most 4096).
     `progress(n)` is called with the number of runs each finished chunk completed.
-    `step` picks the step implementation: "native" (the fused C++ kernel of `bench.native`,
+    `step` picks the step implementation: "native" (the fused C++ kernel of `bench.engines.native`,
     CPU only), "torch" (the stacked torch step below, any device) or "auto" (native where it
     is available, else torch). Both compute the same function.
     """

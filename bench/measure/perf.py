@@ -37,11 +37,11 @@ from typing import Any
 
 import torch
 
-from bench.batched import chosen_step
+from bench.catalog.tasks import TaskData
+from bench.engines.batched import chosen_step
+from bench.engines.clock import synchronize
+from bench.engines.setup import load_data
 from bench.spec import RunSpec
-from bench.tasks import TaskData
-from bench.timing import synchronize
-from bench.train import load_data
 
 
 @dataclass(frozen=True)
@@ -92,14 +92,14 @@ def trial_runner(engine: str, spec: RunSpec, data: TaskData, k: int = 1) -> Call
     """A zero-argument call that trains K trials (K=1 except batched) and returns K."""
     specs = [spec.replace(seed=s) for s in range(k)]
     if engine == "notebook":
-        from bench.notebook_loop import train_with_dataloader
+        from bench.engines.notebook import train_with_dataloader
 
         return lambda: (train_with_dataloader(specs[0], data), 1)[1]
     if engine == "reference":
-        from bench.train import train
+        from bench.engines.reference import train
 
         return lambda: (train(specs[0], data), 1)[1]
-    from bench.batched import train_many
+    from bench.engines.batched import train_many
 
     step = "torch" if engine == TORCH_STEP else "auto"
     return lambda: len(train_many(specs, step=step))
@@ -136,7 +136,7 @@ def peak_memory(engine: str, spec: RunSpec, k: int, device: str) -> dict[str, fl
         return {"cuda_max_allocated_mib": torch.cuda.max_memory_allocated(device) / 2**20}
     request = json.dumps({"engine": engine, "spec": spec.to_dict(), "k": k,
                           "threads": torch.get_num_threads()})
-    code = "import sys; from bench.perf import _child_peak_rss; _child_peak_rss(sys.argv[1])"
+    code = "import sys; from bench.measure.perf import _child_peak_rss; _child_peak_rss(sys.argv[1])"
     done = subprocess.run([sys.executable, "-c", code, request], capture_output=True, text=True,
                           check=False)
     if done.returncode != 0:

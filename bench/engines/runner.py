@@ -25,10 +25,10 @@ def run_specs(specs: Sequence[RunSpec], engine: str = "auto",
     """Train every spec and return results in the same order."""
     chosen = choose_engine(specs, engine)
     if chosen == "batched":
-        from bench.batched import train_many
+        from bench.engines.batched import train_many
 
         return train_many(list(specs), progress=progress)
-    from bench.train import train
+    from bench.engines.reference import train
 
     results = []
     for spec in specs:

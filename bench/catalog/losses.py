@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from bench.models import Head
+from bench.catalog.models import Head
 
 
 @dataclass(frozen=True)

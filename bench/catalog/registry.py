@@ -1,4 +1,4 @@
-"""The registry: plain dicts of tasks, models, losses, optimizers and recipes, with lookups.
+"""The registry: plain dicts of tasks, models, losses and optimizers, with lookups.
 
 A lookup miss raises a `UsageError` that lists the valid names. Heavy modules are imported
 lazily so that `bench list` and the timing command stay light.
@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, TypeVar
 from bench.errors import UsageError
 
 if TYPE_CHECKING:
-    from bench.losses import LossDef
-    from bench.models import ModelDef
-    from bench.optimizers import OptimizerDef
-    from bench.recipes import Recipe
-    from bench.tasks import Task
+    from bench.catalog.losses import LossDef
+    from bench.catalog.models import ModelDef
+    from bench.catalog.optimizers import OptimizerDef
+    from bench.catalog.tasks import Task
 
 T = TypeVar("T")
 
 
-def _lookup(kind: str, table: dict[str, T], name: str, plural: str = "") -> T:
+def lookup(kind: str, table: dict[str, T], name: str, plural: str = "") -> T:
+    """`table[name]`, or a UsageError naming the valid names (one message for every lookup)."""
     try:
         return table[name]
     except KeyError:
@@ -30,59 +30,47 @@ def _lookup(kind: str, table: dict[str, T], name: str, plural: str = "") -> T:
 
 def tasks() -> dict[str, Task]:
     """All tasks by name."""
-    from bench.tasks import TASKS
+    from bench.catalog.tasks import TASKS
 
     return TASKS
 
 
 def models() -> dict[str, ModelDef]:
     """All models by name."""
-    from bench.models import MODELS
+    from bench.catalog.models import MODELS
 
     return MODELS
 
 
 def losses() -> dict[str, LossDef]:
     """All losses by name."""
-    from bench.losses import LOSSES
+    from bench.catalog.losses import LOSSES
 
     return LOSSES
 
 
 def optimizers() -> dict[str, OptimizerDef]:
     """All optimizers by name."""
-    from bench.optimizers import OPTIMIZERS
+    from bench.catalog.optimizers import OPTIMIZERS
 
     return OPTIMIZERS
 
 
-def recipes() -> dict[str, Recipe]:
-    """All notebook recipes by name."""
-    from bench.recipes import RECIPES
-
-    return RECIPES
-
-
 def get_task(name: str) -> Task:
     """The task called `name`, or a UsageError listing the tasks."""
-    return _lookup("task", tasks(), name)
+    return lookup("task", tasks(), name)
 
 
 def get_model(name: str) -> ModelDef:
     """The model called `name`, or a UsageError listing the models."""
-    return _lookup("model", models(), name)
+    return lookup("model", models(), name)
 
 
 def get_loss(name: str) -> LossDef:
     """The loss called `name`, or a UsageError listing the losses."""
-    return _lookup("loss", losses(), name, "losses")
+    return lookup("loss", losses(), name, "losses")
 
 
 def get_optimizer(name: str) -> OptimizerDef:
     """The optimizer called `name`, or a UsageError listing the optimizers."""
-    return _lookup("optimizer", optimizers(), name)
-
-
-def get_recipe(name: str) -> Recipe:
-    """The recipe called `name`, or a UsageError listing the recipes."""
-    return _lookup("recipe", recipes(), name)
+    return lookup("optimizer", optimizers(), name)

@@ -13,12 +13,12 @@ import math
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bench import registry
+from bench.catalog import registry
+from bench.catalog.tasks import TaskData
+from bench.engines.clock import Stopwatch
+from bench.engines.setup import empty_curves, evaluate, l1_penalty, prepare_run, shuffle_generator
 from bench.results import RunResult, metric_names
 from bench.spec import RunSpec
-from bench.tasks import TaskData
-from bench.timing import Stopwatch
-from bench.train import empty_curves, evaluate, l1_penalty, prepare_run, shuffle_generator
 
 
 class ItemDataset(Dataset):

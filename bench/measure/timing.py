@@ -19,25 +19,17 @@ scikit-learn and scipy are installed.
 from __future__ import annotations
 
 import math
-import os
-import platform
-import socket
-import subprocess
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from bench.engines.clock import Clock, Stopwatch, record_stopwatches
 from bench.errors import UsageError
-
-Clock = Callable[[], float]  # seconds, monotonic (time.perf_counter or a fake in tests)
 
 NOISY_IQR_OVER_MEDIAN = 0.1
 ENGINES = ("dataloader", "reference", "batched")
@@ -54,83 +46,6 @@ MAX_THREADS = 4096
 
 class NoisyTimingWarning(UserWarning):
     """A measurement whose IQR is more than a tenth of its median: its figures are shaky."""
-
-
-def synchronize(device: str | torch.device) -> None:
-    """Wait for queued work on a CUDA device; a no-op on the CPU."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-# Stopwatches created while a recorder is active are appended to its list (see
-# `record_stopwatches`); a ContextVar keeps this local to the caller's context.
-_RECORDER: ContextVar[list[Stopwatch] | None] = ContextVar("nnbench_stopwatches", default=None)
-
-
-class Stopwatch:
-    """Accumulates synchronised wall-clock seconds over several timed regions.
-
-    `seconds` is the total; `laps` holds each region's seconds. A watch created inside
-    `record_stopwatches()` on a CUDA device also records CUDA events around each region, giving
-    device time per lap in `cuda_laps`.
-    """
-
-    def __init__(self, device: str | torch.device = "cpu", clock: Clock = time.perf_counter) -> None:
-        self.device = device
-        self.clock = clock
-        self.seconds = 0.0
-        self.laps: list[float] = []
-        self.cuda_laps: list[float] = []
-        recorder = _RECORDER.get()
-        self._events = recorder is not None and torch.device(device).type == "cuda"
-        if recorder is not None:
-            recorder.append(self)
-
-    @contextmanager
-    def measure(self) -> Iterator[None]:
-        """Time the body, synchronising the device before starting and before stopping."""
-        synchronize(self.device)
-        if self._events:
-            start_event = torch.cuda.Event(enable_timing=True)
-            end_event = torch.cuda.Event(enable_timing=True)
-            start_event.record()
-        start = self.clock()
-        try:
-            yield
-        finally:
-            if self._events:
-                end_event.record()
-            synchronize(self.device)
-            lap = self.clock() - start
-            self.seconds += lap
-            self.laps.append(lap)
-            if self._events:
-                self.cuda_laps.append(start_event.elapsed_time(end_event) / 1000.0)
-
-
-@contextmanager
-def record_stopwatches() -> Iterator[list[Stopwatch]]:
-    """Collect every Stopwatch created in the body (in creation order), with CUDA events on."""
-    watches: list[Stopwatch] = []
-    token = _RECORDER.set(watches)
-    try:
-        yield watches
-    finally:
-        _RECORDER.reset(token)
-
-
-@contextmanager
-def num_threads(threads: int | None) -> Iterator[int]:
-    """Set torch's intra-op thread count for the body and restore it after; None keeps it."""
-    before = torch.get_num_threads()
-    if threads is not None:
-        if threads < 1:
-            raise UsageError(f"thread count must be at least 1, got {threads}; use --threads 1")
-        torch.set_num_threads(threads)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
 
 # --- statistics and the repeat loop ------------------------------------------------------------
@@ -309,15 +224,15 @@ def engine_laps(engine: str, specs: Sequence[Any], data: Any) -> tuple[list[Lap]
     outer = Stopwatch(device)
     with record_stopwatches() as watches, outer.measure():
         if engine == "reference":
-            from bench.train import train
+            from bench.engines.reference import train
 
             results = [train(specs[0], data)]
         elif engine == "dataloader":
-            from bench.notebook_loop import train_with_dataloader
+            from bench.engines.notebook import train_with_dataloader
 
             results = [train_with_dataloader(specs[0], data)]
         elif engine == "batched":
-            from bench.batched import train_many
+            from bench.engines.batched import train_many
 
             results = train_many(list(specs))
         else:
@@ -338,7 +253,7 @@ def measure_case(case: TimingCase, *, epochs: int, warmup: int, min_time: float,
                  min_repeats: int = 3, max_repeats: int = 50,
                  data: Any = None) -> CaseTiming:
     """Time one case per training epoch through its engine; warns when the result is noisy."""
-    from bench.train import load_data, plan_run
+    from bench.engines.setup import load_data, plan_run
 
     spec = case.spec(epochs)
     if data is None:
@@ -393,49 +308,4 @@ def cuda_crossover(measurements: Sequence[dict[str, Any]]) -> list[dict[str, Any
 
 # --- the envelope ---------------------------------------------------------------------------------
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
-
-def _gpu_driver() -> str | None:
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=10, check=True)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip().splitlines()[0] if out.stdout.strip() else None
-
-
-def machine_info() -> dict[str, Any]:
-    """Host, CPU, GPU, driver and library versions for the JSON envelope."""
-    cuda = torch.cuda.is_available()
-    return {
-        "host": socket.gethostname(),
-        "cpu_model": _cpu_model(),
-        "cpu_cores": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "gpu_name": torch.cuda.get_device_name(0) if cuda else None,
-        "gpu_driver": _gpu_driver() if cuda else None,
-        "torch_version": torch.__version__,
-        "cuda_version": torch.version.cuda,
-        "platform": platform.platform(),
-    }
-
-
-def git_state(directory: str | Path = ".") -> tuple[str | None, bool | None]:
-    """(checked-out commit, whether tracked files differ from it); (None, None) outside git."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                               cwd=directory, capture_output=True, text=True, timeout=10,
-                               check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-    return head, bool(dirty)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bench.catalog.registry import lookup
 from bench.spec import RunSpec
 
 
@@ -116,3 +117,13 @@ RECIPES: dict[str, Recipe] = {
             note="the notebook also draws biases with xavier_uniform; nnbench starts them at 0"),
     ]
 }
+
+
+def recipes() -> dict[str, Recipe]:
+    """All notebook recipes by name."""
+    return RECIPES
+
+
+def get_recipe(name: str) -> Recipe:
+    """The recipe called `name`, or a UsageError listing the recipes."""
+    return lookup("recipe", RECIPES, name)

@@ -250,7 +250,7 @@ def _cpu_seconds(fn: Callable[[], object]) -> tuple[float, float]:
 
 
 def _run(specs: Sequence[RunSpec], engine: str) -> list[Any]:
-    from bench.runner import run_specs
+    from bench.engines.runner import run_specs
 
     return run_specs(list(specs), engine=engine)
 
@@ -258,7 +258,7 @@ def _run(specs: Sequence[RunSpec], engine: str) -> list[Any]:
 def measure_quality(config: CheckConfig, progress: Callable[[str], None] | None = None
                     ) -> dict[str, dict[str, Any]]:
     """Train every check recipe over the seeds with each engine; per-seed validation metrics."""
-    from bench import registry
+    from bench.catalog import registry
 
     out: dict[str, dict[str, Any]] = {}
     for name, spec in CHECK_RECIPES.items():
@@ -328,7 +328,7 @@ def machine_info() -> dict[str, Any]:
 
 def commit_info(cwd: str | Path | None = None) -> str:
     """The git commit of the tree, with '-dirty' when it has uncommitted changes."""
-    from bench.timing import git_state
+    from bench.measure.machine import git_state
 
     head, dirty = git_state(cwd if cwd is not None else ".")
     if head is None:
@@ -339,7 +339,7 @@ def commit_info(cwd: str | Path | None = None) -> str:
 def measure(config: CheckConfig, progress: Callable[[str], None] | None = None
             ) -> dict[str, Any]:
     """A full measurement, in the shape of the baseline file (without its rules)."""
-    from bench.timing import num_threads
+    from bench.engines.clock import num_threads
 
     with num_threads(THREADS):
         quality = measure_quality(config, progress)

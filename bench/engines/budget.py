@@ -12,7 +12,7 @@ memory first:
   dtype: about 24 bytes per value), one member's parameters, gradients, optimizer state and
   batch activations (the batched engine's own per-member formula), the float64 draws of the
   initial weights, the largest evaluation pass, the stacked chunk of a group (the batched
-  engine fills up to `bench.batched.MEMORY_BUDGET` with members), the run records held in
+  engine fills up to `bench.engines.batched.MEMORY_BUDGET` with members), the run records held in
   memory (Optuna's journal storage keeps every trial) and the process itself.
 - work: more than `MAX_SAMPLE_EPOCHS` training examples processed (examples x epochs x runs),
   more than `MAX_MULTIPLY_ADDS` multiply-adds (forward and backward of every training example,
@@ -75,7 +75,7 @@ def machine_memory() -> int | None:
 
 def training_examples(spec: RunSpec) -> int:
     """Training-set size of the spec's task: the synthetic size, or the whole real data set."""
-    from bench import registry
+    from bench.catalog import registry
 
     task = registry.get_task(spec.task)
     if task.synthetic:
@@ -87,9 +87,9 @@ def estimate(spec: RunSpec, *, runs: int = 1, together: int = 1, stored_runs: in
     """Estimate `runs` runs like `spec`, `together` of them trained at once (a stacked group),
     with `stored_runs` run records held in memory besides them. Pure arithmetic: nothing is
     allocated, so an absurd request (a billion seeds) is sized and refused at once."""
-    from bench import registry
-    from bench.batched import MEMORY_BUDGET
-    from bench.models import Linear, architecture, output_head, parameter_count
+    from bench.catalog import registry
+    from bench.catalog.models import Linear, architecture, output_head, parameter_count
+    from bench.engines.batched import MEMORY_BUDGET
 
     task = registry.get_task(spec.task)
     model = registry.get_model(spec.model)
@@ -106,7 +106,7 @@ def estimate(spec: RunSpec, *, runs: int = 1, together: int = 1, stored_runs: in
     n_total = n_train + 2 * n_eval if task.synthetic else n_train
     batch = min(spec.batch_size or n_train, n_train)
 
-    # One member, as bench.batched.members_per_chunk counts it: parameters, gradients and
+    # One member, as bench.engines.batched.members_per_chunk counts it: parameters, gradients and
     # optimizer state (8 per parameter), batch activations (6 per unit), the gathered batch.
     weights = elem * 8 * params
     activations = elem * (6 * batch * sum(widths) + batch * task.input_dim)

@@ -12,14 +12,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from bench import registry
+from bench.catalog import registry
+from bench.catalog.tasks import load_task
+from bench.engines.runner import run_specs
 from bench.errors import DataUnavailableError
-from bench.recipes import Recipe
+from bench.notebooks.recipes import Recipe
 from bench.results import RunResult, metric_direction
-from bench.runner import run_specs
 from bench.stats import mean_ci
 from bench.store import write_error, write_text_atomic
-from bench.tasks import load_task
 
 ACCURACY_TOLERANCE = 0.02  # absolute, for accuracies: notebooks print one run, we average seeds
 LOSS_TOLERANCE = 0.05  # relative, for losses and MSE figures

@@ -1,7 +1,7 @@
 """Optuna sweeps: storage, sampler, pruner, ask/tell in groups, seeded repeats, workers, resume.
 
 A worker asks Optuna for a group of trials, expands each trial into one RunSpec per seed, trains
-the whole group with `bench.runner.run_specs` (the batched engine when present) and tells each
+the whole group with `bench.engines.runner.run_specs` (the batched engine when present) and tells each
 trial the mean over its seeds of the objective metric(s). Everything a run produced is kept on
 its trial (user attribute "runs"), so the study is the single record of the sweep and stays
 readable by plain Optuna tooling (`optuna.load_study`, `trials_dataframe()`, optuna-dashboard).
@@ -46,7 +46,7 @@ import numpy as np
 from bench.errors import UsageError
 from bench.results import RunResult
 from bench.spec import RunSpec, resolve_device
-from bench.storage import (
+from bench.sweeps.storage import (
     GRACE_PERIOD,
     HEARTBEAT_INTERVAL,
     display_url,
@@ -56,7 +56,7 @@ from bench.storage import (
     quiet_optuna_warnings,
     sync_storage,
 )
-from bench.study import StudySpec, check_grid_size
+from bench.sweeps.study import StudySpec, check_grid_size
 
 ORPHAN_SECONDS = 120  # a RUNNING trial with no worker record this old is failed
 DIVERGED_PREFIX = "diverged"
@@ -299,7 +299,7 @@ class _DataSizes:
         self._sizes: dict[tuple[Any, ...], int] = {}
 
     def check(self, spec: RunSpec) -> None:
-        from bench.train import load_data, plan_run
+        from bench.engines.setup import load_data, plan_run
 
         key = (spec.task, spec.data_seed, spec.n_samples)
         if key not in self._sizes:
@@ -484,7 +484,7 @@ def _cuda_available() -> bool:
 
 
 def _run_specs(specs: list[RunSpec], engine: str) -> list[RunResult]:
-    from bench.runner import run_specs
+    from bench.engines.runner import run_specs
 
     return run_specs(specs, engine=engine)
 

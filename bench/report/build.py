@@ -14,7 +14,7 @@ fails halfway (a full disk, Ctrl-C, SIGTERM) leaves the previous one untouched a
 folder behind. The destination may only be new, empty or an earlier report (its
 `.nnbench-report` marker lists the files it wrote); any other folder or file is refused with
 one line (exit 2) and left as it is. File names are unique per study name (`_slug`), and the
-storage URL is shown with its password masked (`bench.storage.display_url`).
+storage URL is shown with its password masked (`bench.sweeps.storage.display_url`).
 
 Figures are drawn on `matplotlib.figure.Figure` objects (Agg canvas) inside seaborn style
 contexts, so nothing global is changed.
@@ -52,11 +52,12 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from bench import registry, tables
+from bench.catalog import registry
 from bench.errors import UsageError
+from bench.report import tables
 from bench.stats import mean_ci
-from bench.storage import display_url
 from bench.store import umask_mode, write_json_atomic, write_text_atomic
+from bench.sweeps.storage import display_url
 
 SIGNIFICANCE_RULE = (
     "A difference counts as beyond the seed-to-seed spread when the two 95% confidence "
@@ -990,9 +991,10 @@ def retrain_for_boundary(run_spec: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
     """
     import torch
 
-    from bench.models import build_module
+    from bench.catalog.models import build_module
+    from bench.engines.reference import train
+    from bench.engines.setup import load_data, plan_run
     from bench.spec import RunSpec
-    from bench.train import load_data, plan_run, train
 
     spec = RunSpec.from_dict(run_spec)
     if spec.device != "cpu" and not torch.cuda.is_available():
@@ -1010,7 +1012,7 @@ def boundary_grid(model: Any, head: Any, x: np.ndarray, steps: int = 200
     """P(class 1) of `model` on a grid spanning the data with a 10% margin."""
     import torch
 
-    from bench.train import predict
+    from bench.engines.setup import predict
 
     lo, hi = x.min(axis=0), x.max(axis=0)
     pad = 0.1 * (hi - lo)

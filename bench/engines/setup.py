@@ -1,0 +1,137 @@
+"""What every engine shares: a spec's data, its plan (head, layers, batch size), its seeded
+model and optimizer, evaluation, and the per-epoch curves a run records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bench.catalog import registry
+from bench.catalog.losses import apply_head, encode_targets, predict_classes, regression_scores
+from bench.catalog.models import Architecture, BatchNorm, Head, architecture, build_module, initial_state
+from bench.catalog.models import output_head as _output_head
+from bench.catalog.tasks import TaskData, load_task
+from bench.errors import UsageError
+from bench.results import metric_names
+from bench.spec import RunSpec, resolve_device
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a spec resolves to on given data: head, layers, batch size, device, dtype."""
+
+    head: Head
+    arch: Architecture
+    batch_size: int
+    device: str
+    dtype: torch.dtype
+
+
+
+def output_head(spec: RunSpec) -> Head:
+    """The output activation and width for a spec's task, loss and model."""
+    task = registry.get_task(spec.task)
+    return _output_head(registry.get_model(spec.model), task.kind, task.n_classes, spec.loss)
+
+
+
+def plan_run(spec: RunSpec, n_train: int) -> Plan:
+    """Resolve a spec against its training-set size; impossible combinations are UsageErrors."""
+    task = registry.get_task(spec.task)
+    head = output_head(spec)
+    arch = architecture(registry.get_model(spec.model), task.input_dim, head,
+                        hidden=spec.hidden, activation=spec.activation,
+                        batch_norm=spec.batch_norm)
+    batch_size = spec.batch_size or n_train
+    if batch_size > n_train:
+        raise UsageError(f"batch size {batch_size} is above the training set of {spec.task} "
+                         f"({n_train} examples); use --batch-size {n_train} or less")
+    if any(isinstance(layer, BatchNorm) for layer in arch) and n_train % batch_size == 1:
+        raise UsageError(f"batch size {batch_size} leaves a last batch of 1 example of "
+                         f"{n_train}, which batch norm cannot normalise; choose another size")
+    return Plan(head, arch, batch_size, resolve_device(spec.device), spec.torch_dtype)
+
+
+
+def load_data(spec: RunSpec, device: str) -> TaskData:
+    """The spec's task data on `device` in the spec's dtype."""
+    return load_task(spec.task, data_seed=spec.data_seed, n_samples=spec.n_samples,
+                     device=device, dtype=spec.torch_dtype)
+
+
+
+def shuffle_generator(seed: int) -> torch.Generator:
+    """CPU generator for a run's shuffle order, independent of its weight-init stream."""
+    state = int(np.random.SeedSequence([int(seed), 1]).generate_state(1)[0])
+    return torch.Generator().manual_seed(state)
+
+
+
+def l1_penalty(params: list[torch.Tensor]) -> torch.Tensor:
+    """sum |p| over all trainable parameters (multiplied by lambda by the caller)."""
+    return torch.stack([p.abs().sum() for p in params]).sum()
+
+
+
+def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, head: Head,
+             loss_name: str, kind: str) -> dict[str, float]:
+    """Loss and metrics of `model` on one split, in eval mode (BN uses running statistics)."""
+    loss_fn = registry.get_loss(loss_name).fn
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        loss = loss_fn(out, encode_targets(y, head, loss_name, out.dtype), head)
+        scores = {"loss": loss}
+        if kind == "regression":
+            scores["mse"], scores["r2"] = regression_scores(out, y)
+        else:
+            scores["accuracy"] = (predict_classes(out, head) == y).to(out.dtype).mean()
+    model.train()
+    return {k: float(v) for k, v in scores.items()}
+
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A run ready to train: its data on the device, plan, initialised model and optimizer."""
+
+    data: TaskData
+    plan: Plan
+    model: torch.nn.Module
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    targets: torch.Tensor  # training targets encoded for the loss
+
+
+
+def prepare_run(spec: RunSpec, data: TaskData | None = None) -> PreparedRun:
+    """Load data, resolve the plan, build the model from its seeded initial state, make the
+    optimizer: the set-up every single-model loop shares."""
+    device = resolve_device(spec.device)
+    data = load_data(spec, device) if data is None else data.to(device, spec.torch_dtype)
+    plan = plan_run(spec, data.n_train)
+    model = build_module(plan.arch).to(device=device, dtype=plan.dtype)
+    model.load_state_dict(initial_state(plan.arch, init=spec.init, init_scale=spec.init_scale,
+                                        seed=spec.seed, dtype=plan.dtype))
+    params = list(model.parameters())
+    optimizer = registry.get_optimizer(spec.optimizer).build(params, spec)
+    targets = encode_targets(data.y_train, plan.head, spec.loss, plan.dtype)
+    return PreparedRun(data, plan, model, params, optimizer, targets)
+
+
+
+def empty_curves(kind: str) -> dict[str, list[float]]:
+    """Per-epoch curves a run records: train and validation loss, validation metrics."""
+    curves: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
+    curves.update({f"val_{m}": [] for m in metric_names(kind)})
+    return curves
+
+
+
+def predict(model: torch.nn.Module, x: torch.Tensor, head: Head) -> torch.Tensor:
+    """Head outputs (probabilities, tanh values or regression values) in eval mode."""
+    model.eval()
+    with torch.no_grad():
+        return apply_head(model(x), head)
