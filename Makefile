@@ -31,6 +31,7 @@ check: setup
 
 lint: setup
 	$(BIN)/ruff check bench tests
+	$(BIN)/lint-imports
 
 data: setup
 	$(BIN)/bench data

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from bench.spec import RunSpec
+
+if TYPE_CHECKING:  # only for an annotation: `import bench` must not load torch (1.7 s)
+    import torch
 
 
 @dataclass

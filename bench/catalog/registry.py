@@ -6,27 +6,15 @@ lazily so that `bench list` and the timing command stay light.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
-from bench.errors import UsageError
+from bench.catalog.names import lookup
 
 if TYPE_CHECKING:
     from bench.catalog.losses import LossDef
     from bench.catalog.models import ModelDef
     from bench.catalog.optimizers import OptimizerDef
     from bench.catalog.tasks import Task
-
-T = TypeVar("T")
-
-
-def lookup(kind: str, table: dict[str, T], name: str, plural: str = "") -> T:
-    """`table[name]`, or a UsageError naming the valid names (one message for every lookup)."""
-    try:
-        return table[name]
-    except KeyError:
-        raise UsageError(f"unknown {kind} {name!r}; valid {plural or kind + 's'}: "
-                         f"{', '.join(table)}") from None
-
 
 def tasks() -> dict[str, Task]:
     """All tasks by name."""

@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from bench.catalog.names import lookup
 from bench.errors import DataUnavailableError, UsageError
 
 TaskKind = Literal["binary", "multiclass", "regression"]
@@ -301,9 +302,7 @@ def load_task(name: str, *, data_seed: int = 0, n_samples: int | None = None,
               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
               root: Path | None = None) -> TaskData:
     """Load (or generate) a task's splits as tensors on `device` in `dtype`."""
-    from bench.catalog.registry import get_task
-
-    task = get_task(name)
+    task = lookup("task", TASKS, name)
     if n_samples is not None and not task.synthetic:
         raise UsageError(f"n_samples applies to synthetic tasks only; {name!r} has a fixed size: "
                          "drop --n-samples")

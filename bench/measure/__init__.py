@@ -1,6 +1,6 @@
 """Measurement: the timing harness (`timing`, `bench time`), `bench perf` (`perf`), the
 regression check (`check`) and machine and commit information (`machine`).
 
-Layer: above engines; it may import engines and everything below, never sweeps, notebooks,
+Layer: above engines and notebooks; it may import them and everything below, never sweeps,
 report or the CLI.
 """

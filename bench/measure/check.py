@@ -25,6 +25,7 @@ the thin CLI.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import json
 import math
 import platform
@@ -57,29 +58,34 @@ def _spec(**fields: Any) -> RunSpec:
 
 # The check recipes: small, quick, each exercising a different part of the engines, and not
 # fully saturated, so that a broken optimizer, loss or normalisation moves the metric.
-CHECK_RECIPES: dict[str, RunSpec] = {
-    # Notebook 000's network: BatchNorm, MSE on a sigmoid, SGD with Nesterov momentum.
-    "moons_bn_sgd": _spec(task="moons", model="bn_mlp_20x3", loss="mse", optimizer="sgd",
-                          lr=0.01, momentum=0.9, nesterov=True, batch_size=100, epochs=5),
-    # Adam and BCE on logits.
-    "circle_adam_bce": _spec(task="circle", model="mlp", hidden=(16, 16), activation="relu",
-                             loss="bce", optimizer="adam", lr=0.01, batch_size=100, epochs=10),
-    # tanh and the L1 penalty of notebook 004.
-    "sine_tanh_l1": _spec(task="sine", model="mlp", hidden=(32, 32), activation="tanh",
-                          loss="bce", optimizer="adam", lr=0.01, l1=1e-4, batch_size=100,
-                          epochs=10),
-    # MNIST-shaped (784 inputs, 10 classes; real MNIST files are not needed): softmax CE, AdamW.
-    "mnist_synthetic_adamw": _spec(task="mnist_synthetic", n_samples=1000, model="mlp",
-                                   hidden=(64,), activation="relu", loss="ce",
-                                   optimizer="adamw", lr=0.0002, weight_decay=0.01,
-                                   batch_size=50, epochs=2),
-}
+@functools.cache
+def check_recipes() -> dict[str, RunSpec]:
+    """The check's runs by name (built on first use: a RunSpec loads the catalog and torch)."""
+    return {
+        # Notebook 000's network: BatchNorm, MSE on a sigmoid, SGD with Nesterov momentum.
+        "moons_bn_sgd": _spec(task="moons", model="bn_mlp_20x3", loss="mse", optimizer="sgd",
+                              lr=0.01, momentum=0.9, nesterov=True, batch_size=100, epochs=5),
+        # Adam and BCE on logits.
+        "circle_adam_bce": _spec(task="circle", model="mlp", hidden=(16, 16), activation="relu",
+                                 loss="bce", optimizer="adam", lr=0.01, batch_size=100, epochs=10),
+        # tanh and the L1 penalty of notebook 004.
+        "sine_tanh_l1": _spec(task="sine", model="mlp", hidden=(32, 32), activation="tanh",
+                              loss="bce", optimizer="adam", lr=0.01, l1=1e-4, batch_size=100,
+                              epochs=10),
+        # MNIST-shaped (784 inputs, 10 classes; real MNIST files are not needed): softmax CE, AdamW.
+        "mnist_synthetic_adamw": _spec(task="mnist_synthetic", n_samples=1000, model="mlp",
+                                       hidden=(64,), activation="relu", loss="ce",
+                                       optimizer="adamw", lr=0.0002, weight_decay=0.01,
+                                       batch_size=50, epochs=2),
+    }
 SEEDS = tuple(range(8))
 QUICK_SEEDS = (0, 1, 2)
 
-# The speed workload: notebook 000's recipe (moons, 2-20-20-20-1 BN MLP, MSE, SGD momentum).
-SPEED_SPEC = _spec(task="moons", model="bn_mlp_20x3", loss="mse", optimizer="sgd", lr=0.1,
-                   momentum=0.9, batch_size=100, epochs=10)
+@functools.cache
+def speed_spec() -> RunSpec:
+    """The speed workload: notebook 000's recipe (moons, 2-20-20-20-1 BN MLP, MSE, SGD momentum)."""
+    return _spec(task="moons", model="bn_mlp_20x3", loss="mse", optimizer="sgd", lr=0.1,
+                 momentum=0.9, batch_size=100, epochs=10)
 BATCHED_TRIALS = 32  # seeds trained as one batched group per timed call
 SPEED_REPEATS = 9
 QUICK_SPEED_REPEATS = 3
@@ -261,7 +267,7 @@ def measure_quality(config: CheckConfig, progress: Callable[[str], None] | None 
     from bench.catalog import registry
 
     out: dict[str, dict[str, Any]] = {}
-    for name, spec in CHECK_RECIPES.items():
+    for name, spec in check_recipes().items():
         metric = f"val_{registry.get_task(spec.task).default_metric}"
         specs = [spec.replace(seed=s) for s in config.seeds]
         for engine in config.engines:
@@ -281,7 +287,7 @@ def measure_speed(config: CheckConfig, progress: Callable[[str], None] | None = 
                   ) -> dict[str, Any]:
     """Interleaved repeats of calibration and each engine; normalised throughput per engine."""
     trials = {"reference": 1, "batched": BATCHED_TRIALS}
-    workloads = {e: [SPEED_SPEC.replace(seed=s) for s in range(trials[e])]
+    workloads = {e: [speed_spec().replace(seed=s) for s in range(trials[e])]
                  for e in config.engines}
     calibration_workload()  # warm-up: first calls allocate and load kernels
     for engine, specs in workloads.items():
@@ -356,8 +362,8 @@ def _config_dict(config: CheckConfig) -> dict[str, Any]:
     return {
         "quick": config.quick, "seeds": list(config.seeds), "engines": list(config.engines),
         "speed_repeats": config.speed_repeats, "threads": THREADS,
-        "recipes": {name: spec.to_dict() for name, spec in CHECK_RECIPES.items()},
-        "speed_spec": SPEED_SPEC.to_dict(), "batched_trials": BATCHED_TRIALS,
+        "recipes": {name: spec.to_dict() for name, spec in check_recipes().items()},
+        "speed_spec": speed_spec().to_dict(), "batched_trials": BATCHED_TRIALS,
     }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.catalog.registry import lookup
+from bench.catalog.names import lookup
 from bench.spec import RunSpec
 
 
