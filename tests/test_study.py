@@ -15,7 +15,8 @@ from bench.engines import budget
 from bench.engines.setup import plan_run
 from bench.errors import UsageError
 from bench.spec import RunSpec
-from bench.sweeps.study import load_study_file, param_to_field, study_paths
+from bench.sweeps.space import param_to_field
+from bench.sweeps.study import load_study_file, study_paths
 
 GOOD = """
 task = "moons"

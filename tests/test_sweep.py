@@ -16,8 +16,11 @@ import numpy as np
 import pytest
 
 from bench.cli import main
+from bench.sweeps.optuna_study import open_study
+from bench.sweeps.storage import open_storage
 from bench.sweeps.study import load_study_file
-from bench.sweeps.sweep import is_finished, open_storage, open_study, sweep
+from bench.sweeps.sweep import sweep
+from bench.sweeps.trials import is_finished
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bench.sweeps.storage import postgres_driver_url
-from bench.sweeps.sweep import is_finished
+from bench.sweeps.trials import is_finished
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

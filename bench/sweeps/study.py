@@ -48,17 +48,26 @@ import dataclasses
 import itertools
 import math
 import tomllib
-import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from bench.catalog import registry
+from bench.engines import budget
+from bench.engines.budget import Estimate, estimate
 from bench.errors import UsageError
-from bench.spec import ARCH_FIELDS, DEVICES, MAX_SEED, RunSpec, field_types, type_problem
-
-if TYPE_CHECKING:
-    from bench.engines.budget import Estimate
+from bench.results import metric_direction, metric_names
+from bench.spec import ARCH_FIELDS, DEVICES, MAX_SEED, RunSpec, field_types
+from bench.sweeps.space import (
+    NOT_SETTABLE,
+    Param,
+    Reader,
+    field_value,
+    param_to_field,
+    parse_param,
+    settable,
+)
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
 PRUNERS = ("none", "median", "hyperband")
@@ -68,82 +77,11 @@ TOP_KEYS = ("description", "name", "task", "model", "trials", "seeds", "device",
             "fixed", "space")
 SAMPLER_KEYS = ("name", "seed", "startup_trials")
 PRUNER_KEYS = ("name", "warmup_epochs", "startup_trials", "reduction_factor")
-RANGE_KEYS = ("low", "high", "log", "step")
 # Fields a study sets elsewhere: task/model at the top level, seeds by `seeds`, engine by the sweep.
-NOT_SETTABLE = ("task", "model", "seed", "engine")
-TUPLE_FIELDS = ("hidden", "betas")
 TIME_OBJECTIVES = {"train_seconds": "minimize"}
 MAX_CHECKED_COMBINATIONS = 512
 MAX_NAME_LENGTH = 512  # Optuna's limit for a study name in an RDB storage
 MAX_GRID_POINTS = 1_000_000  # Optuna's grid sampler lists every point in memory
-
-
-@dataclass(frozen=True)
-class Param:
-    """One searched RunSpec field: a float/int range or a list of categorical choices."""
-
-    name: str
-    kind: str  # "float", "int" or "categorical"
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: tuple[Any, ...] = ()
-
-    def distribution(self) -> Any:
-        """The Optuna distribution for this parameter."""
-        from optuna.distributions import (
-            CategoricalDistribution,
-            FloatDistribution,
-            IntDistribution,
-        )
-
-        if self.kind == "categorical":
-            return CategoricalDistribution(list(self.choices))
-        if self.kind == "int":
-            return IntDistribution(int(self.low), int(self.high), log=self.log,
-                                   step=int(self.step or 1))
-        return FloatDistribution(float(self.low), float(self.high), log=self.log, step=self.step)
-
-    def grid_count(self) -> int | None:
-        """How many values `grid_values` lists, without listing them (None: continuous)."""
-        if self.kind == "categorical":
-            return len(self.choices)
-        step = self.step or (1 if self.kind == "int" else None)
-        if step is None:
-            return None
-        return math.floor((self.high - self.low) / step + 1e-9) + 1
-
-    def grid_values(self) -> list[Any] | None:
-        """Every value a grid sampler visits, or None when the range is continuous."""
-        if self.kind == "categorical":
-            return list(self.choices)
-        if self.kind == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        if self.step is None:
-            return None
-        count = math.floor((self.high - self.low) / self.step + 1e-9) + 1
-        return [self.low + i * self.step for i in range(count)]
-
-    def probe_values(self) -> list[Any]:
-        """Values that exercise the range for up-front validation (ends, or every choice)."""
-        return list(self.choices) if self.kind == "categorical" else [self.low, self.high]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready description (stored in the study's user attributes)."""
-        if self.kind == "categorical":
-            return {"type": "categorical", "choices": list(self.choices)}
-        out = {"type": self.kind, "low": self.low, "high": self.high, "log": self.log}
-        if self.step is not None:
-            out["step"] = self.step
-        return out
-
-
-def param_to_field(name: str, value: Any) -> Any:
-    """A trial's parameter value as the RunSpec field value ("20,20" -> (20, 20))."""
-    if name in TUPLE_FIELDS and isinstance(value, str):
-        return tuple((int if name == "hidden" else float)(v) for v in value.split(",") if v)
-    return value
 
 
 @dataclass(frozen=True)
@@ -231,148 +169,8 @@ class StudySpec:
 # Parsing
 
 
-class _Reader:
-    """Pulls typed values out of the TOML dict; every error names the file and the key."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def error(self, key: str, message: str) -> UsageError:
-        return UsageError(f"{self.path}: {key}: {message}")
-
-    def unknown(self, table: dict[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
-        for key in table:
-            if key not in allowed:
-                raise self.error(f"{prefix}{key}", f"unknown key; valid keys: {', '.join(allowed)}")
-
-    def integer(self, key: str, value: Any, minimum: int, maximum: int | None = None) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise self.error(key, f"must be an integer, got {value!r}")
-        if value < minimum:
-            raise self.error(key, f"must be at least {minimum}, got {value}")
-        if maximum is not None and value > maximum:
-            raise self.error(key, f"must be at most {maximum}, got {value}")
-        return value
-
-    def boolean(self, key: str, value: Any) -> bool:
-        if not isinstance(value, bool):
-            raise self.error(key, f"must be true or false, got {value!r}")
-        return value
-
-    def string(self, key: str, value: Any, choices: tuple[str, ...] | None = None) -> str:
-        if not isinstance(value, str):
-            raise self.error(key, f"must be a string, got {value!r}")
-        if choices is not None and value not in choices:
-            raise self.error(key, f"unknown value {value!r}; choose one of: {', '.join(choices)}")
-        return value
-
-    def named_table(self, key: str, value: Any, keys: tuple[str, ...],
-                    names: tuple[str, ...]) -> dict[str, Any]:
-        """`"tpe"` or `{ name = "tpe", ... }` as a dict with a checked "name"."""
-        table = {"name": value} if isinstance(value, str) else value
-        if not isinstance(table, dict):
-            raise self.error(key, f"must be a name or a table, got {value!r}")
-        self.unknown(table, keys, f"{key}.")
-        table = dict(table)
-        table["name"] = self.string(f"{key}.name", table.get("name", names[0]), names)
-        return table
-
-
-def _settable(kinds: dict[str, Any]) -> str:
-    return ", ".join(k for k in kinds if k not in NOT_SETTABLE)
-
-
-def _numeric_kind(annotation: Any) -> str | None:
-    """'int' or 'float' for a numeric RunSpec field annotation, else None."""
-    args = set(typing.get_args(annotation)) or {annotation}
-    if int in args and annotation is not bool:
-        return "int"
-    if float in args:
-        return "float"
-    return None
-
-
-def _field_value(reader: _Reader, key: str, name: str, value: Any) -> Any:
-    """A [fixed] value or [space] choice checked against the RunSpec field's type ("full" batch
-    is None, lists are tuples); the error names the key."""
-    if name == "batch_size" and value == "full":
-        return None
-    if isinstance(value, list) and name not in TUPLE_FIELDS:
-        raise reader.error(key, f"a list is only valid for {', '.join(TUPLE_FIELDS)}, got "
-                                f"{value!r}")
-    problem = type_problem(name, value)
-    if problem:
-        if name == "batch_size":
-            problem = f"must be an integer or \"full\", got {value!r}"
-        raise reader.error(key, problem)
-    return tuple(value) if isinstance(value, list) else value
-
-
-def _choice_value(reader: _Reader, key: str, name: str, value: Any) -> Any:
-    """A categorical choice as stored by Optuna (lists become "a,b"; "full" batch is None)."""
-    value = _field_value(reader, key, name, value)
-    if isinstance(value, tuple):
-        return ",".join(str(v) for v in value)
-    return value
-
-
-def _parse_param(reader: _Reader, name: str, raw: Any, kinds: dict[str, Any]) -> Param:
-    key = f"space.{name}"
-    if name not in kinds:
-        raise reader.error(key, f"not a RunSpec field; valid fields: {_settable(kinds)}")
-    if name in NOT_SETTABLE:
-        raise reader.error(key, f"{name!r} cannot be searched; set it at the top of the study"
-                                if name in ("task", "model") else
-                                f"{name!r} cannot be searched (seeds come from `seeds`)")
-    if isinstance(raw, dict) and "choices" in raw:
-        reader.unknown(raw, ("choices",), f"{key}.")
-        raw = raw["choices"]
-    if isinstance(raw, list):
-        if not raw:
-            raise reader.error(key, "empty list of choices; give at least one value")
-        choices = tuple(_choice_value(reader, key, name, v) for v in raw)
-        if len(set(map(repr, choices))) != len(choices):
-            raise reader.error(key, f"repeated choices in {raw!r}; list each value once")
-        return Param(name, "categorical", choices=choices)
-    if not isinstance(raw, dict):
-        raise reader.error(key, "must be a list of choices or a table { low = .., high = .. }")
-    reader.unknown(raw, RANGE_KEYS, f"{key}.")
-    kind = _numeric_kind(kinds[name])
-    if kind is None:
-        raise reader.error(key, f"{name!r} is not numeric; give a list of choices instead")
-    for bound in ("low", "high"):
-        if bound not in raw:
-            raise reader.error(f"{key}.{bound}", "missing; a range needs low and high")
-        value = raw[bound]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(
-                value):
-            raise reader.error(f"{key}.{bound}", f"must be a number, got {value!r}")
-        if kind == "int" and not isinstance(value, int):
-            raise reader.error(f"{key}.{bound}", f"{name} is an integer field, got {value!r}")
-    low, high = raw["low"], raw["high"]
-    log = raw.get("log", False)
-    if not isinstance(log, bool):
-        raise reader.error(f"{key}.log", f"must be true or false, got {log!r}")
-    if low > high:
-        raise reader.error(key, f"low {low} is above high {high}; swap them")
-    if log and low <= 0:
-        raise reader.error(f"{key}.low", f"a log range needs low > 0, got {low}")
-    step = raw.get("step")
-    if step is not None:
-        if isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(
-                step) or step <= 0:
-            raise reader.error(f"{key}.step", f"must be a positive number, got {step!r}")
-        if kind == "int" and not isinstance(step, int):
-            raise reader.error(f"{key}.step", f"{name} is an integer field, got {step!r}")
-        if log:
-            raise reader.error(f"{key}.step", "cannot be combined with log = true")
-    return Param(name, kind, low=low, high=high, log=log, step=step)
-
-
-def _parse_objectives(reader: _Reader, data: dict[str, Any],
+def _parse_objectives(reader: Reader, data: dict[str, Any],
                       kind: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    from bench.results import metric_direction, metric_names
-
     raw = data.get("objective")
     if raw is None:
         raw = ["val_mse" if kind == "regression" else "val_accuracy"]
@@ -413,10 +211,8 @@ def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = Fal
     """Validate a study file's TOML dict into a StudySpec; errors name the file and key.
     `no_limits` (a --no-limits flag) allows work above bench.engines.budget's bounds, as
     `allow_long = true` does; what cannot fit in memory is refused either way."""
-    from bench.catalog import registry
-
     path = Path(path)
-    reader = _Reader(path)
+    reader = Reader(path)
     reader.unknown(data, TOP_KEYS, "")
     if "task" not in data:
         raise reader.error("task", "missing; name the task, e.g. task = \"moons\"")
@@ -461,15 +257,15 @@ def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = Fal
     for key, value in fixed_raw.items():
         if key not in kinds:
             raise reader.error(f"fixed.{key}", f"not a RunSpec field; valid fields: "
-                                               f"{_settable(kinds)}")
+                                               f"{settable(kinds)}")
         if key in NOT_SETTABLE:
             raise reader.error(f"fixed.{key}", "set task and model at the top of the study; "
                                                "seeds come from `seeds`, the engine from the sweep")
-        fixed[key] = _field_value(reader, f"fixed.{key}", key, value)
+        fixed[key] = field_value(reader, f"fixed.{key}", key, value)
     space_raw = data.get("space", {})
     if not isinstance(space_raw, dict):
         raise reader.error("space", "must be a table of RunSpec fields")
-    space = tuple(_parse_param(reader, n, raw, kinds) for n, raw in space_raw.items())
+    space = tuple(parse_param(reader, n, raw, kinds) for n, raw in space_raw.items())
     for p in space:
         if p.name in fixed:
             raise reader.error(f"space.{p.name}", "is also set in [fixed]; keep one of them")
@@ -495,7 +291,7 @@ def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = Fal
     return spec
 
 
-def _check_sampler(reader: _Reader, spec: StudySpec) -> None:
+def _check_sampler(reader: Reader, spec: StudySpec) -> None:
     if spec.sampler == "grid":
         for p in spec.space:
             if p.grid_count() is None:
@@ -530,10 +326,8 @@ def check_grid_size(spec: StudySpec) -> None:
                          f"{grid_size(spec)} points; set trials = {grid_size(spec)} or fewer")
 
 
-def _check_architecture(reader: _Reader, spec: StudySpec) -> None:
+def _check_architecture(reader: Reader, spec: StudySpec) -> None:
     """hidden/activation/batch_norm in [fixed] or [space] that a fixed model lacks: the key."""
-    from bench.catalog import registry
-
     if registry.get_model(spec.model).configurable:
         return
     given = [(f"fixed.{name}", name, value) for name, value in spec.fixed.items()
@@ -554,7 +348,7 @@ def _probe_params(spec: StudySpec) -> Iterator[dict[str, Any]]:
         yield {p.name: v for p, v in zip(spec.space, combo, strict=True)}
 
 
-def _check_run_specs(reader: _Reader, spec: StudySpec) -> None:
+def _check_run_specs(reader: Reader, spec: StudySpec) -> None:
     """Build a RunSpec for every choice combination (ranges at their ends): bad names fail here."""
     for params in _probe_params(spec):
         try:
@@ -568,8 +362,6 @@ def _check_run_specs(reader: _Reader, spec: StudySpec) -> None:
 def study_estimate(spec: StudySpec) -> Estimate:
     """The study's worst case over its space (ranges at their ends, every choice): all
     trials x seeds runs trained, `group` x `seeds` members at once, every record kept."""
-    from bench.engines.budget import estimate
-
     runs = spec.trials * spec.seeds
     together = min(spec.group, spec.trials) * spec.seeds
     worst: Estimate | None = None
@@ -584,8 +376,6 @@ def study_estimate(spec: StudySpec) -> Estimate:
 def check_budget(spec: StudySpec) -> None:
     """Refuse (one-line UsageError) a study that cannot fit in memory, or whose work is above
     bench.engines.budget's bounds unless `allow_long` (study key, or --no-limits via with_overrides)."""
-    from bench.engines import budget
-
     budget.check(study_estimate(spec), what=f"{spec.path}: study {spec.name!r}",
                  allow_long=spec.allow_long,
                  long_hint="allow_long = true in the study (or bench sweep --no-limits)")

@@ -35,239 +35,48 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+import torch
 
+from bench.engines.runner import run_specs
+from bench.engines.setup import load_data, plan_run
 from bench.errors import UsageError
 from bench.results import RunResult
 from bench.spec import RunSpec, resolve_device
+from bench.sweeps.optuna_study import make_sampler, open_study, worker_seed
 from bench.sweeps.storage import (
     GRACE_PERIOD,
     HEARTBEAT_INTERVAL,
     display_url,
     is_shared_storage,
     open_storage,
-    pid_alive,
     quiet_optuna_warnings,
     sync_storage,
 )
 from bench.sweeps.study import StudySpec, check_grid_size
+from bench.sweeps.trials import (
+    DIVERGED_PREFIX,
+    count_finished,
+    fail_stale_trials,
+    heartbeats,
+    is_finished,
+    is_running,
+)
 
-ORPHAN_SECONDS = 120  # a RUNNING trial with no worker record this old is failed
-DIVERGED_PREFIX = "diverged"
 # Settings that may change between runs of one study without changing what a trial means.
-MUTABLE_KEYS = ("trials", "group", "description")
 
 
 # ---------------------------------------------------------------------------------------------
 # Storage, sampler, pruner
 
 
-def make_sampler(spec: StudySpec, seed: int) -> Any:
-    """The study's sampler, seeded."""
-    import optuna
-
-    startup = spec.sampler_startup_trials
-    if spec.sampler == "tpe":
-        kwargs = {} if startup is None else {"n_startup_trials": startup}
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, **kwargs)
-    if spec.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if spec.sampler == "grid":
-        return _ask_tell_grid_sampler({p.name: p.grid_values() for p in spec.space}, seed)
-    if spec.sampler == "cmaes":
-        kwargs = {} if startup is None else {"n_startup_trials": startup}
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
-                                            **kwargs)
-    if spec.sampler == "qmc":
-        with quiet_optuna_warnings():  # QMCSampler is "experimental" in Optuna's terms
-            return optuna.samplers.QMCSampler(seed=seed, scramble=True,
-                                              warn_asynchronous_seeding=False,
-                                              warn_independent_sampling=False)
-    raise UsageError(f"unknown sampler {spec.sampler!r}")
-
-
-def _ask_tell_grid_sampler(search_space: dict[str, list[Any]], seed: int) -> Any:
-    """A GridSampler that ask/tell can exhaust (the class is made here: optuna loads lazily)."""
-    import optuna
-
-    class AskTellGridSampler(optuna.samplers.GridSampler):
-        """GridSampler without its `study.stop()` when the grid is exhausted.
-
-        `stop` only works inside `study.optimize`; with ask/tell the study's target (which may
-        not exceed the grid size) ends the sweep instead.
-        """
-
-        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-            del study, trial, state, values
-
-    return AskTellGridSampler(search_space, seed=seed)
-
-
-def make_pruner(spec: StudySpec) -> Any:
-    """The study's pruner (NopPruner for 'none')."""
-    import optuna
-
-    if spec.pruner == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=spec.pruner_startup_trials,
-                                           n_warmup_steps=spec.pruner_warmup_epochs)
-    if spec.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, spec.pruner_warmup_epochs),
-                                              reduction_factor=spec.pruner_reduction_factor)
-    return optuna.pruners.NopPruner()
-
-
-def worker_seed(spec: StudySpec, *, existing_trials: int, worker_index: int,
-                shared: bool) -> int:
-    """The sampler seed of one worker.
-
-    A fresh single-worker sweep uses the study's seed as is (reproducible). A resumed sweep,
-    a second worker, or a worker on a shared server derives a distinct seed, so that random
-    start-up points are not proposed twice.
-    """
-    if existing_trials == 0 and worker_index == 0 and not shared:
-        return spec.sampler_seed
-    salt = [spec.sampler_seed, existing_trials, worker_index]
-    if shared:
-        salt += [sum(socket.gethostname().encode()), os.getpid()]
-    return int(np.random.SeedSequence(salt).generate_state(1)[0])
-
-
-def open_study(spec: StudySpec, storage: Any) -> Any:
-    """Create or load the Optuna study for `spec`, refusing one made from another study file."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    sampler = make_sampler(spec, spec.sampler_seed)
-    try:
-        study = optuna.load_study(study_name=spec.name, storage=storage, sampler=sampler,
-                                  pruner=make_pruner(spec))
-    except KeyError:
-        study = optuna.create_study(study_name=spec.name, storage=storage, sampler=sampler,
-                                    pruner=make_pruner(spec), directions=list(spec.directions),
-                                    load_if_exists=True)
-    mine = spec.to_dict()
-    stored = study.user_attrs.get("nnbench_study")
-    if not isinstance(stored, dict | None) or (stored is None and study.get_trials(deepcopy=False)):
-        raise UsageError(f"study {spec.name!r} in the storage was not made by nnbench (it has "
-                         "trials but no valid nnbench settings); give the study another `name` "
-                         "or use another --storage")
-    if stored is not None:
-        changed = sorted(k for k in set(mine) | set(stored)
-                         if k not in MUTABLE_KEYS and mine.get(k) != stored.get(k))
-        if changed:
-            raise UsageError(f"study {spec.name!r} in the storage was made from different "
-                             f"settings ({', '.join(changed)} changed); give the study a new "
-                             "`name` or use another --storage")
-    if stored != mine:
-        attrs = {"nnbench_study": mine, "study_file": spec.path, "task": spec.task,
-                 "model": spec.model, "objective": spec.objective,
-                 "objectives": list(spec.objectives), "directions": list(spec.directions)}
-        for key, value in attrs.items():
-            study.set_user_attr(key, value)
-    return study
-
-
 # ---------------------------------------------------------------------------------------------
 # Counting and stale trials
-
-
-def is_finished(trial: Any) -> bool:
-    """COMPLETE, PRUNED, or FAIL because it diverged: the trials that count to the target."""
-    from optuna.trial import TrialState
-
-    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
-        return True
-    return (trial.state == TrialState.FAIL
-            and str(trial.user_attrs.get("failure_reason", "")).startswith(DIVERGED_PREFIX))
-
-
-def is_running(trial: Any) -> bool:
-    """RUNNING: a trial some worker is training (WAITING ones are handed out by `ask`)."""
-    from optuna.trial import TrialState
-
-    return trial.state == TrialState.RUNNING
-
-
-def count_finished(study: Any) -> int:
-    """How many of the study's trials count to its target."""
-    return sum(is_finished(t) for t in study.get_trials(deepcopy=False))
-
-
-def _stale_reason(trial: Any, host: str, now: datetime) -> str | None:
-    worker = trial.user_attrs.get("worker")
-    if worker is None:
-        started = trial.datetime_start
-        if started is not None and now - started > timedelta(seconds=ORPHAN_SECONDS):
-            return f"left RUNNING without a worker record for over {ORPHAN_SECONDS} s"
-        return None
-    if worker.get("host") == host and worker.get("pid") != os.getpid() and not pid_alive(
-            int(worker["pid"])):
-        return f"worker pid {worker['pid']} on {host} stopped before finishing it (killed?)"
-    return None
-
-
-def fail_stale_trials(study: Any, storage: Any) -> int:
-    """Fail RUNNING trials whose worker is gone; returns how many were failed."""
-    import optuna
-    from optuna.trial import TrialState
-
-    if isinstance(storage, optuna.storages.RDBStorage):
-        with quiet_optuna_warnings():
-            optuna.storages.fail_stale_trials(study)  # heartbeats, for workers on any host
-    host, now, failed = socket.gethostname(), datetime.now(), 0
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        reason = _stale_reason(trial, host, now)
-        if reason is None:
-            continue
-        try:
-            storage.set_trial_user_attr(trial_id(storage, study, trial.number),
-                                        "failure_reason", reason)
-            study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-            failed += 1
-        except (RuntimeError, ValueError):  # finished meanwhile by its worker or another one
-            continue
-    return failed
-
-
-def trial_id(storage: Any, study: Any, number: int) -> int:
-    """The storage's id of trial `number` of `study` (public storage API, no private fields)."""
-    study_id = storage.get_study_id_from_name(study.study_name)
-    return storage.get_trial_id_from_study_id_trial_number(study_id, number)
-
-
-@contextmanager
-def _heartbeats(storage: Any, study: Any, numbers: Sequence[int]) -> Iterator[None]:
-    """Record Optuna heartbeats for trials `numbers` while the body runs (RDB storages only)."""
-    import optuna
-
-    if not isinstance(storage, optuna.storages.RDBStorage) or not numbers:
-        yield
-        return
-    trial_ids = [trial_id(storage, study, n) for n in numbers]
-    interval = storage.get_heartbeat_interval() or HEARTBEAT_INTERVAL
-    stop = threading.Event()
-
-    def beat() -> None:
-        while True:
-            for trial_id in trial_ids:
-                with suppress(Exception):
-                    storage.record_heartbeat(trial_id)
-            if stop.wait(interval):
-                return
-
-    thread = threading.Thread(target=beat, daemon=True, name="nnbench-heartbeat")
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -299,8 +108,6 @@ class _DataSizes:
         self._sizes: dict[tuple[Any, ...], int] = {}
 
     def check(self, spec: RunSpec) -> None:
-        from bench.engines.setup import load_data, plan_run
-
         key = (spec.task, spec.data_seed, spec.n_samples)
         if key not in self._sizes:
             self._sizes[key] = load_data(spec.replace(device="cpu"), "cpu").n_train
@@ -386,7 +193,7 @@ class Worker:
         try:
             specs = [self.spec.run_spec(trial.params, seed) for seed in range(self.spec.seeds)]
             device = specs[0].device
-            if device == "cuda" and not _cuda_available():
+            if device == "cuda" and not torch.cuda.is_available():
                 raise UsageError(f"device 'cuda' is not available on {self.host}")
             device = resolve_device(device)
             member.specs = [s.replace(device=device, engine="auto") for s in specs]
@@ -398,13 +205,13 @@ class Worker:
     def _train_and_tell(self, trials: list[Any]) -> None:
         members = [self._expand(t) for t in trials]
         runnable = [m for m in members if m.invalid is None]
-        with _heartbeats(self.storage, self.study, [m.trial.number for m in members]):
+        with heartbeats(self.storage, self.study, [m.trial.number for m in members]):
             try:
                 for device in sorted({m.specs[0].device for m in runnable}):
                     on_device = [m for m in runnable if m.specs[0].device == device]
                     specs = [s for m in on_device for s in m.specs]
                     began = time.perf_counter()
-                    results = _run_specs(specs, self.engine)
+                    results = run_specs(specs, engine=self.engine)
                     self.stats.train_seconds += time.perf_counter() - began
                     for m in on_device:
                         m.results, results = results[:len(m.specs)], results[len(m.specs):]
@@ -475,18 +282,6 @@ class Worker:
                                                       "after training)")
                 return True
         return False
-
-
-def _cuda_available() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def _run_specs(specs: list[RunSpec], engine: str) -> list[RunResult]:
-    from bench.engines.runner import run_specs
-
-    return run_specs(specs, engine=engine)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -600,8 +395,6 @@ def _worker_process(spec: StudySpec, storage_url: str | None, index: int, thread
     signal.signal(signal.SIGTERM, _raise_terminated)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the parent, which stops us
     die_with_parent(parent_pid)
-    import torch
-
     torch.set_num_threads(threads)
     Worker(spec, storage_url, worker_index=index, engine=engine,
            heartbeat_interval=heartbeat_interval, grace_period=grace_period).run()

@@ -54,8 +54,9 @@ def test_sweep_512x5_moons_vs_notebook_loop(benchmark, tmp_path):
 
     from bench.engines.notebook import train_with_dataloader
     from bench.engines.runner import choose_engine
+    from bench.sweeps.storage import open_storage
     from bench.sweeps.study import load_study_file
-    from bench.sweeps.sweep import open_storage, sweep
+    from bench.sweeps.sweep import sweep
 
     path = tmp_path / "moons_speed.toml"
     # Under `--benchmark-disable` (make test) this is a smoke test of the same code path.
