@@ -18,7 +18,9 @@ class RunResult:
 
     `metrics` holds final values: `val_<m>`, `test_<m>` and `train_<m>` for the task's metrics
     (accuracy; or mse and r2 for regression) plus `val_loss`. They are NaN for a diverged run:
-    its curves stop at the epoch it diverged and are never padded.
+    its curves stop at the epoch it diverged and are never padded. `stopped` is True for a run
+    the engine's `on_epoch` hook ended early (after `epochs_run` epochs; its metrics are those of
+    its model then).
     """
 
     spec: RunSpec
@@ -32,6 +34,7 @@ class RunResult:
     engine: str = "reference"
     step_losses: list[float] | None = None
     params: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    stopped: bool = False
 
     @property
     def seed(self) -> int:
@@ -39,8 +42,9 @@ class RunResult:
         return self.spec.seed
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (NaN and inf become null); parameters are left out."""
-        return {
+        """JSON-ready dict (NaN and inf become null); parameters are left out; `stopped` only
+        appears for a run the hook stopped (records of full runs keep their old shape)."""
+        out = {
             "spec": self.spec.to_dict(),
             "seed": self.seed,
             "engine": self.engine,
@@ -52,6 +56,9 @@ class RunResult:
             "epochs_run": self.epochs_run,
             "time_to_target": self.time_to_target,
         }
+        if self.stopped:
+            out["stopped"] = True
+        return out
 
 
 def _finite_or_none(value: float) -> float | None:

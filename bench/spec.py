@@ -30,7 +30,9 @@ from bench.errors import UsageError
 
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
-ENGINES = ("reference", "batched", "auto")
+# The engine names a RunSpec accepts; bench.engines.registry maps each to its engine (and
+# refuses to load if the two differ): the spec validates at construction and sits below engines.
+ENGINES = ("reference", "batched", "notebook", "auto")
 ACTIVATIONS = ("relu", "tanh", "sigmoid")
 INITS = ("default", "xavier_uniform", "normal")
 ARCH_FIELDS = ("hidden", "activation", "batch_norm")  # resolved from the model when None

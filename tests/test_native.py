@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bench.engines import batched, native
+from bench.engines import batched, native, stacked
 from bench.engines.batched import train_many
 from bench.spec import RunSpec
 
@@ -75,15 +75,15 @@ def test_gradients_equal_the_torch_step_in_float32() -> None:
     for use_native in (False, True):
         states = [batched.initial_state(plan.arch, init=s.init, init_scale=s.init_scale,
                                         seed=s.seed, dtype=plan.dtype) for s in specs]
-        stack = batched._Stack(plan, states, "cpu")
+        stack = stacked.Stack(plan, states, "cpu")
         y = batched.encode_targets(data.y_train, plan.head, spec.loss, plan.dtype).contiguous()
         if use_native:
             stack.use_native(spec.loss, 1)
             out = torch.empty(len(specs))
             stack.native.train_step(data.x_train.contiguous(), y, 50, 50, None, out)
         else:
-            out = batched._torch_step(stack, data.x_train, y, 50, 100, None, None, None,
-                                      spec.loss, plan.head)
+            out = stacked.torch_step(stack, data.x_train, y, 50, 100, None, None, None,
+                                     spec.loss, plan.head)
         grads.append(stack.grad.clone())
         losses.append(out.clone())
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=0)

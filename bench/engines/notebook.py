@@ -8,16 +8,18 @@ per-step host sync differ, which is exactly what the speed comparisons measure.
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bench.catalog import registry
 from bench.catalog.tasks import TaskData
+from bench.engines.bookkeeping import Ledger, relay
 from bench.engines.clock import Stopwatch
-from bench.engines.setup import empty_curves, evaluate, l1_penalty, prepare_run, shuffle_generator
-from bench.results import RunResult, metric_names
+from bench.engines.registry import EpochHook, Progress
+from bench.engines.setup import evaluate, l1_penalty, prepare_run, shuffle_generator
+from bench.results import RunResult
 from bench.spec import RunSpec
 
 
@@ -34,18 +36,34 @@ class ItemDataset(Dataset):
         return self.x[idx], self.y[idx]
 
 
-def train_with_dataloader(spec: RunSpec, data: TaskData | None = None) -> RunResult:
-    """Train like the notebooks (DataLoader over a per-item Dataset, `.item()` every step)."""
+def train_specs(specs: Sequence[RunSpec], *, on_epoch: EpochHook | None = None,
+                progress: Progress | None = None, data: TaskData | None = None) -> list[RunResult]:
+    """The engine contract (`bench.engines.registry`): train each spec in turn like the
+    notebooks."""
+    pending: set[int] = set()
+    results = []
+    for i, spec in enumerate(specs):
+        results.append(train_with_dataloader(spec, data, on_epoch=relay(on_epoch, [i], pending)))
+        if progress is not None:
+            progress(1)
+    return results
+
+
+def train_with_dataloader(spec: RunSpec, data: TaskData | None = None, *,
+                          on_epoch: EpochHook | None = None) -> RunResult:
+    """Train like the notebooks (DataLoader over a per-item Dataset, `.item()` every step).
+
+    The epoch bookkeeping is every engine's (`bench.engines.bookkeeping`): a run diverges when
+    its train or validation loss is not finite, and `on_epoch` may stop it."""
     run = prepare_run(spec, data)
     data, plan, model, optimizer, params = run.data, run.plan, run.model, run.optimizer, run.params
     device, kind = plan.device, data.task.kind
     loss_fn = registry.get_loss(spec.loss).fn
     loader = DataLoader(ItemDataset(data.x_train, run.targets), batch_size=plan.batch_size,
                         shuffle=spec.shuffle, generator=shuffle_generator(spec.seed))
-    curves = empty_curves(kind)
+    metric = data.task.default_metric
+    ledger = Ledger([spec], kind, metric, on_epoch)
     train_clock, eval_clock = Stopwatch(device), Stopwatch(device)
-    diverged_epoch = None
-    epochs_run = 0
     for epoch in range(1, spec.epochs + 1):
         with train_clock.measure():
             running = 0.0
@@ -56,25 +74,12 @@ def train_with_dataloader(spec: RunSpec, data: TaskData | None = None) -> RunRes
                 total.backward()
                 optimizer.step()
                 running += loss.item()
-        epochs_run = epoch
         with eval_clock.measure():
             val = evaluate(model, data.x_val, data.y_val, plan.head, spec.loss, kind)
-        curves["train_loss"].append(running / len(loader))
-        curves["val_loss"].append(val["loss"])
-        for m in metric_names(kind):
-            curves[f"val_{m}"].append(val[m])
-        if not math.isfinite(curves["train_loss"][-1]):
-            diverged_epoch = epoch
+        ledger.record(0, epoch, running / len(loader), val, train_clock.seconds)
+        if ledger.newly_ended():
             break
-    metric = data.task.default_metric
-    return RunResult(
-        spec=spec,
-        metrics={f"val_{metric}": curves[f"val_{metric}"][-1], "val_loss": curves["val_loss"][-1]},
-        curves=curves,
-        timing={"train_seconds": train_clock.seconds, "eval_seconds": eval_clock.seconds,
-                "samples_per_second": epochs_run * data.n_train / train_clock.seconds},
-        diverged=diverged_epoch is not None,
-        diverged_epoch=diverged_epoch,
-        epochs_run=epochs_run,
-        engine="notebook",
-    )
+    # The notebooks report the last epoch's validation figures only.
+    return ledger.result(0, metrics={f"val_{metric}": val[metric], "val_loss": val["loss"]},
+                         train_seconds=train_clock.seconds, eval_seconds=eval_clock.seconds,
+                         n_train=data.n_train, engine="notebook")

@@ -1,5 +1,5 @@
 """What every engine shares: a spec's data, its plan (head, layers, batch size), its seeded
-model and optimizer, evaluation, and the per-epoch curves a run records."""
+model and optimizer, and evaluation (the per-epoch record is `bookkeeping`'s)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from bench.catalog.models import Architecture, BatchNorm, Head, architecture, bu
 from bench.catalog.models import output_head as _output_head
 from bench.catalog.tasks import TaskData, load_task
 from bench.errors import UsageError
-from bench.results import metric_names
 from bench.spec import RunSpec, resolve_device
 
 
@@ -119,14 +118,6 @@ def prepare_run(spec: RunSpec, data: TaskData | None = None) -> PreparedRun:
     optimizer = registry.get_optimizer(spec.optimizer).build(params, spec)
     targets = encode_targets(data.y_train, plan.head, spec.loss, plan.dtype)
     return PreparedRun(data, plan, model, params, optimizer, targets)
-
-
-
-def empty_curves(kind: str) -> dict[str, list[float]]:
-    """Per-epoch curves a run records: train and validation loss, validation metrics."""
-    curves: dict[str, list[float]] = {"train_loss": [], "val_loss": []}
-    curves.update({f"val_{m}": [] for m in metric_names(kind)})
-    return curves
 
 
 

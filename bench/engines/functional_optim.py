@@ -1,0 +1,102 @@
+"""The batched engine's optimizers: torch.optim's SGD / Adam / AdamW as functional updates of
+a `Stack`'s flat parameter buffer, with one hyperparameter value per member."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from bench.engines.stacked import Stack
+from bench.spec import RunSpec
+
+
+class StackedOptimizer:
+    """torch.optim's SGD / Adam / AdamW formulas on the flat buffer, one hyperparameter per member.
+
+    Each formula follows torch's single-tensor implementation operation by operation (weight
+    decay added to the gradient for SGD and Adam, decoupled for AdamW; Adam's bias corrections
+    computed on the host in double precision per step, as torch does), so a member's update is
+    the update torch.optim would make for that run.
+    """
+
+    def __init__(self, stack: Stack, specs: list[RunSpec], total_steps: int) -> None:
+        self.stack, self.kind = stack, specs[0].optimizer
+        self.nesterov = specs[0].nesterov
+        dev, dt = stack.device, stack.dtype
+
+        def member(values: list[float]) -> torch.Tensor:
+            return stack.per_element(torch.tensor(values, dtype=dt, device=dev))
+
+        flat = stack.flat
+        wd = [s.weight_decay for s in specs]
+        self.l1 = member([s.l1 for s in specs]) if any(s.l1 for s in specs) else None
+        if self.kind == "sgd":
+            self.neg_lr = member([-s.lr for s in specs])
+            self.wd = member(wd) if any(wd) else None
+            has_momentum = any(s.momentum for s in specs)
+            self.momentum = member([s.momentum for s in specs]) if has_momentum else None
+            self.buf = torch.zeros_like(flat) if has_momentum else None
+            return
+        decoupled = self.kind == "adamw"
+        self.wd = member(wd) if any(wd) and not decoupled else None
+        self.decay = member([1 - s.lr * s.weight_decay for s in specs]) \
+            if any(wd) and decoupled else None
+        self.lerp_weight = member([1 - s.betas[0] for s in specs])
+        self.beta2 = member([s.betas[1] for s in specs])
+        self.one_minus_beta2 = member([1 - s.betas[1] for s in specs])
+        self.eps = member([s.eps for s in specs])
+        self.exp_avg, self.exp_avg_sq = torch.zeros_like(flat), torch.zeros_like(flat)
+        # Bias corrections for every step, computed in double on the host like torch does.
+        t = np.arange(1, total_steps + 1, dtype=np.float64)[:, None]
+        lr = np.array([s.lr for s in specs])[None, :]
+        b1 = np.array([s.betas[0] for s in specs])[None, :]
+        b2 = np.array([s.betas[1] for s in specs])[None, :]
+        self.neg_step_size = torch.tensor(-(lr / (1 - b1 ** t)), dtype=dt, device=dev)
+        self.bc2_sqrt = torch.tensor((1 - b2 ** t) ** 0.5, dtype=dt, device=dev)
+
+    @torch.no_grad()
+    def step(self, grad: torch.Tensor, step_index: int) -> None:
+        """One update of every member from the flat gradient (data loss only; L1 added here)."""
+        p = self.stack.flat
+        if self.l1 is not None:  # d/dp lambda * sum |p| = lambda * sgn(p), as autograd makes it
+            grad = torch.addcmul(grad, self.l1, torch.sgn(p))
+        if self.kind == "sgd":
+            if self.wd is not None:
+                grad = torch.addcmul(grad, p, self.wd)
+            if self.buf is not None:
+                self.buf.mul_(self.momentum).add_(grad)
+                grad = torch.addcmul(grad, self.buf, self.momentum) if self.nesterov else self.buf
+            p.addcmul_(grad, self.neg_lr)
+            return
+        if self.wd is not None:
+            grad = torch.addcmul(grad, p, self.wd)
+        if self.decay is not None:
+            p.mul_(self.decay)
+        self.exp_avg.lerp_(grad, self.lerp_weight)
+        self.exp_avg_sq.mul_(self.beta2).addcmul_(grad * self.one_minus_beta2, grad)
+        per = self.stack.per_element
+        denom = (self.exp_avg_sq.sqrt() / per(self.bc2_sqrt[step_index])).add_(self.eps)
+        # torch's addcdiv computes p + (value * exp_avg) / denom, in that order.
+        p.add_(torch.mul(self.exp_avg, per(self.neg_step_size[step_index])).div_(denom))
+
+    @torch.no_grad()
+    def freeze(self, members: torch.Tensor) -> None:
+        """Stop updating members where `members` ([K] bool) is True, keeping their parameters:
+        learning rate 0 and optimizer state zeroed (a run the `on_epoch` hook stopped)."""
+        element = self.stack.per_element(members)
+        if self.kind == "sgd":
+            self.neg_lr.masked_fill_(element, 0.0)
+            if self.buf is not None:
+                self.buf.masked_fill_(element, 0.0)
+            return
+        self.neg_step_size.masked_fill_(members.unsqueeze(0), 0.0)
+        self.exp_avg.masked_fill_(element, 0.0)
+        self.exp_avg_sq.masked_fill_(element, 0.0)
+        if self.decay is not None:
+            self.decay.masked_fill_(element, 1.0)
+
+    @torch.no_grad()
+    def mask(self, dead: torch.Tensor) -> None:
+        """Stop updating members where `dead` is True and zero their state (diverged runs)."""
+        self.freeze(dead)
+        self.stack.reset_members(dead)
