@@ -228,3 +228,23 @@ def test_killed_worker_then_rerun_with_two_workers_loses_and_duplicates_nothing(
             assert len(t.user_attrs["runs"]) == 2
     hosts_pids = {tuple(t.user_attrs["worker"].values()) for t in trials}
     assert len(hosts_pids) >= 2  # the killed worker and at least one of the new ones
+
+
+def test_sweep_ends_with_its_time_split(tmp_path, capsys):
+    """`bench sweep` prints where its time went; the four parts add up to the whole."""
+    path = study_file(tmp_path, trials=4, group=2)
+    assert main(["sweep", str(path), "--storage", str(tmp_path / "j.journal")]) == 0
+    out = capsys.readouterr().out
+    line = [x for x in out.splitlines() if x.strip().startswith("time ")]
+    assert len(line) == 1
+    import re
+
+    total, *parts = (float(v) for v in re.findall(r"([\d.]+) s", line[0]))
+    assert [w for w in re.findall(r"(\w+) [\d.]+ s \(", line[0])] == [
+        "engine", "sampler", "storage", "other"]
+    assert all(p >= 0 for p in parts) and abs(sum(parts) - total) <= 0.2 + 0.01 * total
+    spec = load_study_file(path)
+    stats = sweep(spec.with_overrides(trials=6), str(tmp_path / "j.journal"), quiet=True).stats
+    assert stats.train_seconds > 0 and stats.sampler_seconds > 0 and stats.storage_seconds > 0
+    assert sum(n for n, _ in stats.groups) == 2 and all(sec > 0 for _, sec in stats.groups)
+    assert stats.overhead_per_trial(first=True) == stats.groups[0][1] / 2

@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Any
 
 import numpy as np
+import optuna
 
 from bench.errors import UsageError
 from bench.sweeps.storage import quiet_optuna_warnings
@@ -122,3 +124,55 @@ def open_study(spec: StudySpec, storage: Any) -> Any:
         for key, value in attrs.items():
             study.set_user_attr(key, value)
     return study
+
+
+class TimedSampler(optuna.samplers.BaseSampler):
+    """Any Optuna sampler, with the seconds spent choosing parameters added up in `seconds`.
+
+    A plain delegate on the public `BaseSampler` interface: what it samples is exactly what the
+    wrapped sampler samples (it is how `bench sweep` splits its time into engine, sampler,
+    storage and other)."""
+
+    def __init__(self, inner: optuna.samplers.BaseSampler) -> None:
+        self.inner = inner
+        self.seconds = 0.0
+
+    def __str__(self) -> str:
+        return str(self.inner)
+
+    def infer_relative_search_space(self, study: Any, trial: Any) -> dict[str, Any]:
+        began = time.perf_counter()
+        try:
+            return self.inner.infer_relative_search_space(study, trial)
+        finally:
+            self.seconds += time.perf_counter() - began
+
+    def sample_relative(self, study: Any, trial: Any, search_space: dict[str, Any]
+                        ) -> dict[str, Any]:
+        began = time.perf_counter()
+        try:
+            return self.inner.sample_relative(study, trial, search_space)
+        finally:
+            self.seconds += time.perf_counter() - began
+
+    def sample_independent(self, study: Any, trial: Any, param_name: str,
+                           param_distribution: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return self.inner.sample_independent(study, trial, param_name, param_distribution)
+        finally:
+            self.seconds += time.perf_counter() - began
+
+    def before_trial(self, study: Any, trial: Any) -> None:
+        self.inner.before_trial(study, trial)
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        began = time.perf_counter()
+        try:
+            self.inner.after_trial(study, trial, state, values)
+        finally:
+            self.seconds += time.perf_counter() - began
+
+    def reseed_rng(self) -> None:
+        self.inner.reseed_rng()
+

@@ -226,29 +226,42 @@ def _make_journal_file_class() -> type:
             self.path = str(path)
             self.readonly = readonly
             self.lock = JournalLock(self.path, lock_grace_seconds)
-            self._offsets: dict[int, int] = {0: 0}  # log number -> byte offset of its line
+            # Where the next unread line starts: JournalStorage reads forward from the last
+            # record it replayed, so one position serves every read but a fresh replay.
+            self._read_number, self._read_offset = 0, 0
+            self._read_fd: int | None = None
+            self._write_fd: int | None = None
+            self._batch_depth = 0
+            self._lock_touched = 0.0
             self.repaired_bytes = 0
             if not readonly and not os.path.exists(self.path):
                 with self.lock.held():
                     os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644))
                 _fsync_dir(self.path)
 
+        def __del__(self) -> None:
+            for fd in (self._read_fd, self._write_fd):
+                if fd is not None:
+                    with suppress(OSError):
+                        os.close(fd)
+
         def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
             """The complete records from `log_number_from` on; a tail without newline is unseen."""
-            number = max(n for n in self._offsets if n <= log_number_from)
-            offset = self._offsets[number]
-            with open(self.path, "rb") as fh:
-                fh.seek(offset)
-                data = fh.read()
+            if self._read_fd is None:
+                self._read_fd = os.open(self.path, os.O_RDONLY)
+            if log_number_from < self._read_number:
+                self._read_number, self._read_offset = 0, 0
+            number, offset = self._read_number, self._read_offset
+            size = os.fstat(self._read_fd).st_size
+            data = os.pread(self._read_fd, max(0, size - offset), offset)
             end = data.rfind(b"\n") + 1
             logs = []
             pos = 0
             while pos < end:
                 nl = data.index(b"\n", pos)
-                line = data[pos:nl + 1]
                 if number >= log_number_from:
                     try:
-                        logs.append(json.loads(line))
+                        logs.append(json.loads(data[pos:nl + 1]))
                     except ValueError:
                         raise JournalCorruptError(
                             f"journal {self.path}: line {number + 1} (byte {offset + pos}) is "
@@ -256,7 +269,7 @@ def _make_journal_file_class() -> type:
                             "keep the lines before it in a new file") from None
                 pos = nl + 1
                 number += 1
-            self._offsets[number] = offset + end
+            self._read_number, self._read_offset = number, offset + end
             return logs
 
         def append_logs(self, logs: list[dict[str, Any]]) -> None:
@@ -265,19 +278,48 @@ def _make_journal_file_class() -> type:
                 raise UsageError(f"journal {self.path} was opened for reading only")
             data = ("\n".join(json.dumps(log, separators=(",", ":")) for log in logs)
                     + "\n").encode("utf-8")
-            with self.lock.held():
-                fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+            if self._write_fd is None:
+                self._write_fd = os.open(self.path, os.O_RDWR | os.O_APPEND)
+            fd = self._write_fd
+            with self.lock.held() if not self._batch_depth else self._touching_lock():
+                size = self._fence_torn_tail(fd)
                 try:
-                    size = self._fence_torn_tail(fd)
-                    try:
-                        view = memoryview(data)
-                        while view:
-                            view = view[os.write(fd, view):]
-                    except BaseException:
-                        os.ftruncate(fd, size)  # a partial record never stays behind
-                        raise
-                finally:
-                    os.close(fd)
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                except BaseException:
+                    os.ftruncate(fd, size)  # a partial record never stays behind
+                    raise
+
+        @contextmanager
+        def batch(self) -> Iterator[None]:
+            """Hold the lock across several appends: one acquisition for a group's records.
+
+            Records still go to the file at once, in order; other writers wait (readers never
+            do) until the batch ends."""
+            if self.readonly:
+                yield
+                return
+            if self._batch_depth == 0:
+                self.lock.acquire()
+                self._lock_touched = time.monotonic()
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
+                if self._batch_depth == 0:
+                    self.lock.release()
+
+        @contextmanager
+        def _touching_lock(self) -> Iterator[None]:
+            """Inside a batch: refresh the lock's age now and then, so no waiter takes it over."""
+            now = time.monotonic()
+            if now - self._lock_touched > 1.0:
+                with suppress(OSError):
+                    os.utime(self.lock.path)
+                self._lock_touched = now
+            yield
 
         def _fence_torn_tail(self, fd: int) -> int:
             """Cut bytes after the last newline (kept in PATH.torn); the clean size."""
@@ -309,13 +351,8 @@ def _make_journal_file_class() -> type:
 
         def sync(self) -> None:
             """fsync the journal: what was appended survives a machine crash."""
-            if self.readonly:
-                return
-            fd = os.open(self.path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            if not self.readonly and self._write_fd is not None:
+                os.fsync(self._write_fd)
 
     return JournalFile
 
@@ -518,6 +555,17 @@ def os_reason(exc: OSError) -> str:
     if exc.errno is not None:
         return os.strerror(exc.errno)
     return str(exc) or type(exc).__name__
+
+
+@contextmanager
+def storage_batch(storage: Any) -> Iterator[None]:
+    """Write a group's records under one journal lock (a no-op for databases)."""
+    backend = getattr(storage, "nnbench_backend", None)
+    if backend is None:
+        yield
+        return
+    with backend.batch():
+        yield
 
 
 def sync_storage(storage: Any) -> None:

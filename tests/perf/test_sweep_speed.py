@@ -97,6 +97,13 @@ def test_sweep_512x5_moons_vs_notebook_loop(benchmark, tmp_path):
         "engine_seconds": round(summary.stats.train_seconds, 2),
         "sampler_storage_seconds": round(overhead, 2),
         "sampler_storage_share": round(overhead / sweep_seconds, 3),
+        "split_engine_sampler_storage_other": [
+            round(v, 2) for v in (summary.stats.train_seconds, summary.stats.sampler_seconds,
+                                  summary.stats.storage_seconds, summary.stats.other_seconds)],
+        "overhead_ms_per_trial_first_256": round(
+            1e3 * summary.stats.overhead_per_trial(first=True), 2),
+        "overhead_ms_per_trial_last_256": round(
+            1e3 * summary.stats.overhead_per_trial(first=False), 2),
         "notebook_sample_trials": len(picks),
         "notebook_seconds_per_trial": round(notebook_per_trial, 3),
         "notebook_seconds_extrapolated": round(notebook_seconds, 1),
