@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TextIO
 
 from bench.errors import UsageError
+from bench.numbers import NO_VALUE, fmt_num
 
 MAX_SEEDS = 100_000  # seeds one command line may ask for (each is a run)
 
@@ -91,13 +91,10 @@ def parse_batch_size(text: str) -> int | None:
         raise UsageError(f"bad --batch-size {text!r}; use an integer or 'full'") from None
 
 
-def fmt(value: float, digits: int = 4) -> str:
-    """A number for a table cell; '—' for NaN/None."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "—"
-    if isinstance(value, int):
-        return str(value)
-    return f"{value:.{digits}g}" if abs(value) >= 1e4 or abs(value) < 1e-3 else f"{value:.{digits}f}"
+def fmt(value: float | None, digits: int = 4) -> str:
+    """A number for a text-table cell: `digits` significant digits by the one rule of
+    `bench.numbers.fmt_num` ('0.9625', '13,900'), '—' for None and NaN."""
+    return fmt_num(value, sig=digits, missing=NO_VALUE)
 
 
 def print_table(headers: list[str], rows: list[list[str]], file: TextIO | None = None) -> None:
