@@ -5,7 +5,7 @@ A RunSpec is frozen and hashable, so runs can be grouped, cached and compared by
 is checked against its field's type (a bool is not an integer, a float is not an integer; an
 integer is fine for a float field) and for the values that make no sense (lr <= 0, batch size 0,
 hidden size 0, a seed outside 0..2**32-1, a non-finite target). Checks that need the loaded data
-(batch size above the training set) live in `bench.engines.reference.plan_run`.
+(batch size above the training set) live in `bench.engines.setup.plan_run`.
 
 What a RunSpec records is what trains: `hidden`, `activation` and `batch_norm` default to None
 and are resolved at construction, to the generic MLP's defaults for `mlp` and to the model's own
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bench.catalog import registry
 from bench.errors import UsageError
 
 DTYPES = ("float32", "float64")
@@ -82,8 +83,6 @@ class RunSpec:
     target: float | None = None  # validation-metric target for time-to-target
 
     def __post_init__(self) -> None:
-        from bench.catalog import registry  # late import: the registry imports models, which import spec
-
         for name, matches in _checkers().items():
             if not matches(getattr(self, name)):
                 raise UsageError(f"{name} {type_problem(name, getattr(self, name))}")
@@ -187,8 +186,6 @@ class RunSpec:
         was always the model's own layers). `strict=True` is for values a user gave: a
         contradicting value is then a UsageError, as in the constructor.
         """
-        from bench.catalog import registry
-
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

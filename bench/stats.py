@@ -1,11 +1,36 @@
-"""Statistics over seeds: mean, standard deviation and a Student-t 95% confidence interval."""
+"""Statistics over seeds: mean, standard deviation and a Student-t 95% confidence interval.
+
+The one rule everywhere (tables, reports, `bench run`, `bench reproduce`, `bench check`): values
+that are not finite (diverged runs) are left out; the standard deviation is the sample one
+(n - 1); with fewer than two finite values there is no standard deviation and no interval (NaN),
+never a made-up zero.
+"""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 
-from scipy import stats as _st
+
+def _finite(values: Sequence[float]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """(mean, sample standard deviation) of the finite values; the sd is NaN below two values
+    and both are NaN with none."""
+    xs = _finite(values)
+    if not xs:
+        return math.nan, math.nan
+    mean = sum(xs) / len(xs)
+    if len(xs) < 2:
+        return mean, math.nan
+    return mean, math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+
+
+def std(values: Sequence[float]) -> float:
+    """Sample standard deviation (n - 1) of the finite values; NaN below two values."""
+    return mean_sd(values)[1]
 
 
 def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
@@ -14,21 +39,11 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     With fewer than two finite values there is no interval: the half-width is NaN, never a
     made-up zero.
     """
-    xs = [float(v) for v in values if math.isfinite(float(v))]
-    if not xs:
-        return math.nan, math.nan
-    mean = sum(xs) / len(xs)
-    if len(xs) < 2:
+    mean, sd = mean_sd(values)
+    if not math.isfinite(sd):
         return mean, math.nan
-    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
-    t = float(_st.t.ppf(0.5 + confidence / 2, df=len(xs) - 1))
-    return mean, t * sd / math.sqrt(len(xs))
+    from scipy import stats as _st  # heavy: `bench --help` imports this module
 
-
-def std(values: Sequence[float]) -> float:
-    """Sample standard deviation (n - 1) of the finite values; NaN below two values."""
-    xs = [float(v) for v in values if math.isfinite(float(v))]
-    if len(xs) < 2:
-        return math.nan
-    mean = sum(xs) / len(xs)
-    return math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1))
+    n = len(_finite(values))
+    t = float(_st.t.ppf(0.5 + confidence / 2, df=n - 1))
+    return mean, t * sd / math.sqrt(n)

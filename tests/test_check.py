@@ -165,7 +165,7 @@ def quick_baseline(tmp_path_factory: pytest.TempPathFactory) -> dict:
     path = tmp_path_factory.mktemp("check") / "check.json"
     assert main(["check", "--quick", "--update", "--baseline", str(path)]) == 0
     data = json.loads(path.read_text())
-    assert data["machine"]["torch_threads"] == check.THREADS and data["commit"]
+    assert data["machine"]["threads"] == check.THREADS and data["commit"]
     assert set(data["speed"]) == set(check.ENGINES)
     return data
 

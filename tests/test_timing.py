@@ -218,13 +218,13 @@ def test_bench_time_writes_numbered_json(tmp_path: Path, capsys: pytest.CaptureF
     assert set(doc["machine"]) >= MACHINE_KEYS
     assert doc["machine"]["cpu_cores"] >= 1
     engines = [m["engine"] for m in doc["measurements"]]
-    assert engines == ["dataloader", "reference"]
+    assert engines == ["notebook", "reference"]  # "dataloader" is the notebook engine's former name
     for m in doc["measurements"]:
         assert set(m) >= MEASUREMENT_KEYS
         assert (m["batch_size"], m["threads"], m["device"], m["k"]) == (200, 1, "cpu", 1)
         assert m["repeats"] == len(m["epoch_seconds"]) >= 2
     table = capsys.readouterr().out
-    assert "dataloader" in table and "samples/s" in table and "0001_timing.json" in table
+    assert "notebook" in table and "samples/s" in table and "0001_timing.json" in table
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -350,9 +350,9 @@ def test_bench_time_full_disk_is_one_line_and_keeps_what_was_written(
     import errno
     import os
 
-    from bench import store
+    from bench.commands import time as time_command
 
-    real, calls = store.write_json_atomic, []
+    real, calls = time_command.write_json_atomic, []
 
     def fills_up(path, data):
         calls.append(path)
@@ -360,7 +360,7 @@ def test_bench_time_full_disk_is_one_line_and_keeps_what_was_written(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(path, data)
 
-    monkeypatch.setattr(store, "write_json_atomic", fills_up)
+    monkeypatch.setattr(time_command, "write_json_atomic", fills_up)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", timing.NoisyTimingWarning)
         assert main(_time_args(tmp_path)) == 2

@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench.measure import check
+from bench.measure.check import DEFAULT_BASELINE
+from bench.store import ensure_file_target
+
 NAME = "check"
 HELP = "regression check: quality and speed against results/baselines/check.json"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """--baseline PATH, --update, --quick."""
-    from bench.measure.check import DEFAULT_BASELINE
-
     parser.add_argument("--baseline", default=str(DEFAULT_BASELINE), metavar="PATH",
                         help=f"baseline JSON file (default {DEFAULT_BASELINE})")
     parser.add_argument("--update", action="store_true",
@@ -33,9 +35,6 @@ def _progress(message: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Measure, then either rewrite the baseline or compare with it and print the table."""
-    from bench.measure import check
-    from bench.store import ensure_file_target
-
     config = check.CheckConfig.make(quick=args.quick)
     if args.update:
         ensure_file_target(args.baseline, "--baseline")  # before measuring: fail fast

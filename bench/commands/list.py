@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from bench.catalog import registry
+
 NAME = "list"
 HELP = "list tasks, models, losses, optimizers and recipes"
 
@@ -16,8 +18,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print each registry table as aligned 'name  description' lines."""
     del args
-    from bench.catalog import registry
-    from bench.notebooks.recipes import recipes
+    from bench.notebooks.recipes import recipes  # builds RunSpecs: loads torch
 
     sections = [
         ("tasks", {n: f"[{t.kind}, {t.input_dim} inputs, metric {t.default_metric}] "

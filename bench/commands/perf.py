@@ -15,6 +15,9 @@ from datetime import UTC, datetime
 
 from bench.commands._common import parse_positive_ints
 from bench.errors import UsageError
+from bench.measure.machine import git_state, machine_info
+from bench.spec import resolve_device
+from bench.store import ensure_dir, new_numbered_path, write_error, write_json_atomic
 
 NAME = "perf"
 HELP = "time the notebooks' loop, the reference engine and the batched engine per trial"
@@ -44,10 +47,7 @@ def run(args: argparse.Namespace) -> int:
     """Measure every requested workload, print the table and write the JSON file."""
     from bench.engines.clock import num_threads
     from bench.measure import perf
-    from bench.measure.machine import git_state, machine_info
     from bench.measure.timing import MAX_K, MAX_LAPS, MAX_THREADS
-    from bench.spec import resolve_device
-    from bench.store import ensure_dir, new_numbered_path, write_error, write_json_atomic
 
     device = resolve_device(args.device)
     if not 1 <= args.threads <= MAX_THREADS:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 
 from bench.commands._common import fmt, print_table, progress_bar
+from bench.engines.registry import engine_names
 from bench.errors import UsageError
+from bench.store import ensure_dir
 
 NAME = "reproduce"
 HELP = "run every notebook recipe over seeds; writes results/reproduce.md and .csv"
@@ -16,16 +18,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=5, help="seeds per recipe (default 5)")
     parser.add_argument("--recipes", default=None, help="comma-separated subset (default: all)")
     parser.add_argument("--out", default="results", help="output folder (default results/)")
-    parser.add_argument("--engine", default="auto", choices=("auto", "reference", "batched"))
+    parser.add_argument("--engine", default="auto", choices=engine_names())
     parser.add_argument("--epochs", type=int, default=None,
                         help="override every recipe's epochs (quick checks; figures won't match)")
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the recipes, write the tables, print a summary."""
-    from bench.notebooks import recipes as catalog
+    from bench.notebooks import recipes as catalog  # builds RunSpecs: loads torch
     from bench.notebooks.reproduce import reproduce_recipe, write_tables
-    from bench.store import ensure_dir
 
     if args.seeds < 1:
         raise UsageError(f"--seeds must be at least 1, got {args.seeds}")

@@ -7,6 +7,7 @@ import json
 import math
 import sys
 
+from bench.catalog.registry import get_task
 from bench.commands._common import (
     add_json_flag,
     fmt,
@@ -17,6 +18,10 @@ from bench.commands._common import (
     print_table,
     progress_bar,
 )
+from bench.engines.budget import check_runs
+from bench.engines.registry import choose_engine, get_engine, train_specs
+from bench.spec import RunSpec
+from bench.stats import mean_ci
 
 NAME = "run"
 HELP = "train a recipe or a run given by flags over seeds; prints a table or --json"
@@ -48,10 +53,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_json_flag(parser)
 
 
-def build_specs(args: argparse.Namespace) -> list:
+def build_specs(args: argparse.Namespace) -> list[RunSpec]:
     """The RunSpecs asked for: recipe (or defaults) + flag overrides, one per seed."""
-    from bench.notebooks.recipes import get_recipe
-    from bench.spec import RunSpec
+    from bench.notebooks.recipes import get_recipe  # builds RunSpecs: loads torch
 
     base = get_recipe(args.recipe).spec if args.recipe else RunSpec()
     changes: dict[str, object] = {}
@@ -75,22 +79,16 @@ def build_specs(args: argparse.Namespace) -> list:
 
 def run(args: argparse.Namespace) -> int:
     """Train, then print a table (or JSON); exit 0 even when a run diverges (it is reported)."""
-    from bench.engines.budget import check_runs
-    from bench.engines.runner import choose_engine, run_specs
-    from bench.stats import mean_ci
-
     specs = build_specs(args)
     engine = specs[0].engine
     check_runs(specs, allow_long=args.no_limits,
-               together=len(specs) if choose_engine(specs, engine) == "batched" else 1)
+               together=len(specs) if get_engine(choose_engine(specs, engine)).stacks else 1)
     with progress_bar(len(specs), "runs", enabled=None if not args.json else False) as advance:
-        results = run_specs(specs, engine=engine, progress=advance)
+        results = train_specs(specs, engine, progress=advance)
     if args.json:
         json.dump({"runs": [r.to_dict() for r in results]}, sys.stdout, indent=2)
         print()
         return 0
-    from bench.catalog.registry import get_task
-
     task = get_task(specs[0].task)
     metric = task.default_metric
     headers = ["seed", f"val_{metric}", f"test_{metric}", "val_loss", "epochs", "train_s",

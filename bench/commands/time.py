@@ -20,15 +20,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bench.catalog import registry
 from bench.commands._common import parse_positive_ints
+from bench.engines.registry import check_engine_name, get_engine
 from bench.errors import UsageError
+from bench.measure.machine import git_state, machine_info
+from bench.store import ensure_dir, new_numbered_path, write_error, write_json_atomic
 
 NAME = "time"
 HELP = "time training per epoch on CPU and CUDA over a grid of tasks, widths and batch sizes"
 
 DEFAULTS: dict[str, Any] = {
     "task": "moons,mnist_synthetic", "model": "", "widths": "16,64,256,1024",
-    "batch_sizes": "16,64,256,full", "engines": "dataloader,reference,batched", "k": 64,
+    "batch_sizes": "16,64,256,full", "engines": "notebook,reference,batched", "k": 64,
     "epochs": 2, "warmup": 1, "min_time": 0.5, "min_repeats": 3, "max_train": "6000",
     "max_gflop": 100.0, "max_gflop_cuda": 20000.0,
 }
@@ -50,9 +54,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--batch-sizes", dest="batch_sizes",
         help=f"comma-separated batch sizes; 'full' is the whole training set "
              f"(default {d['batch_sizes']})")
-    add("--engines", help=f"dataloader (the notebooks' per-item DataLoader), reference "
-                          f"(preloaded device tensors), batched (K runs stacked) "
-                          f"(default {d['engines']})")
+    add("--engines", help=f"notebook (the notebooks' per-item DataLoader; 'dataloader' is its "
+                          f"former name), reference (preloaded device tensors), batched (K runs "
+                          f"stacked) (default {d['engines']})")
     add("--k", type=int, help=f"runs trained together by the batched engine (default {d['k']})")
     add("--device", default="auto",
         help="cpu, cuda, cpu,cuda or auto: cpu, plus cuda when available (default auto)")
@@ -135,8 +139,7 @@ def _devices(text: str) -> tuple[str, ...]:
 
 def parse_grid(args: argparse.Namespace) -> Grid:
     """Turn the options into a Grid; every bad value is a one-line UsageError."""
-    from bench.catalog import registry
-    from bench.measure.timing import ENGINES, MAX_EPOCHS_PER_CALL, MAX_K, MAX_LAPS, MAX_THREADS
+    from bench.measure.timing import MAX_EPOCHS_PER_CALL, MAX_K, MAX_LAPS, MAX_THREADS
 
     tasks = tuple(_split(_opt(args, "task")))
     for task in tasks:
@@ -147,10 +150,7 @@ def parse_grid(args: argparse.Namespace) -> Grid:
     widths_text = _opt(args, "widths")
     widths = [] if widths_text == "none" else parse_positive_ints(widths_text, "--widths")
     archs = tuple([(m, None) for m in models] + [("mlp", w) for w in widths])
-    engines = tuple(_split(_opt(args, "engines")))
-    for engine in engines:
-        if engine not in ENGINES:
-            raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+    engines = tuple(check_engine_name(e, allow_auto=False) for e in _split(_opt(args, "engines")))
     max_train_text = str(_opt(args, "max_train"))
     max_train = None if max_train_text == "none" else parse_positive_ints(max_train_text,
                                                                       "--max-train")[0]
@@ -234,7 +234,7 @@ def _cases(grid: Grid, device: str) -> tuple[list, list[str]]:
         for model, width in grid.archs:
             for bs in grid.batch_sizes:
                 for engine in grid.engines:
-                    k = grid.k if engine == "batched" else 1
+                    k = grid.k if get_engine(engine).stacks else 1
                     case = TimingCase(task, model, width, bs, engine, k, device, grid.dtype,
                                       n_samples)
                     spec = case.spec(grid.epochs)
@@ -265,7 +265,6 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from bench.engines.clock import num_threads
-    from bench.measure.machine import git_state, machine_info
     from bench.measure.timing import (
         SCHEMA,
         NoisyTimingWarning,
@@ -273,7 +272,6 @@ def run(args: argparse.Namespace) -> int:
         describe,
         measure_case,
     )
-    from bench.store import ensure_dir, new_numbered_path, write_error, write_json_atomic
 
     grid = parse_grid(args)
     ensure_dir(args.out, "--out")  # before any data is loaded or measured

@@ -27,6 +27,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from bench.catalog import registry
 from bench.errors import UsageError
 from bench.spec import RunSpec
 
@@ -75,8 +76,6 @@ def machine_memory() -> int | None:
 
 def training_examples(spec: RunSpec) -> int:
     """Training-set size of the spec's task: the synthetic size, or the whole real data set."""
-    from bench.catalog import registry
-
     task = registry.get_task(spec.task)
     if task.synthetic:
         return int(spec.n_samples or task.default_n_samples)
@@ -87,7 +86,7 @@ def estimate(spec: RunSpec, *, runs: int = 1, together: int = 1, stored_runs: in
     """Estimate `runs` runs like `spec`, `together` of them trained at once (a stacked group),
     with `stored_runs` run records held in memory besides them. Pure arithmetic: nothing is
     allocated, so an absurd request (a billion seeds) is sized and refused at once."""
-    from bench.catalog import registry
+    # models and the batched engine load torch; sizing a request must not
     from bench.catalog.models import Linear, architecture, output_head, parameter_count
     from bench.engines.batched import MEMORY_BUDGET
 

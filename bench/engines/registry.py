@@ -125,10 +125,10 @@ def get_engine(name: str) -> Engine:
 
 
 def check_engine_name(name: str, allow_auto: bool = True) -> str:
-    """`name` in its current spelling, or a UsageError naming the valid names."""
-    if allow_auto and name == AUTO:
-        return AUTO
-    return get_engine(name).name
+    """`name` in its current spelling (former names mapped), or a UsageError naming the valid
+    names ("auto" among them when `allow_auto`)."""
+    names = {n: n for n in engine_names(include_auto=allow_auto)}
+    return lookup("engine", names, canonical_name(name))
 
 
 def choose_engine(specs: Sequence[RunSpec], engine: str = AUTO) -> str:

@@ -36,14 +36,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.catalog import registry
+from bench.engines.registry import check_engine_name, get_engine, train_specs
 from bench.errors import UsageError
-from bench.results import metric_direction
+from bench.measure.machine import git_commit, machine_info
+from bench.results import RunResult, metric_direction
 from bench.spec import RunSpec
+from bench.stats import mean_sd
 from bench.store import write_error, write_json_atomic
 
 FORMAT = 1
 DEFAULT_BASELINE = Path("results/baselines/check.json")
-ENGINES = ("reference", "batched")
+# The registry engines the check measures (the notebooks' loop is `bench perf`'s concern).
+ENGINES = tuple(check_engine_name(e, allow_auto=False) for e in ("reference", "batched"))
 THREADS = 1  # one torch thread: reproducible reductions and timings on a shared machine
 
 # Defaults written by `--update` when no baseline exists yet (an existing file keeps its own).
@@ -56,15 +61,23 @@ def _spec(**fields: Any) -> RunSpec:
     return RunSpec(device="cpu", engine="auto", **fields)
 
 
+def _notebook_000(**changes: Any) -> RunSpec:
+    """Notebook 000's recipe (moons, 2-20-20-20-1 BatchNorm MLP, MSE, SGD lr 0.1 momentum 0.9,
+    batch 100, 10 epochs, in a fixed order) with `changes`, on the CPU, engine auto."""
+    from bench.notebooks.recipes import get_recipe  # builds RunSpecs: loads the catalog (torch)
+
+    return get_recipe("moons_bn_mlp").spec.replace(device="cpu", engine="auto", **changes)
+
+
 # The check recipes: small, quick, each exercising a different part of the engines, and not
 # fully saturated, so that a broken optimizer, loss or normalisation moves the metric.
 @functools.cache
 def check_recipes() -> dict[str, RunSpec]:
     """The check's runs by name (built on first use: a RunSpec loads the catalog and torch)."""
     return {
-        # Notebook 000's network: BatchNorm, MSE on a sigmoid, SGD with Nesterov momentum.
-        "moons_bn_sgd": _spec(task="moons", model="bn_mlp_20x3", loss="mse", optimizer="sgd",
-                              lr=0.01, momentum=0.9, nesterov=True, batch_size=100, epochs=5),
+        # Notebook 000's network: BatchNorm, MSE on a sigmoid, SGD with Nesterov momentum; lr
+        # 0.01 and 5 epochs keep it unsaturated; shuffled (the recipe is not), as measured.
+        "moons_bn_sgd": _notebook_000(lr=0.01, nesterov=True, epochs=5, shuffle=True),
         # Adam and BCE on logits.
         "circle_adam_bce": _spec(task="circle", model="mlp", hidden=(16, 16), activation="relu",
                                  loss="bce", optimizer="adam", lr=0.01, batch_size=100, epochs=10),
@@ -83,9 +96,9 @@ QUICK_SEEDS = (0, 1, 2)
 
 @functools.cache
 def speed_spec() -> RunSpec:
-    """The speed workload: notebook 000's recipe (moons, 2-20-20-20-1 BN MLP, MSE, SGD momentum)."""
-    return _spec(task="moons", model="bn_mlp_20x3", loss="mse", optimizer="sgd", lr=0.1,
-                 momentum=0.9, batch_size=100, epochs=10)
+    """The speed workload: notebook 000's recipe, shuffled every epoch (the recipe keeps a fixed
+    order; the check's baseline has always timed shuffled epochs, so it still does)."""
+    return _notebook_000(shuffle=True)
 BATCHED_TRIALS = 32  # seeds trained as one batched group per timed call
 SPEED_REPEATS = 9
 QUICK_SPEED_REPEATS = 3
@@ -143,28 +156,23 @@ def _finite(values: Sequence[float | None]) -> list[float]:
     return [float(v) for v in values if v is not None and math.isfinite(float(v))]
 
 
-def _mean_sd(values: Sequence[float]) -> tuple[float, float]:
-    if not values:
-        return math.nan, math.nan
-    mean = statistics.fmean(values)
-    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
-
-
 def quality_verdict(base_values: Sequence[float | None], new_values: Sequence[float | None], *,
                     direction: str = "maximize", k: float = QUALITY_K,
                     floor: float = QUALITY_FLOOR) -> QualityVerdict:
     """Compare per-seed metric values: allowance = max(k * base_sd / sqrt(n), floor).
 
     Non-finite values (diverged runs) are left out of the means and counted; more diverged
-    seeds than the baseline had is a failure by itself.
+    seeds than the baseline had is a failure by itself. One baseline seed gives no standard
+    deviation (NaN, `bench.stats`), so the allowance is the floor alone.
     """
     if direction not in ("maximize", "minimize"):
         raise ValueError(f"direction must be 'maximize' or 'minimize', got {direction!r}")
     base, new = _finite(base_values), _finite(new_values)
-    base_mean, base_sd = _mean_sd(base)
-    new_mean, _ = _mean_sd(new)
+    base_mean, base_sd = mean_sd(base)
+    new_mean, _ = mean_sd(new)
     n = max(len(base), 1)
-    allowance = max(k * base_sd / math.sqrt(n), floor)
+    spread = k * base_sd / math.sqrt(n) if math.isfinite(base_sd) else 0.0
+    allowance = max(spread, floor)
     return QualityVerdict(base_mean, base_sd, len(base), new_mean, allowance, direction,
                           len(new_values) - len(new), len(base_values) - len(base))
 
@@ -255,17 +263,13 @@ def _cpu_seconds(fn: Callable[[], object]) -> tuple[float, float]:
     return time.process_time() - cpu, time.perf_counter() - wall
 
 
-def _run(specs: Sequence[RunSpec], engine: str) -> list[Any]:
-    from bench.engines.runner import run_specs
-
-    return run_specs(list(specs), engine=engine)
+def _run(specs: Sequence[RunSpec], engine: str) -> list[RunResult]:
+    return train_specs(specs, engine)
 
 
 def measure_quality(config: CheckConfig, progress: Callable[[str], None] | None = None
                     ) -> dict[str, dict[str, Any]]:
     """Train every check recipe over the seeds with each engine; per-seed validation metrics."""
-    from bench.catalog import registry
-
     out: dict[str, dict[str, Any]] = {}
     for name, spec in check_recipes().items():
         metric = f"val_{registry.get_task(spec.task).default_metric}"
@@ -286,7 +290,7 @@ def measure_quality(config: CheckConfig, progress: Callable[[str], None] | None 
 def measure_speed(config: CheckConfig, progress: Callable[[str], None] | None = None
                   ) -> dict[str, Any]:
     """Interleaved repeats of calibration and each engine; normalised throughput per engine."""
-    trials = {"reference": 1, "batched": BATCHED_TRIALS}
+    trials = {e: BATCHED_TRIALS if get_engine(e).stacks else 1 for e in config.engines}
     workloads = {e: [speed_spec().replace(seed=s) for s in range(trials[e])]
                  for e in config.engines}
     calibration_workload()  # warm-up: first calls allocate and load kernels
@@ -318,28 +322,6 @@ def measure_speed(config: CheckConfig, progress: Callable[[str], None] | None = 
             "samples": s,
         }
     return out
-
-
-def machine_info() -> dict[str, Any]:
-    """Where a measurement was taken: host, CPU, Python and torch versions."""
-    import os
-
-    import torch
-
-    return {"node": platform.node(), "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "torch_threads": THREADS}
-
-
-def commit_info(cwd: str | Path | None = None) -> str:
-    """The git commit of the tree, with '-dirty' when it has uncommitted changes."""
-    from bench.measure.machine import git_state
-
-    head, dirty = git_state(cwd if cwd is not None else ".")
-    if head is None:
-        return "unknown"
-    return f"{head}-dirty" if dirty else head
 
 
 def measure(config: CheckConfig, progress: Callable[[str], None] | None = None
@@ -389,8 +371,8 @@ def build_baseline(measurement: dict[str, Any], rules: dict[str, Any] | None = N
     return {
         "format": FORMAT,
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-        "machine": machine_info(),
-        "commit": commit_info(),
+        "machine": machine_info(threads=THREADS),
+        "commit": git_commit(),
         "rules": dict(rules) if rules is not None else default_rules(),
         **measurement,
     }
@@ -580,10 +562,11 @@ def render(baseline: dict[str, Any], measurement: dict[str, Any], rows: Sequence
         out.append(f"batched/reference speedup (information): baseline "
                    f"{speedup(base_speed):.1f}x, now {speedup(speed):.1f}x")
     machine = baseline.get("machine") if isinstance(baseline.get("machine"), dict) else {}
-    if machine.get("node") != platform.node():
-        out.append(f"note: baseline measured on {machine.get('node', 'another machine')} "
-                   f"({machine.get('processor', '?')}); speed is compared through the "
-                   "calibration normalisation")
+    host = machine.get("host", machine.get("node"))  # older baselines say node and processor
+    if host != platform.node():
+        out.append(f"note: baseline measured on {host or 'another machine'} "
+                   f"({machine.get('cpu_model', machine.get('processor', '?'))}); speed is "
+                   "compared through the calibration normalisation")
     bad = [r.name for r in rows if not r.ok]
     out.append("")
     out.append(f"check FAILED: {len(bad)} regression(s): {', '.join(bad)}" if bad

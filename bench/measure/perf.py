@@ -26,6 +26,7 @@ included.
 
 from __future__ import annotations
 
+import gc
 import json
 import statistics
 import subprocess
@@ -40,7 +41,9 @@ import torch
 from bench.catalog.tasks import TaskData
 from bench.engines.batched import chosen_step
 from bench.engines.clock import synchronize
+from bench.engines.registry import get_engine
 from bench.engines.setup import load_data
+from bench.notebooks.recipes import get_recipe
 from bench.spec import RunSpec
 
 
@@ -59,8 +62,7 @@ WORKLOADS: dict[str, Workload] = {
     for w in [
         Workload("moons", "notebook 000: moons, bn_mlp_20x3, mse, sgd lr 0.1 momentum 0.9, "
                  "batch 100, 10 epochs, no shuffle",
-                 RunSpec(task="moons", model="bn_mlp_20x3", loss="mse", optimizer="sgd", lr=0.1,
-                         momentum=0.9, batch_size=100, epochs=10, shuffle=False), None),
+                 get_recipe("moons_bn_mlp").spec, None),  # the recipe itself, unchanged
         Workload("mnist", "notebook 002's 784-16-16-10 sigmoid net, mse, sgd lr 0.1, on "
                  "mnist_synthetic (60,000 train), batch 64, shuffled, 1 epoch",
                  RunSpec(task="mnist_synthetic", model="sigmoid_mlp_16x2", loss="mse",
@@ -74,11 +76,13 @@ WORKLOADS: dict[str, Workload] = {
                  6000),
     ]
 }
-ENGINES = ("notebook", "reference", "batched")
+ENGINES = ("notebook", "reference", "batched")  # registry engines, in the table's order
 # Optional: the batched engine forced onto its stacked torch step, at the same K values, so the
-# native step's gain over it is a ratio taken in the same run (`bench perf --torch-step`).
+# native step's gain over it is a ratio taken in the same run (`bench perf --torch-step`). A row
+# label, not an engine: it runs the batched engine with `step="torch"` (see `VARIANTS`).
 TORCH_STEP = "batched_torch"
-BATCHED = ("batched", TORCH_STEP)
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {TORCH_STEP: ("batched", {"step": "torch"})}
+BATCHED = ("batched", TORCH_STEP)  # the rows timed at each K
 # Issue 3's speed targets: batched per-trial speed-up at least this much over each baseline.
 TARGETS: dict[str, dict[str, float]] = {
     "moons": {"notebook": 50.0, "reference": 10.0},
@@ -89,20 +93,12 @@ TARGET_K = {"moons": 256}  # the group size a workload's target is stated for (e
 
 
 def trial_runner(engine: str, spec: RunSpec, data: TaskData, k: int = 1) -> Callable[[], int]:
-    """A zero-argument call that trains K trials (K=1 except batched) and returns K."""
-    specs = [spec.replace(seed=s) for s in range(k)]
-    if engine == "notebook":
-        from bench.engines.notebook import train_with_dataloader
-
-        return lambda: (train_with_dataloader(specs[0], data), 1)[1]
-    if engine == "reference":
-        from bench.engines.reference import train
-
-        return lambda: (train(specs[0], data), 1)[1]
-    from bench.engines.batched import train_many
-
-    step = "torch" if engine == TORCH_STEP else "auto"
-    return lambda: len(train_many(specs, step=step))
+    """A zero-argument call that trains K trials (K=1 unless the engine stacks runs) and
+    returns how many it trained; `engine` is a registry engine or a row of `VARIANTS`."""
+    name, options = VARIANTS.get(engine, (engine, {}))
+    chosen = get_engine(name)
+    specs = [spec.replace(seed=s) for s in range(k if chosen.stacks else 1)]
+    return lambda: len(chosen.train(specs, data=data, **options))
 
 
 def time_trials(runs: Sequence[Callable[[], int]], device: str,
@@ -156,8 +152,6 @@ def _status_kib(field: str) -> float:
 def _child_peak_rss(request: str) -> None:
     """Subprocess side of `peak_memory`: a warm-up call (libraries initialise lazily), then the
     peak RSS of a second call over the RSS before it, as JSON."""
-    import gc
-
     args = json.loads(request)
     torch.set_num_threads(args["threads"])
     spec = RunSpec.from_dict(args["spec"])
@@ -187,8 +181,8 @@ def measure_workload(workload: Workload, *, device: str, ks: Sequence[int], repe
                         repeats)
     for (engine, k), seconds in zip(cases, timed, strict=True):
         row = {"engine": engine, "k": k, "repeats": repeats,
-               **({"step": chosen_step(spec, data, "torch" if engine == TORCH_STEP else "auto")}
-                  if engine in BATCHED else {}),
+               **({"step": chosen_step(spec, data, VARIANTS.get(engine, ("", {}))[1].get(
+                   "step", "auto"))} if engine in BATCHED else {}),
                "ms_per_trial_median": 1e3 * statistics.median(seconds),
                "ms_per_trial": [1e3 * s for s in seconds],
                **peak_memory(engine, spec, k, device)}

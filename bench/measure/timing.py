@@ -28,11 +28,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.catalog.tasks import TaskData
 from bench.engines.clock import Clock, Stopwatch, record_stopwatches
+from bench.engines.registry import engine_names, get_engine
+from bench.engines.setup import load_data, plan_run
 from bench.errors import UsageError
+from bench.notebooks.recipes import get_recipe
+from bench.spec import RunSpec, resolve_device
 
 NOISY_IQR_OVER_MEDIAN = 0.1
-ENGINES = ("dataloader", "reference", "batched")
+ENGINES = engine_names(include_auto=False)  # the registry's engines ("dataloader" reads as notebook)
+# What every timing case trains with: notebook 000's loss and optimizer (its recipe's values).
+NOTEBOOK_000_TRAINING = ("loss", "optimizer", "lr", "momentum")
 SCHEMA = "nnbench.timing/1"
 # Most runs one batched timing cell trains at once: each is a RunSpec and a model in memory, so
 # a K of 10^9 would build specs for minutes before anything is timed.
@@ -153,23 +160,23 @@ class TimingCase:
     model: str  # a registry model; "mlp" with `width` is the generic two-hidden-layer MLP
     width: int | None
     batch_size: int | None  # None: full batch
-    engine: str  # "dataloader", "reference" or "batched"
-    k: int  # runs trained together (batched engine); 1 otherwise
+    engine: str  # a registry engine: "notebook" (formerly "dataloader"), "reference", "batched"
+    k: int  # runs trained together (an engine that stacks runs); 1 otherwise
     device: str
     dtype: str = "float32"
     n_samples: int | None = None  # training-set size of a synthetic task; None: its default
 
-    def spec(self, epochs: int, seed: int = 0) -> Any:
-        """The RunSpec of the case's first run (SGD with momentum, as notebook 000 trains)."""
-        from bench.spec import RunSpec
-
-        extra: dict[str, Any] = {}
+    def spec(self, epochs: int, seed: int = 0) -> RunSpec:
+        """The RunSpec of the case's first run: the case's task, model and batch size, trained
+        with notebook 000's loss and optimizer (MSE, SGD lr 0.1 momentum 0.9, from its recipe),
+        shuffled every epoch (unlike the recipe: the timings have always shuffled)."""
+        recipe = get_recipe("moons_bn_mlp").spec
+        extra: dict[str, Any] = {f: getattr(recipe, f) for f in NOTEBOOK_000_TRAINING}
         if self.width is not None:
-            extra = {"hidden": (self.width, self.width), "activation": "relu"}
+            extra.update(hidden=(self.width, self.width), activation="relu")
         return RunSpec(task=self.task, model=self.model, batch_size=self.batch_size,
                        epochs=epochs, dtype=self.dtype, seed=seed, device=self.device,
-                       n_samples=self.n_samples, optimizer="sgd", lr=0.1, momentum=0.9,
-                       loss="mse", engine="batched" if self.engine == "batched" else "reference",
+                       n_samples=self.n_samples, shuffle=True, engine=get_engine(self.engine).name,
                        **extra)
 
 
@@ -210,33 +217,22 @@ class CaseTiming:
         }
 
 
-def engine_laps(engine: str, specs: Sequence[Any], data: Any) -> tuple[list[Lap], str]:
+def engine_laps(engine: str, specs: Sequence[RunSpec], data: TaskData | None
+                ) -> tuple[list[Lap], str]:
     """Train `specs` once with `engine` and return its per-epoch training laps.
+
+    An engine that stacks runs trains them all at once; any other trains the first only.
 
     The laps come from the engine's own training Stopwatch (the watch whose total equals the
     reported `train_seconds`; the first one created otherwise), so model building, evaluation
     and final metrics are not in them. An engine that uses no Stopwatch is timed as a whole
     call divided by its epochs ("whole call").
     """
-    from bench.spec import resolve_device
-
+    chosen = get_engine(engine)
     device = resolve_device(specs[0].device)
     outer = Stopwatch(device)
     with record_stopwatches() as watches, outer.measure():
-        if engine == "reference":
-            from bench.engines.reference import train
-
-            results = [train(specs[0], data)]
-        elif engine == "dataloader":
-            from bench.engines.notebook import train_with_dataloader
-
-            results = [train_with_dataloader(specs[0], data)]
-        elif engine == "batched":
-            from bench.engines.batched import train_many
-
-            results = train_many(list(specs))
-        else:
-            raise UsageError(f"unknown engine {engine!r}; choose from {', '.join(ENGINES)}")
+        results = chosen.train(specs if chosen.stacks else specs[:1], data=data)
     watches = [w for w in watches if w is not outer and w.laps]
     epochs = max(r.epochs_run for r in results)
     if not watches:
@@ -251,10 +247,8 @@ def engine_laps(engine: str, specs: Sequence[Any], data: Any) -> tuple[list[Lap]
 
 def measure_case(case: TimingCase, *, epochs: int, warmup: int, min_time: float,
                  min_repeats: int = 3, max_repeats: int = 50,
-                 data: Any = None) -> CaseTiming:
+                 data: TaskData | None = None) -> CaseTiming:
     """Time one case per training epoch through its engine; warns when the result is noisy."""
-    from bench.engines.setup import load_data, plan_run
-
     spec = case.spec(epochs)
     if data is None:
         data = load_data(spec, case.device)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.catalog import registry
 from bench.catalog.tasks import load_task
-from bench.engines.runner import run_specs
+from bench.engines.registry import train_specs
 from bench.errors import DataUnavailableError
 from bench.notebooks.recipes import Recipe
 from bench.results import RunResult, metric_direction
@@ -86,8 +86,8 @@ def reproduce_recipe(recipe: Recipe, seeds: int = 5, *, engine: str = "auto",
     base = recipe.spec.replace(task=task_name)
     if epochs is not None:
         base = base.replace(epochs=epochs)
-    results = run_specs([base.replace(seed=s) for s in range(seeds)], engine=engine,
-                        progress=progress)
+    results = train_specs([base.replace(seed=s) for s in range(seeds)], engine,
+                          progress=progress)
     task = registry.get_task(task_name)
     values = [recipe_value(r, recipe.metric) for r in results]
     mean, ci = mean_ci(values)
