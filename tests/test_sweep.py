@@ -248,3 +248,48 @@ def test_sweep_ends_with_its_time_split(tmp_path, capsys):
     assert stats.train_seconds > 0 and stats.sampler_seconds > 0 and stats.storage_seconds > 0
     assert sum(n for n, _ in stats.groups) == 2 and all(sec > 0 for _, sec in stats.groups)
     assert stats.overhead_per_trial(first=True) == stats.groups[0][1] / 2
+
+
+def test_conditional_space_stores_only_the_parameters_that_applied(tmp_path):
+    """`momentum` only for sgd, `betas` only for adam: each trial stores exactly the
+    parameters whose condition held, its runs train with the defaults for the others, and the
+    sampler is TPE's multivariate, grouped model."""
+    path = study_file(tmp_path, trials=12, group=4, space=(
+        'momentum = { low = 0.0, high = 0.9, when = { optimizer = "sgd" } }\n'
+        'betas = { choices = [[0.9, 0.999], [0.8, 0.99]], when = { optimizer = ["adam"] } }'))
+    spec = load_study_file(path)
+    assert spec.conditional
+    sweep(spec, str(tmp_path / "c.journal"), quiet=True)
+    trials = load(tmp_path / "c.journal").get_trials()
+    kinds = set()
+    for t in trials:
+        assert t.state.name == "COMPLETE"
+        expected = {"optimizer", "lr", "momentum" if t.params["optimizer"] == "sgd" else "betas"}
+        assert set(t.params) == expected
+        kinds.add(t.params["optimizer"])
+        run = t.user_attrs["runs"][0]["spec"]
+        if t.params["optimizer"] == "adam":
+            assert run["momentum"] == 0.0
+        else:
+            assert run["betas"] == [0.9, 0.999] and run["momentum"] == t.params["momentum"]
+    assert kinds == {"sgd", "adam"}
+
+    import dataclasses
+
+    import optuna
+
+    from bench.sweeps.optuna_study import make_sampler
+
+    given = {}
+    real = optuna.samplers.TPESampler
+
+    def record(**kwargs):
+        given.update(kwargs)
+        return real(**kwargs)
+
+    optuna.samplers.TPESampler = record
+    try:
+        make_sampler(dataclasses.replace(spec, sampler="tpe"), 0)
+    finally:
+        optuna.samplers.TPESampler = real
+    assert given["multivariate"] and given["group"] and given["constant_liar"]

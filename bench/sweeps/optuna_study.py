@@ -27,8 +27,11 @@ def make_sampler(spec: StudySpec, seed: int) -> Any:
 
     startup = spec.sampler_startup_trials
     if spec.sampler == "tpe":
-        kwargs = {} if startup is None else {"n_startup_trials": startup}
-        return optuna.samplers.TPESampler(seed=seed, constant_liar=True, **kwargs)
+        kwargs: dict[str, Any] = {} if startup is None else {"n_startup_trials": startup}
+        if spec.conditional:  # TPE's joint model per group of parameters that appear together
+            kwargs.update(multivariate=True, group=True)
+        with quiet_optuna_warnings():  # multivariate and group are "experimental" in Optuna
+            return optuna.samplers.TPESampler(seed=seed, constant_liar=True, **kwargs)
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if spec.sampler == "grid":

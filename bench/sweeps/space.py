@@ -13,9 +13,8 @@ from typing import Any
 from bench.errors import UsageError
 from bench.spec import type_problem
 
-RANGE_KEYS = ("low", "high", "log", "step")
-
-
+RANGE_KEYS = ("low", "high", "log", "step", "when")
+CHOICE_KEYS = ("choices", "when")
 NOT_SETTABLE = ("task", "model", "seed", "engine")
 
 
@@ -33,6 +32,22 @@ class Param:
     log: bool = False
     step: float | None = None
     choices: tuple[Any, ...] = ()
+    # Conditions, all of which must hold for the parameter to apply: (parent, allowed values).
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+
+    def applies(self, params: dict[str, Any]) -> bool:
+        """True when every condition holds for the parameters chosen so far."""
+        return all(parent in params and params[parent] in values for parent, values in self.when)
+
+    def suggest(self, trial: Any) -> Any:
+        """Draw this parameter on an Optuna trial with the public `suggest_*` API."""
+        if self.kind == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.kind == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high),
+                                     step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, float(self.low), float(self.high), step=self.step,
+                                   log=self.log)
 
     def distribution(self) -> Any:
         """The Optuna distribution for this parameter."""
@@ -76,10 +91,13 @@ class Param:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready description (stored in the study's user attributes)."""
         if self.kind == "categorical":
-            return {"type": "categorical", "choices": list(self.choices)}
-        out = {"type": self.kind, "low": self.low, "high": self.high, "log": self.log}
-        if self.step is not None:
-            out["step"] = self.step
+            out: dict[str, Any] = {"type": "categorical", "choices": list(self.choices)}
+        else:
+            out = {"type": self.kind, "low": self.low, "high": self.high, "log": self.log}
+            if self.step is not None:
+                out["step"] = self.step
+        if self.when:
+            out["when"] = {parent: list(values) for parent, values in self.when}
         return out
 
 
@@ -175,8 +193,48 @@ def _choice_value(reader: Reader, key: str, name: str, value: Any) -> Any:
     return value
 
 
-def parse_param(reader: Reader, name: str, raw: Any, kinds: dict[str, Any]) -> Param:
+def _parse_when(reader: Reader, key: str, raw: Any, earlier: dict[str, Param]
+                ) -> tuple[tuple[str, tuple[Any, ...]], ...]:
+    """`when = { optimizer = "sgd" }` or `{ optimizer = ["adam", "adamw"] }`: the parent must be
+    a categorical parameter listed earlier in [space], each value one of its choices."""
+    if not isinstance(raw, dict) or not raw:
+        raise reader.error(key, "must be a table { parent = value or [values] }, e.g. "
+                                "when = { optimizer = \"sgd\" }")
+    categorical = [n for n, p in earlier.items() if p.kind == "categorical"]
+    out = []
+    for parent, values in raw.items():
+        if parent not in earlier or earlier[parent].kind != "categorical":
+            raise reader.error(f"{key}.{parent}", "unknown parent: it must be a categorical "
+                                                  "parameter listed earlier in [space] ("
+                                                  f"{', '.join(categorical) or 'none yet'})")
+        wanted = values if isinstance(values, list) else [values]
+        if not wanted:
+            raise reader.error(f"{key}.{parent}", "give at least one value")
+        choices = earlier[parent].choices
+        stored = []
+        for value in wanted:
+            try:
+                value = _choice_value(reader, f"{key}.{parent}", parent, value)
+            except UsageError:
+                value = object()  # not a value the parent's type can take
+            if value not in choices:
+                raise reader.error(f"{key}.{parent}", f"{wanted[len(stored)]!r} is not one of "
+                                                      f"{parent}'s choices: "
+                                                      f"{', '.join(map(str, choices))}")
+            stored.append(value)
+        out.append((parent, tuple(stored)))
+    return tuple(out)
+
+
+def parse_param(reader: Reader, name: str, raw: Any, kinds: dict[str, Any],
+                earlier: dict[str, Param] | None = None) -> Param:
+    """One [space] entry: a list of choices, `{ choices = [...] }` or a range table, each with
+    an optional `when` condition on parameters listed before it (`earlier`)."""
     key = f"space.{name}"
+    when: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    if isinstance(raw, dict) and "when" in raw:
+        raw = dict(raw)
+        when = _parse_when(reader, f"{key}.when", raw.pop("when"), earlier or {})
     if name not in kinds:
         raise reader.error(key, f"not a RunSpec field; valid fields: {settable(kinds)}")
     if name in NOT_SETTABLE:
@@ -184,7 +242,7 @@ def parse_param(reader: Reader, name: str, raw: Any, kinds: dict[str, Any]) -> P
                                 if name in ("task", "model") else
                                 f"{name!r} cannot be searched (seeds come from `seeds`)")
     if isinstance(raw, dict) and "choices" in raw:
-        reader.unknown(raw, ("choices",), f"{key}.")
+        reader.unknown(raw, CHOICE_KEYS, f"{key}.")
         raw = raw["choices"]
     if isinstance(raw, list):
         if not raw:
@@ -192,7 +250,7 @@ def parse_param(reader: Reader, name: str, raw: Any, kinds: dict[str, Any]) -> P
         choices = tuple(_choice_value(reader, key, name, v) for v in raw)
         if len(set(map(repr, choices))) != len(choices):
             raise reader.error(key, f"repeated choices in {raw!r}; list each value once")
-        return Param(name, "categorical", choices=choices)
+        return Param(name, "categorical", choices=choices, when=when)
     if not isinstance(raw, dict):
         raise reader.error(key, "must be a list of choices or a table { low = .., high = .. }")
     reader.unknown(raw, RANGE_KEYS, f"{key}.")
@@ -225,4 +283,4 @@ def parse_param(reader: Reader, name: str, raw: Any, kinds: dict[str, Any]) -> P
             raise reader.error(f"{key}.step", f"{name} is an integer field, got {step!r}")
         if log:
             raise reader.error(f"{key}.step", "cannot be combined with log = true")
-    return Param(name, kind, low=low, high=high, log=log, step=step)
+    return Param(name, kind, low=low, high=high, log=log, step=step, when=when)

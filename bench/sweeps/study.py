@@ -40,6 +40,15 @@ File format (every key but `task` is optional)::
     lr = { low = 1e-3, high = 1.0, log = true }       # a range (optional `step`)
     hidden = [[20], [20, 20]]                         # stored as the strings "20" and "20,20"
     batch_size = [32, 100, "full"]                    # "full": full-batch gradient descent
+    momentum = { low = 0.0, high = 0.95, when = { optimizer = "sgd" } }       # conditional
+    betas = { choices = [[0.9, 0.999], [0.8, 0.99]], when = { optimizer = ["adam", "adamw"] } }
+
+Conditional spaces: `when = { parent = value }` (or a list of values; several parents must all
+hold) makes a parameter apply only when an earlier categorical parameter of [space] took one of
+those values. A trial stores only the parameters that applied (the others keep their [fixed] or
+default values); the parent must be listed before the child, and each value must be one of the
+parent's choices. TPE then models parameters that appear together jointly (`multivariate` and
+`group`); the tpe and random samplers take conditional spaces, the others refuse them.
 """
 
 from __future__ import annotations
@@ -80,6 +89,7 @@ PRUNER_KEYS = ("name", "warmup_epochs", "startup_trials", "reduction_factor")
 # Fields a study sets elsewhere: task/model at the top level, seeds by `seeds`, engine by the sweep.
 TIME_OBJECTIVES = {"train_seconds": "minimize"}
 MAX_CHECKED_COMBINATIONS = 512
+CONDITIONAL_SAMPLERS = ("tpe", "random")  # samplers that handle conditional spaces
 MAX_NAME_LENGTH = 512  # Optuna's limit for a study name in an RDB storage
 MAX_GRID_POINTS = 1_000_000  # Optuna's grid sampler lists every point in memory
 
@@ -134,6 +144,24 @@ class StudySpec:
         check_grid_size(spec)
         check_budget(spec)
         return spec
+
+    @property
+    def conditional(self) -> bool:
+        """True when some parameter applies only for some values of another (`when`)."""
+        return any(p.when for p in self.space)
+
+    def ask(self, study: Any) -> Any:
+        """Ask Optuna for one trial of this space: fixed distributions when every parameter
+        always applies; otherwise each parameter in order, only where its condition holds, so
+        a trial stores only the parameters that applied."""
+        if not self.conditional:
+            return study.ask(self.distributions())
+        trial = study.ask()
+        chosen: dict[str, Any] = {}
+        for p in self.space:
+            if p.applies(chosen):
+                chosen[p.name] = p.suggest(trial)
+        return trial
 
     def distributions(self) -> dict[str, Any]:
         """Optuna distributions of the search space, by RunSpec field name."""
@@ -265,7 +293,10 @@ def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = Fal
     space_raw = data.get("space", {})
     if not isinstance(space_raw, dict):
         raise reader.error("space", "must be a table of RunSpec fields")
-    space = tuple(parse_param(reader, n, raw, kinds) for n, raw in space_raw.items())
+    parsed: dict[str, Param] = {}
+    for n, raw in space_raw.items():
+        parsed[n] = parse_param(reader, n, raw, kinds, parsed)
+    space = tuple(parsed.values())
     for p in space:
         if p.name in fixed:
             raise reader.error(f"space.{p.name}", "is also set in [fixed]; keep one of them")
@@ -292,6 +323,11 @@ def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = Fal
 
 
 def _check_sampler(reader: Reader, spec: StudySpec) -> None:
+    conditional = [p.name for p in spec.space if p.when]
+    if conditional and spec.sampler not in CONDITIONAL_SAMPLERS:
+        raise reader.error(f"space.{conditional[0]}.when",
+                           f"the {spec.sampler} sampler cannot search a conditional space; "
+                           f"use sampler = \"tpe\" or \"random\"")
     if spec.sampler == "grid":
         for p in spec.space:
             if p.grid_count() is None:
@@ -342,10 +378,19 @@ def _check_architecture(reader: Reader, spec: StudySpec) -> None:
 
 
 def _probe_params(spec: StudySpec) -> Iterator[dict[str, Any]]:
-    """Every choice combination, ranges at their ends (at most MAX_CHECKED_COMBINATIONS)."""
+    """Every choice combination, ranges at their ends (at most MAX_CHECKED_COMBINATIONS);
+    a conditional parameter only where its condition holds."""
     probes = [p.probe_values() for p in spec.space]
+    seen = set()
     for combo in itertools.islice(itertools.product(*probes), MAX_CHECKED_COMBINATIONS):
-        yield {p.name: v for p, v in zip(spec.space, combo, strict=True)}
+        params: dict[str, Any] = {}
+        for p, v in zip(spec.space, combo, strict=True):
+            if p.applies(params):
+                params[p.name] = v
+        key = repr(sorted(params.items()))
+        if key not in seen:
+            seen.add(key)
+            yield params
 
 
 def _check_run_specs(reader: Reader, spec: StudySpec) -> None:

@@ -170,7 +170,6 @@ class Worker:
                            worker_index=worker_index, shared=is_shared_storage(storage_url))
         self.sampler = TimedSampler(make_sampler(spec, seed))
         self.study.sampler = self.sampler
-        self.distributions = spec.distributions()
         self.sizes = _DataSizes()
         self.on_group = on_group
         self.stats = WorkerStats()
@@ -207,7 +206,7 @@ class Worker:
         asked = []
         for _ in range(k):
             with quiet_optuna_warnings():
-                trial = self.study.ask(self.distributions)
+                trial = self.spec.ask(self.study)
             trial.set_user_attr("worker", {"host": self.host, "pid": os.getpid()})
             asked.append(trial)
         numbers = {t.number for t in asked}

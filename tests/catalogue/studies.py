@@ -164,6 +164,45 @@ CASES = [
          ("sweep", "s.toml", "--storage", STORAGE, "--quiet", "--no-limits"), 2,
          stderr=r"needs an estimated [\d.]+ GB of memory",
          files={"s.toml": toml(fixed="hidden = [100000, 100000]")}, absent=(STORAGE,)),
+    # --- conditional spaces: `when` names an earlier categorical parameter and its values -----
+    study("when-unknown-parent",
+          toml(space='optimizer = ["sgd", "adam"]\n'
+                     'momentum = { low = 0.0, high = 0.9, when = { optimiser = "sgd" } }'),
+          r"space\.momentum\.when\.optimiser: unknown parent: it must be a categorical parameter "
+          r"listed earlier in \[space\] \(optimizer\)"),
+    study("when-parent-listed-later",
+          toml(space='momentum = { low = 0.0, high = 0.9, when = { optimizer = "sgd" } }\n'
+                     'optimizer = ["sgd", "adam"]'),
+          r"space\.momentum\.when\.optimizer: unknown parent:.*\(none yet\)"),
+    study("when-parent-not-categorical",
+          toml(space='lr = { low = 0.01, high = 0.1 }\n'
+                     'momentum = { low = 0.0, high = 0.9, when = { lr = 0.05 } }'),
+          r"space\.momentum\.when\.lr: unknown parent"),
+    study("when-value-parent-cannot-take",
+          toml(space='optimizer = ["sgd", "adam"]\n'
+                     'momentum = { low = 0.0, high = 0.9, when = { optimizer = "sdg" } }'),
+          r"space\.momentum\.when\.optimizer: 'sdg' is not one of optimizer's choices: sgd, adam"),
+    study("when-value-of-wrong-type",
+          toml(space='batch_size = [10, "full"]\n'
+                     'lr = { low = 0.01, high = 0.1, when = { batch_size = 10.5 } }'),
+          r"space\.lr\.when\.batch_size: 10\.5 is not one of batch_size's choices"),
+    study("when-not-a-table",
+          toml(space='optimizer = ["sgd", "adam"]\n'
+                     'momentum = { low = 0.0, high = 0.9, when = "sgd" }'),
+          r"space\.momentum\.when: must be a table \{ parent = value or \[values\] \}"),
+    study("when-empty-values",
+          toml(space='optimizer = ["sgd", "adam"]\n'
+                     'momentum = { low = 0.0, high = 0.9, when = { optimizer = [] } }'),
+          r"space\.momentum\.when\.optimizer: give at least one value"),
+    study("when-with-grid-sampler",
+          toml(top='sampler = "grid"',
+               space='optimizer = ["sgd", "adam"]\n'
+                     'momentum = { choices = [0.0, 0.9], when = { optimizer = "sgd" } }'),
+          r"space\.momentum\.when: the grid sampler cannot search a conditional space"),
+    study("when-unknown-key-beside-choices",
+          toml(space='optimizer = ["sgd", "adam"]\n'
+                     'momentum = { choices = [0.0, 0.9], if = { optimizer = "sgd" } }'),
+          r"space\.momentum\.if: unknown key; valid keys: choices, when"),
     # --- the command line's overrides are checked the same way -------------------------------
     Case("study-seeds-override-billion",
          ("sweep", "s.toml", "--storage", STORAGE, "--quiet", "--seeds", "1000000000"), 2,
