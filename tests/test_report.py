@@ -16,8 +16,8 @@ import pytest
 from PIL import Image
 
 from bench.cli import main
-from bench.report import build as report
-from bench.report import tables
+from bench.errors import UsageError
+from bench.report import build, charts, figures, history, page, tables, views
 from bench.spec import RunSpec
 from bench.store import write_json_atomic
 from tests._report_study import make_study
@@ -45,7 +45,7 @@ def _timing_file(path: Path, devices: tuple[str, ...]) -> Path:
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, report.ReportResult, str]:
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, page.ReportResult, str]:
     """A report over real two-seed and one-seed studies, a timing file and a reproduce table."""
     root = tmp_path_factory.mktemp("report")
     url = f"sqlite:///{root / 'optuna.db'}"
@@ -59,7 +59,7 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, report.Report
                    "notebook_figure": 0.998, "mean": 0.997, "ci95": 0.002, "n_seeds": 3,
                    "verdict": "match", "reason": ""}]).to_csv(repro, index=False)
     out = root / "out"
-    result = report.build_report(url, out, timing_paths=[timing], reproduce_path=repro)
+    result = build.build_report(url, out, timing_paths=[timing], reproduce_path=repro)
     return out, result, url
 
 
@@ -143,7 +143,7 @@ def test_crossover_is_marked_where_cuda_becomes_faster(built) -> None:
 
 def test_cpu_only_timing_says_so_instead_of_a_crossover(tmp_path: Path) -> None:
     timing = _timing_file(tmp_path / "cpu.json", ("cpu",))
-    result = report.build_report(None, tmp_path / "out", timing_paths=[timing],
+    result = build.build_report(None, tmp_path / "out", timing_paths=[timing],
                                  reproduce_path=tmp_path / "none.csv")
     chart = next(c for c in result.charts if c.key == "timing")
     assert "not measured" in chart.caption
@@ -162,11 +162,11 @@ def test_boundaries_retrain_the_stored_run_exactly(built) -> None:
 def test_history_and_importances_handle_degenerate_studies(built) -> None:
     _, result, url = built
     opt = next(s for s in tables.load_studies(url) if s.name == "opt")
-    imp, why = report.importances(opt)
+    imp, why = history.importances(opt)
     assert why is None and set(imp) == {"optimizer", "lr"}
     assert sum(imp.values()) == pytest.approx(1.0)
     one = tables.StudyData("x", {}, ["maximize"], opt.trials[:1], opt.study)
-    assert report.importances(one) == ({}, "1 completed trial(s): importances need at least 2")
+    assert history.importances(one) == ({}, "1 completed trial(s): importances need at least 2")
     caption = next(c.caption for c in result.charts if c.key == "history_single")
     assert "Importances" in caption
 
@@ -174,7 +174,7 @@ def test_history_and_importances_handle_degenerate_studies(built) -> None:
 def test_empty_and_missing_storage_give_a_page_that_says_what_is_missing(tmp_path: Path) -> None:
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     optuna.storages.RDBStorage(empty)  # a valid storage without studies
-    result = report.build_report(empty, tmp_path / "a", timing_paths=[],
+    result = build.build_report(empty, tmp_path / "a", timing_paths=[],
                                  reproduce_path=tmp_path / "none.csv")
     page = (tmp_path / "a" / "index.html").read_text()
     assert "holds no study yet" in page and "No timing files" in page
@@ -182,11 +182,11 @@ def test_empty_and_missing_storage_give_a_page_that_says_what_is_missing(tmp_pat
     assert {m.key for m in result.missing} >= {"optimizers", "lr_sensitivity", "timing",
                                                "history", "boundaries"}
     missing_db = tmp_path / "nothing.db"
-    report.build_report(f"sqlite:///{missing_db}", tmp_path / "b", timing_paths=[],
+    build.build_report(f"sqlite:///{missing_db}", tmp_path / "b", timing_paths=[],
                         reproduce_path=tmp_path / "none.csv")
     assert "no SQLite storage file" in (tmp_path / "b" / "index.html").read_text()
     assert not missing_db.exists()
-    report.build_report(None, tmp_path / "c", timing_paths=[], reproduce_path=tmp_path / "x")
+    build.build_report(None, tmp_path / "c", timing_paths=[], reproduce_path=tmp_path / "x")
     assert "No Optuna storage found" in (tmp_path / "c" / "report.md").read_text()
 
 
@@ -194,15 +194,15 @@ def test_a_failing_report_keeps_the_previous_one(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
     timing = _timing_file(tmp_path / "t.json", ("cpu",))
-    report.build_report(None, out, timing_paths=[timing], reproduce_path=tmp_path / "x")
+    build.build_report(None, out, timing_paths=[timing], reproduce_path=tmp_path / "x")
     before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
-    def broken(ctx: report.Context) -> report.Chart:
+    def broken(ctx: figures.Context) -> figures.Chart:
         raise RuntimeError("chart failed")
 
-    monkeypatch.setattr(report, "CHARTS", (*report.CHARTS, broken))
+    monkeypatch.setattr(build, "CHARTS", (*build.CHARTS, broken))
     with pytest.raises(RuntimeError, match="chart failed"):
-        report.build_report(None, out, timing_paths=[timing], reproduce_path=tmp_path / "x")
+        build.build_report(None, out, timing_paths=[timing], reproduce_path=tmp_path / "x")
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "t.json"]
 
@@ -218,22 +218,6 @@ def test_cli_report_and_its_usage_errors(built, tmp_path: Path,
     assert main(["report", "--storage", "nosuchdriver://x", "--out", str(tmp_path / "s")]) == 2
     assert "--storage" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
-
-
-def test_fmt_ci_never_shows_a_fake_interval() -> None:
-    assert report.fmt_ci(0.5, float("nan")) == "0.500 (no CI)"
-    assert report.fmt_ci(0.5, 0.01) == "0.500 ± 0.010"
-    assert report.fmt_ci(float("nan"), float("nan")) == "n/a"
-
-
-def test_numbers_read_with_three_significant_digits() -> None:
-    assert report.fmt_num(0.0206646) == "0.0207" and report.fmt_num(1.80857e-06) == "1.81e-06"
-    assert report.fmt_num(0.999709) == "1.00" and report.fmt_num(0.5) == "0.5"
-    assert report.fmt_num(13864.2) == "13,900" and report.fmt_num(300.0) == "300"
-    assert report.fmt_ci(0.00712, 0.00113, metric="val_loss") == "0.00712 ± 0.00113"
-    assert report.fmt_ci(0.9981, 0.0004, metric="val_accuracy") == "0.998 ± 0.000"
-    assert report.fmt_score(0.99964, "train_accuracy") == "1.000"
-    assert report.fmt_score(1.21101484, "train_mse") == "1.21"
 
 
 def test_page_shows_no_long_floats(built) -> None:
@@ -255,12 +239,12 @@ def test_learning_rate_colour_bar_keeps_the_chart_size(built, tmp_path: Path) ->
     """Many distinct learning rates must not grow a legend that squashes the boxes."""
     _, result, url = built
     studies = tables.load_studies(url)
-    views = report.study_views(tables.runs_table(studies), studies)
+    study_views = views.study_views(tables.runs_table(studies), studies)
     few = next(c for c in result.charts if c.key == "optimizers")
-    for v in views:  # every run its own learning rate: 12 distinct values instead of 3
+    for v in study_views:  # every run its own learning rate: 12 distinct values instead of 3
         v.runs["lr"] = [10 ** (-3 + 3 * i / len(v.runs)) for i in range(len(v.runs))]
-    ctx = report.Context(views, studies, pd.DataFrame(), pd.DataFrame(), tmp_path)
-    many = report.chart_optimizers(ctx)
+    ctx = figures.Context(study_views, studies, pd.DataFrame(), pd.DataFrame(), tmp_path)
+    many = charts.chart_optimizers(ctx)
     def size(png: bytes) -> tuple[int, int]:
         return Image.open(io.BytesIO(png)).size
 
@@ -279,7 +263,7 @@ def test_timing_table_is_shown_in_milliseconds_and_percent() -> None:
     timing = pd.DataFrame([{"host": "h", "gpu_name": None, "task": "moons", "k": 1,
                             "epoch_seconds_median": 0.0123456, "iqr_over_median": 0.0512,
                             "noisy": True, "samples_per_second_median": 13864.2}])
-    shown = report.display_frame(report.timing_display(timing)).iloc[0]
+    shown = page.display_frame(page.timing_display(timing)).iloc[0]
     assert shown["epoch ms (median)"] == "12.3" and shown["IQR / median (%)"] == "5.12"
     assert shown["samples/s (median)"] == "13,900" and shown["noisy"] == "yes"
     assert "gpu_name" not in shown.index
@@ -307,40 +291,40 @@ def test_out_that_is_not_a_report_is_refused_untouched(tmp_path: Path, setup, re
     out.mkdir()
     setup(out)
     before = _tree(tmp_path)
-    with pytest.raises(report.UsageError, match=reason):
-        report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
+    with pytest.raises(UsageError, match=reason):
+        build.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
     assert _tree(tmp_path) == before and _leftovers(tmp_path) == []
 
 
 def test_out_may_be_new_empty_or_an_earlier_report(tmp_path: Path,
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    assert report.replace_refusal(tmp_path / "new") is None
+    assert build.replace_refusal(tmp_path / "new") is None
     (tmp_path / "empty").mkdir()
-    assert report.replace_refusal(tmp_path / "empty") is None
-    report.build_report(None, tmp_path / "r", timing_paths=[], reproduce_path=tmp_path / "x")
-    assert report.replace_refusal(tmp_path / "r") is None
+    assert build.replace_refusal(tmp_path / "empty") is None
+    build.build_report(None, tmp_path / "r", timing_paths=[], reproduce_path=tmp_path / "x")
+    assert build.replace_refusal(tmp_path / "r") is None
     marker = json.loads((tmp_path / "r" / ".nnbench-report").read_text())
     assert "index.html" in marker["files"] and "tables/runs.csv" in marker["files"]
-    assert "working folder" in report.replace_refusal(tmp_path)
-    assert "working folder" in report.replace_refusal(Path("."))
-    assert "is a file" in report.replace_refusal(tmp_path / "r" / "index.html")
+    assert "working folder" in build.replace_refusal(tmp_path)
+    assert "working folder" in build.replace_refusal(Path("."))
+    assert "is a file" in build.replace_refusal(tmp_path / "r" / "index.html")
     (tmp_path / "r" / "tables" / "mine.csv").write_text("mine")
-    assert "holds 'tables/mine.csv'" in report.replace_refusal(tmp_path / "r")
+    assert "holds 'tables/mine.csv'" in build.replace_refusal(tmp_path / "r")
 
 
 def test_full_disk_while_writing_is_one_line_and_keeps_the_previous_report(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "out"
-    report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
+    build.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
     before = _tree(out)
 
     def full(path, text):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
-    monkeypatch.setattr(report, "write_text_atomic", full)
-    with pytest.raises(report.UsageError, match=r"No space left on device.*previous report is kept"):
-        report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
+    monkeypatch.setattr(build, "write_text_atomic", full)
+    with pytest.raises(UsageError, match=r"No space left on device.*previous report is kept"):
+        build.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
     assert _tree(out) == before and _leftovers(tmp_path) == []
 
 
@@ -351,7 +335,7 @@ def test_full_disk_through_the_cli_is_one_line_exit_2(tmp_path: Path,
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
 
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(report, "write_json_atomic", full)
+    monkeypatch.setattr(build, "write_json_atomic", full)
     assert main(["report", "--out", str(tmp_path / "r"), "--timing", "--reproduce",
                  str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
@@ -363,13 +347,13 @@ def test_full_disk_through_the_cli_is_one_line_exit_2(tmp_path: Path,
 def test_an_interrupt_leaves_no_temporary_folder_and_the_old_report(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stage: str) -> None:
     out = tmp_path / "out"
-    report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
+    build.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
     before = _tree(out)
     if stage == "write":
         def interrupted(*args, **kwargs):
             raise KeyboardInterrupt
 
-        monkeypatch.setattr(report, "render_markdown", interrupted)
+        monkeypatch.setattr(build, "render_markdown", interrupted)
     else:  # between moving the old report aside and moving the new one in
         real = Path.rename
 
@@ -380,16 +364,16 @@ def test_an_interrupt_leaves_no_temporary_folder_and_the_old_report(
 
         monkeypatch.setattr(Path, "rename", rename)
     with pytest.raises(KeyboardInterrupt):
-        report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
+        build.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
     assert _tree(out) == before and _leftovers(tmp_path) == []
 
 
 def test_study_names_that_look_alike_get_their_own_files() -> None:
     names = ["a b", "a/b", "a_b", "A_B", "a_b ", "é", "e", "n" * 600]
-    slugs = [report._slug(n) for n in names]
+    slugs = [figures.slug(n) for n in names]
     assert len(set(slugs)) == len(names)
     assert len({s.lower() for s in slugs}) == len(names)  # case-insensitive disks too
-    assert report._slug("moons_opt") == "moons_opt"
+    assert figures.slug("moons_opt") == "moons_opt"
     assert all(len(s) <= 60 and re.fullmatch(r"[A-Za-z0-9_-]+", s) for s in slugs)
 
 
@@ -399,7 +383,7 @@ def test_look_alike_study_names_keep_both_charts(tmp_path: Path) -> None:
     for name in ("a b", "a/b"):
         study = optuna.create_study(study_name=name, storage=storage)
         study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=3)
-    result = report.build_report(url, tmp_path / "r", timing_paths=[],
+    result = build.build_report(url, tmp_path / "r", timing_paths=[],
                                  reproduce_path=tmp_path / "x", boundaries=False)
     history = sorted(c.key for c in result.charts if c.key.startswith("history_"))
     assert len(history) == 2 and history[0] != history[1]
@@ -412,15 +396,15 @@ def test_storage_password_is_never_written(tmp_path: Path, monkeypatch: pytest.M
     url = f"postgresql://bench:{secret}@db.example:5432/nnbench"
     monkeypatch.setattr(tables, "missing_storage_reason", lambda u: None)
     monkeypatch.setattr(tables, "load_studies", lambda u, notes=None: [])
-    result = report.build_report(url, tmp_path / "r", timing_paths=[],
+    result = build.build_report(url, tmp_path / "r", timing_paths=[],
                                  reproduce_path=tmp_path / "x")
     for path in (tmp_path / "r").rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
     assert all(secret not in n for n in result.notes)
-    page = (tmp_path / "r" / "index.html").read_text()
-    assert "bench:***@db.example" in page
-    assert secret not in report.render_markdown(result, [], {"reproduce": None,
+    index = (tmp_path / "r" / "index.html").read_text()
+    assert "bench:***@db.example" in index
+    assert secret not in page.render_markdown(result, [], {"reproduce": None,
                                                              "timing": tables.timing_table([])[0]},
                                                 url)
 
@@ -439,12 +423,12 @@ def test_malformed_stored_runs_are_skipped_with_a_note() -> None:
 
 def test_a_chart_that_cannot_draw_odd_values_is_listed_not_fatal(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def odd(ctx: report.Context) -> report.Chart:
+    def odd(ctx: figures.Context) -> figures.Chart:
         raise ValueError("Data cannot be log-scaled because all values are <= 0.")
 
     odd.__name__ = "chart_odd"
-    monkeypatch.setattr(report, "CHARTS", (*report.CHARTS, odd))
-    result = report.build_report(None, tmp_path / "r", timing_paths=[],
+    monkeypatch.setattr(build, "CHARTS", (*build.CHARTS, odd))
+    result = build.build_report(None, tmp_path / "r", timing_paths=[],
                                  reproduce_path=tmp_path / "x")
     missing = next(m for m in result.missing if m.key == "odd")
     assert "log-scaled" in missing.needs and (tmp_path / "r" / "index.html").exists()
@@ -485,7 +469,7 @@ def test_sigterm_while_building_leaves_the_old_report_and_no_temporary_folder(
 def test_the_report_is_readable_as_the_umask_allows(tmp_path: Path) -> None:
     previous = os.umask(0o022)
     try:
-        report.build_report(None, tmp_path / "r", timing_paths=[], reproduce_path=tmp_path / "x")
+        build.build_report(None, tmp_path / "r", timing_paths=[], reproduce_path=tmp_path / "x")
     finally:
         os.umask(previous)
     assert (tmp_path / "r").stat().st_mode & 0o777 == 0o755
@@ -495,16 +479,16 @@ def test_the_report_is_readable_as_the_umask_allows(tmp_path: Path) -> None:
 def test_a_file_added_to_the_old_report_while_building_is_not_deleted(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "r"
-    report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
-    real = report.render_markdown
+    build.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
+    real = page.render_markdown
 
     def meanwhile(*args, **kwargs):
         (out / "notes.txt").write_text("written during the build")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(report, "render_markdown", meanwhile)
-    with pytest.raises(report.UsageError, match=r"holds 'notes\.txt'"):
-        report.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
+    monkeypatch.setattr(build, "render_markdown", meanwhile)
+    with pytest.raises(UsageError, match=r"holds 'notes\.txt'"):
+        build.build_report(None, out, timing_paths=[], reproduce_path=tmp_path / "x")
     assert (out / "notes.txt").read_text() == "written during the build"
     assert _leftovers(tmp_path) == []
 
@@ -530,6 +514,38 @@ def test_folders_left_by_a_report_killed_with_9_are_removed_by_the_next(tmp_path
     foreign = tmp_path / ".r.old-mine"
     foreign.mkdir()
     (foreign / "mine.txt").write_text("not a report")
-    report.build_report(None, tmp_path / "r", timing_paths=[], reproduce_path=tmp_path / "x")
+    build.build_report(None, tmp_path / "r", timing_paths=[], reproduce_path=tmp_path / "x")
     assert not building.exists() and not old.exists()
     assert alive.exists() and (foreign / "mine.txt").read_text() == "not a report"
+
+
+def test_names_and_descriptions_are_escaped_in_the_page_and_kept_in_the_markdown(
+        tmp_path: Path) -> None:
+    """A study name or description holding markup is text on the page, as it is in report.md."""
+    from optuna.distributions import CategoricalDistribution
+
+    name, description = "<script>alert(1)</script> & co", "SGD & Adam <b>bold</b>"
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "j.journal")))
+    study = optuna.create_study(study_name=name, storage=storage, direction="maximize")
+    study.set_user_attr("objective", "val_accuracy")
+    study.set_user_attr("nnbench_study", {"name": name, "description": description})
+    for i, lr in enumerate((0.01, 0.1)):
+        runs = [{"spec": {"task": "moons", "model": "mlp", "hidden": [4], "lr": lr},
+                 "seed": seed, "engine": "reference", "epochs_run": 2, "diverged": False,
+                 "metrics": {"val_accuracy": 0.8 + 0.05 * i + 0.01 * seed},
+                 "timing": {"train_seconds": 0.01}, "curves": {}} for seed in (0, 1)]
+        study.add_trial(optuna.trial.create_trial(
+            value=0.8 + 0.05 * i, params={"lr": lr},
+            distributions={"lr": CategoricalDistribution([0.01, 0.1])},
+            user_attrs={"runs": runs}))
+    build.build_report(str(tmp_path / "j.journal"), tmp_path / "r", timing_paths=[],
+                       reproduce_path=tmp_path / "x", boundaries=False)
+    index = (tmp_path / "r" / "index.html").read_text()
+    assert "<script" not in index and "<b>bold" not in index
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in index
+    assert "SGD &amp; Adam &lt;b&gt;bold&lt;/b&gt;" in index
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert f"**{name}** ({description})" in md and "&amp;" not in md and "&lt;" not in md
+    assert page.ENV.autoescape("report.md.j2") is False
+    assert page.ENV.autoescape("index.html.j2") is True

@@ -25,6 +25,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import UsageError
+from bench.spec import RunSpec
 from bench.stats import mean_ci, std
 from bench.sweeps import storage
 
@@ -60,8 +61,6 @@ AGG_SUFFIXES = ("mean", "std", "ci95", "n")
 
 
 def _spec_fields() -> tuple[str, ...]:
-    from bench.spec import RunSpec
-
     # seed and engine are run columns: the engine that actually ran, not the one asked for.
     return tuple(f.name for f in dataclasses.fields(RunSpec) if f.name not in ("seed", "engine"))
 
@@ -116,6 +115,13 @@ class StudyData:
         return self.attr_text("objective") or "value"
 
     @property
+    def description(self) -> str | None:
+        """What the study file says the study asks ('SGD vs Adam on moons'), if it says it."""
+        stored = self.user_attrs.get("nnbench_study")
+        text = stored.get("description") if isinstance(stored, dict) else None
+        return text if isinstance(text, str) and text.strip() else None
+
+    @property
     def direction(self) -> str:
         """'maximize' or 'minimize' of the first objective."""
         return self.directions[0] if self.directions else "maximize"
@@ -153,8 +159,6 @@ def clean_runs(raw: Any) -> tuple[list[dict[str, Any]], list[str]]:
     that are not lists of numbers, are dropped from a kept run. Returns the kept runs (copies)
     and one line per thing left out.
     """
-    from bench.spec import RunSpec
-
     if raw is None:
         return [], []
     if not isinstance(raw, list):

@@ -1,0 +1,94 @@
+"""How each Optuna search went: the optimisation history (every completed trial's value and the
+best so far, failed and pruned trials marked) beside the parameter importances.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from bench.report import tables
+from bench.report.figures import NEEDS, Chart, Context, Missing, diverged_marks, save, slug, style, wrap
+from bench.report.views import metric_label
+
+
+def importances(study: tables.StudyData) -> tuple[dict[str, float], str | None]:
+    """Optuna parameter importances, or an empty dict and the reason they cannot be computed."""
+    import optuna
+
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if len(complete) < 2:
+        return {}, f"{len(complete)} completed trial(s): importances need at least 2"
+    varying = {k for k in complete[0].params
+               if len({str(t.params.get(k)) for t in complete}) > 1}
+    if not varying:
+        return {}, "no parameter varies across the completed trials"
+    try:
+        if len(study.directions) > 1:
+            # PED-ANOVA ranks by "lower is better" for a custom target: negate a maximised one.
+            sign = -1.0 if study.direction == "maximize" else 1.0
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*computes the importances of params")
+                return dict(optuna.importance.get_param_importances(
+                    study.study, target=lambda t: sign * t.values[0])), None
+        return dict(optuna.importance.get_param_importances(study.study)), None
+    except Exception as exc:  # optuna raises several types for degenerate studies
+        return {}, f"optuna could not compute them ({type(exc).__name__}: {exc})"
+
+
+def chart_history(ctx: Context) -> list[Chart | Missing]:
+    """Per study: Optuna optimisation history (value and best so far) and param importances."""
+    out: list[Chart | Missing] = []
+    question = "How did the search progress, and which parameters mattered?"
+    for s in ctx.studies:
+        trials = s.trials
+        done = [t for t in trials if t.state.name == "COMPLETE" and t.values]
+        if not done:
+            continue
+        imp, why = importances(s)
+        fig = Figure(figsize=(10, 3.4), layout="constrained")
+        ax_h, ax_i = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+        maximize = s.direction == "maximize"
+        with style():
+            xs = [t.number for t in done]
+            ys = [t.values[0] for t in done]
+            ax_h.plot(xs, ys, "o", color="#1f77b4", label="completed trial", ms=5)
+            best = np.maximum.accumulate(ys) if maximize else np.minimum.accumulate(ys)
+            ax_h.step(xs, best, where="post", color="#d62728", label="best so far")
+            failed = [t.number for t in trials if t.state.name in ("FAIL", "PRUNED")]
+            if failed:
+                diverged_marks(ax_h, failed, "0.3")
+                ax_h.plot([], [], "x", color="0.3", label="failed/pruned (e.g. diverged)")
+            ax_h.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax_h.set_xlabel("trial number")
+            ax_h.set_ylabel(f"{metric_label(s.objective)}\n(objective, mean over seeds)")
+            ax_h.set_title(f"{s.name}: optimisation history", fontsize=10)
+            ax_h.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22),
+                        ncols=3, frameon=False)
+            if imp:
+                names = list(imp)[::-1]
+                ax_i.barh(names, [imp[n] for n in names], color="#4c72b0", height=0.5)
+                ax_i.set_xlim(0, 1)
+                ax_i.set_xlabel("importance (PED-ANOVA, sums to 1)")
+                ax_i.set_title("parameter importances", fontsize=10)
+            else:
+                ax_i.axis("off")
+                ax_i.text(0.5, 0.5, f"parameter importances unavailable:\n{wrap(why, 40)}",
+                          ha="center", va="center", fontsize=9, transform=ax_i.transAxes)
+        key = f"history_{slug(s.name)}"
+        png, files = save(fig, ctx.folder, key)
+        table = pd.DataFrame({"param": list(imp), "importance": list(imp.values())})
+        caption = (f"{len(done)} completed, {len(trials) - len(done)} failed or pruned trials. "
+                   + (f"Importances not shown: {why}." if why else
+                      "Importances: " + ", ".join(f"{k} {v:.2f}" for k, v in imp.items()) + "."))
+        out.append(Chart(key, f"search: {s.name}", f"{s.name}: {question[0].lower()}"
+                         f"{question[1:]}", caption, png, files,
+                         ctx.write_table(table, f"importances_{slug(s.name)}")))
+    if not out:
+        out.append(Missing("history", question, NEEDS["history"]))
+    return out
+
