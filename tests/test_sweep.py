@@ -293,3 +293,41 @@ def test_conditional_space_stores_only_the_parameters_that_applied(tmp_path):
     finally:
         optuna.samplers.TPESampler = real
     assert given["multivariate"] and given["group"] and given["constant_liar"]
+
+
+@pytest.mark.parametrize("engine", ["batched", "reference"])
+def test_pruning_stops_trials_mid_training_and_records_why(tmp_path, engine):
+    """Every epoch each trial reports the mean over its seeds; a pruned trial's seeds stop at
+    that epoch, keep their partial curves, and the trial records the epoch and the pruner."""
+    path = study_file(tmp_path, trials=16, group=8, epochs=8, fixed="n_samples = 200",
+                      space="")
+    text = path.read_text().replace('sampler = { name = "random", seed = 0 }',
+                                    'sampler = { name = "random", seed = 0 }\n'
+                                    'pruner = { name = "percentile", percentile = 60, '
+                                    'startup_trials = 0, warmup_epochs = 1 }')
+    text = text.replace("lr = { low = 1e-3, high = 0.5, log = true }",
+                        "lr = { low = 1e-5, high = 0.5, log = true }")
+    path.write_text(text)
+    spec = load_study_file(path)
+    summary = sweep(spec, str(tmp_path / "p.journal"), quiet=True, engine=engine)
+    assert summary.finished == 16
+    trials = load(tmp_path / "p.journal").get_trials()
+    pruned = [t for t in trials if t.state.name == "PRUNED"]
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    assert pruned and complete
+    for t in pruned:
+        end = t.user_attrs["end"]
+        assert end["kind"] == "pruned" and end["pruner"] == "percentile"
+        assert 2 <= end["epoch"] < 8  # warm-up: never at epoch 1; before the last epoch
+        assert sorted(t.intermediate_values) == list(range(1, end["epoch"] + 1))
+        runs = t.user_attrs["runs"]
+        # the batched engine trains the seeds together: all stop at once; the reference engine
+        # trains them one after another, so the mean is known (and the stop comes) at the last
+        stopped = runs if engine == "batched" else runs[-1:]
+        for run in runs:
+            assert len(run["curves"]["val_accuracy"]) == run["epochs_run"] >= end["epoch"]
+        assert all(run["epochs_run"] == end["epoch"] for run in stopped)
+    for t in complete:
+        assert t.user_attrs["end"] == {"kind": "complete"}
+        assert sorted(t.intermediate_values) == list(range(1, 9))
+        assert all(run["epochs_run"] == 8 for run in t.user_attrs["runs"])

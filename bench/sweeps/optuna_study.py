@@ -72,9 +72,18 @@ def make_pruner(spec: StudySpec) -> Any:
     if spec.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=spec.pruner_startup_trials,
                                            n_warmup_steps=spec.pruner_warmup_epochs)
+    if spec.pruner == "percentile":
+        return optuna.pruners.PercentilePruner(spec.pruner_percentile,
+                                               n_startup_trials=spec.pruner_startup_trials,
+                                               n_warmup_steps=spec.pruner_warmup_epochs)
+    if spec.pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(
+            min_resource=spec.pruner_min_resource or 1,
+            reduction_factor=spec.pruner_reduction_factor)
     if spec.pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, spec.pruner_warmup_epochs),
-                                              reduction_factor=spec.pruner_reduction_factor)
+        return optuna.pruners.HyperbandPruner(
+            min_resource=spec.pruner_min_resource or max(1, spec.pruner_warmup_epochs),
+            max_resource=spec.max_epochs, reduction_factor=spec.pruner_reduction_factor)
     return optuna.pruners.NopPruner()
 
 

@@ -29,7 +29,10 @@ File format (every key but `task` is optional)::
                                 #   val_accuracy); otherwise that is an error
     allow_long = false          # true: allow work above bench.engines.budget's bounds (hours)
     sampler = { name = "tpe", seed = 0 }      # tpe, random, grid, cmaes, qmc (or just "tpe")
-    pruner = { name = "median", warmup_epochs = 2, startup_trials = 5 }  # none, median, hyperband
+    pruner = { name = "median", warmup_epochs = 2, startup_trials = 5 }
+                                # none, median, percentile (percentile = 25),
+                                # successive_halving, hyperband (min_resource, reduction_factor);
+                                # the study's epochs are the maximum resource
 
     [fixed]                     # any RunSpec field
     hidden = [20, 20]
@@ -79,13 +82,14 @@ from bench.sweeps.space import (
 )
 
 SAMPLERS = ("tpe", "random", "grid", "cmaes", "qmc")
-PRUNERS = ("none", "median", "hyperband")
+PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 DIRECTIONS = ("maximize", "minimize")
 TOP_KEYS = ("description", "name", "task", "model", "trials", "seeds", "device", "group",
             "objective", "direction", "direction_override", "allow_long", "sampler", "pruner",
             "fixed", "space")
 SAMPLER_KEYS = ("name", "seed", "startup_trials")
-PRUNER_KEYS = ("name", "warmup_epochs", "startup_trials", "reduction_factor")
+PRUNER_KEYS = ("name", "warmup_epochs", "startup_trials", "reduction_factor", "percentile",
+               "min_resource")
 # Fields a study sets elsewhere: task/model at the top level, seeds by `seeds`, engine by the sweep.
 TIME_OBJECTIVES = {"train_seconds": "minimize"}
 MAX_CHECKED_COMBINATIONS = 512
@@ -118,6 +122,8 @@ class StudySpec:
     pruner_warmup_epochs: int = 0
     pruner_startup_trials: int = 5
     pruner_reduction_factor: int = 3
+    pruner_percentile: float = 25.0  # percentile pruner: prune below this percentile
+    pruner_min_resource: int | None = None  # successive halving, hyperband: first rung (epochs)
     allow_long: bool = False  # work above bench.engines.budget's bounds is meant (not stored: no setting)
 
     def __hash__(self) -> int:
@@ -144,6 +150,27 @@ class StudySpec:
         check_grid_size(spec)
         check_budget(spec)
         return spec
+
+    def _pruner_dict(self) -> dict[str, Any]:
+        """The pruner's settings as stored (a key only where it applies, so that studies
+        stored before a setting existed still compare equal)."""
+        out: dict[str, Any] = {"name": self.pruner, "warmup_epochs": self.pruner_warmup_epochs,
+                               "startup_trials": self.pruner_startup_trials,
+                               "reduction_factor": self.pruner_reduction_factor}
+        if self.pruner == "percentile":
+            out["percentile"] = self.pruner_percentile
+        if self.pruner_min_resource is not None:
+            out["min_resource"] = self.pruner_min_resource
+        return out
+
+    @property
+    def max_epochs(self) -> int:
+        """The most epochs a trial trains: the pruners' maximum resource."""
+        searched = [p for p in self.space if p.name == "epochs"]
+        if searched:
+            p = searched[0]
+            return int(max(p.choices) if p.kind == "categorical" else p.high)
+        return int(self.fixed.get("epochs", RunSpec.epochs))
 
     @property
     def conditional(self) -> bool:
@@ -187,9 +214,7 @@ class StudySpec:
             "group": self.group,
             "sampler": {"name": self.sampler, "seed": self.sampler_seed,
                         "startup_trials": self.sampler_startup_trials},
-            "pruner": {"name": self.pruner, "warmup_epochs": self.pruner_warmup_epochs,
-                       "startup_trials": self.pruner_startup_trials,
-                       "reduction_factor": self.pruner_reduction_factor},
+            "pruner": self._pruner_dict(),
         }
 
 
@@ -312,14 +337,47 @@ def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = Fal
                                              pruner.get("startup_trials", 5), 0),
         pruner_reduction_factor=reader.integer("pruner.reduction_factor",
                                                pruner.get("reduction_factor", 3), 2),
+        pruner_percentile=_percentile(reader, pruner),
+        pruner_min_resource=None if pruner.get("min_resource") is None else reader.integer(
+            "pruner.min_resource", pruner["min_resource"], 1),
         allow_long=reader.boolean("allow_long", data.get("allow_long", False)) or no_limits,
     )
     _check_sampler(reader, spec)
+    _check_pruner(reader, spec)
     check_grid_size(spec)
     _check_architecture(reader, spec)
     _check_run_specs(reader, spec)
     check_budget(spec)
     return spec
+
+
+def _percentile(reader: Reader, pruner: dict[str, Any]) -> float:
+    """`pruner.percentile`: a number in (0, 100), only for the percentile pruner."""
+    if "percentile" not in pruner:
+        return 25.0
+    value = pruner["percentile"]
+    if pruner["name"] != "percentile":
+        raise reader.error("pruner.percentile", f"applies to the percentile pruner only, not "
+                                                f"{pruner['name']!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 100:
+        raise reader.error("pruner.percentile", f"must be a number between 0 and 100 (exclusive), "
+                                                f"got {value!r}")
+    return float(value)
+
+
+def _check_pruner(reader: Reader, spec: StudySpec) -> None:
+    """Settings that only make sense against the study's epochs."""
+    if spec.pruner_min_resource is not None:
+        if spec.pruner not in ("successive_halving", "hyperband"):
+            raise reader.error("pruner.min_resource", "applies to successive_halving and "
+                                                      f"hyperband only, not {spec.pruner!r}")
+        if spec.pruner_min_resource > spec.max_epochs:
+            raise reader.error("pruner.min_resource", f"{spec.pruner_min_resource} is above "
+                                                      f"the study's {spec.max_epochs} epochs")
+    if spec.pruner != "none" and spec.pruner_warmup_epochs >= spec.max_epochs:
+        raise reader.error("pruner.warmup_epochs", f"{spec.pruner_warmup_epochs} leaves no "
+                                                   f"epoch of {spec.max_epochs} to prune at; "
+                                                   "use fewer")
 
 
 def _check_sampler(reader: Reader, spec: StudySpec) -> None:

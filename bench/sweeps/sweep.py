@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.engines.registry import EpochReport
 from bench.engines.runner import run_specs
 from bench.engines.setup import load_data, plan_run
 from bench.errors import UsageError
@@ -151,6 +152,45 @@ class _Member:
     specs: list[RunSpec] = field(default_factory=list)
     results: list[RunResult] = field(default_factory=list)
     invalid: str | None = None
+    pruned_epoch: int | None = None  # the epoch after which the pruner stopped it
+
+
+class _EpochPruning:
+    """The engines' per-epoch hook for one trained batch of trials: once every seed of a trial
+    has finished epoch e, the trial reports the mean over its seeds of the objective
+    (`trial.report`) and asks `trial.should_prune()`; a pruned trial's seeds stop at once."""
+
+    def __init__(self, spec: StudySpec, members: list[_Member]) -> None:
+        self.metric = spec.objective.removeprefix("val_")
+        self.members = members
+        self.owner: list[int] = []  # run index -> member index
+        self.runs_of: list[list[int]] = []  # member index -> its run indices
+        for index, member in enumerate(members):
+            first = len(self.owner)
+            self.owner += [index] * len(member.specs)
+            self.runs_of.append(list(range(first, len(self.owner))))
+        self.pending: dict[tuple[int, int], list[float]] = {}
+        self.ended: set[int] = set()
+
+    def __call__(self, report: EpochReport) -> list[int] | None:
+        index = self.owner[report.run]
+        if index in self.ended:
+            return None
+        if report.diverged:  # the trial ends as diverged; nothing to report
+            self.ended.add(index)
+            return None
+        values = self.pending.setdefault((index, report.epoch), [])
+        values.append(report.val[self.metric])
+        if len(values) < len(self.runs_of[index]):
+            return None
+        del self.pending[(index, report.epoch)]
+        member = self.members[index]
+        member.trial.report(float(np.mean(values)), report.epoch)
+        if not member.trial.should_prune():
+            return None
+        self.ended.add(index)
+        member.pruned_epoch = report.epoch
+        return self.runs_of[index]
 
 
 class Worker:
@@ -247,8 +287,10 @@ class Worker:
                 for device in sorted({m.specs[0].device for m in runnable}):
                     on_device = [m for m in runnable if m.specs[0].device == device]
                     specs = [s for m in on_device for s in m.specs]
+                    hook = _EpochPruning(self.spec, on_device) if self.spec.pruner != "none" \
+                        else None
                     began = time.perf_counter()
-                    results = run_specs(specs, engine=self.engine)
+                    results = run_specs(specs, engine=self.engine, on_epoch=hook)
                     self.stats.train_seconds += time.perf_counter() - began
                     for m in on_device:
                         m.results, results = results[:len(m.specs)], results[len(m.specs):]
@@ -274,7 +316,9 @@ class Worker:
                 continue
 
     def _tell(self, m: _Member) -> None:
-        """Record the member's runs and tell Optuna COMPLETE, PRUNED or FAIL (diverged)."""
+        """Record the member's runs and how the trial ended, and tell Optuna: COMPLETE, PRUNED
+        (by the pruner, or it cannot run here) or FAIL (diverged). The user attribute `end`
+        says which, with its details, for every table and chart."""
         from optuna.trial import TrialState
 
         trial, spec = m.trial, self.spec
@@ -282,46 +326,39 @@ class Worker:
         if m.invalid is not None:
             trial.set_user_attr("runs", [])
             trial.set_user_attr("failure_reason", f"cannot run here: {m.invalid}")
+            trial.set_user_attr("end", {"kind": "cannot_run", "why": m.invalid,
+                                        "host": self.host})
             self.study.tell(trial, state=TrialState.PRUNED)
-            self.stats.add("pruned")
+            self.stats.add("cannot_run")
             return
         trial.set_user_attr("runs", [{**r.to_dict(), "host": self.host, "device": r.spec.device}
                                      for r in m.results])
-        diverged = [r for r in m.results if r.diverged]
-        if diverged:
-            epoch = min(r.diverged_epoch or r.epochs_run for r in diverged)
-            seeds = ", ".join(str(r.seed) for r in diverged)
-            trial.set_user_attr("failure_reason", f"{DIVERGED_PREFIX} at epoch {epoch} "
-                                                  f"(seeds {seeds})")
-            self.study.tell(trial, state=TrialState.FAIL)
-            self.stats.add("diverged")
-            return
-        values = [float(np.mean([_metric(r, name) for r in m.results]))
-                  for name in spec.objectives]
-        if not all(math.isfinite(v) for v in values):
-            trial.set_user_attr("failure_reason", f"{DIVERGED_PREFIX}: objective not finite "
-                                                  f"({values})")
-            self.study.tell(trial, state=TrialState.FAIL)
-            self.stats.add("diverged")
-            return
-        if spec.pruner != "none" and self._pruned(trial, m.results):
+        if m.pruned_epoch is not None:
+            trial.set_user_attr("failure_reason", f"pruned at epoch {m.pruned_epoch} by the "
+                                                  f"{spec.pruner} pruner")
+            trial.set_user_attr("end", {"kind": "pruned", "epoch": m.pruned_epoch,
+                                        "pruner": spec.pruner})
             self.study.tell(trial, state=TrialState.PRUNED)
             self.stats.add("pruned")
             return
+        diverged = [r for r in m.results if r.diverged]
+        values = [float(np.mean([_metric(r, name) for r in m.results]))
+                  for name in spec.objectives]
+        if diverged or not all(math.isfinite(v) for v in values):
+            epoch = min((r.diverged_epoch or r.epochs_run for r in diverged),
+                        default=max(r.epochs_run for r in m.results))
+            seeds = [r.seed for r in diverged]
+            reason = (f"{DIVERGED_PREFIX} at epoch {epoch} (seeds "
+                      f"{', '.join(map(str, seeds))})" if diverged else
+                      f"{DIVERGED_PREFIX}: objective not finite ({values})")
+            trial.set_user_attr("failure_reason", reason)
+            trial.set_user_attr("end", {"kind": "diverged", "epoch": epoch, "seeds": seeds})
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.stats.add("diverged")
+            return
+        trial.set_user_attr("end", {"kind": "complete"})
         self.study.tell(trial, values)
         self.stats.add("complete")
-
-    def _pruned(self, trial: Any, results: list[RunResult]) -> bool:
-        """Report the mean-over-seeds validation curve epoch by epoch; True if pruned."""
-        curve = np.mean([r.curves[self.spec.objective] for r in results], axis=0)
-        for epoch, value in enumerate(curve, start=1):
-            trial.report(float(value), epoch)
-            if trial.should_prune():
-                trial.set_user_attr("failure_reason", f"pruned at epoch {epoch} by the "
-                                                      f"{self.spec.pruner} pruner (reported "
-                                                      "after training)")
-                return True
-        return False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -203,6 +203,24 @@ CASES = [
           toml(space='optimizer = ["sgd", "adam"]\n'
                      'momentum = { choices = [0.0, 0.9], if = { optimizer = "sgd" } }'),
           r"space\.momentum\.if: unknown key; valid keys: choices, when"),
+    # --- pruners: Optuna's five, their main settings validated against the study ---------------
+    study("pruner-unknown", toml(top='pruner = "asha"'),
+          r"pruner\.name: unknown value 'asha'; choose one of: none, median, percentile, "
+          r"successive_halving, hyperband"),
+    study("pruner-percentile-out-of-range", toml(top='pruner = { name = "percentile", '
+                                                     'percentile = 100 }'),
+          r"pruner\.percentile: must be a number between 0 and 100 \(exclusive\), got 100"),
+    study("pruner-percentile-on-median", toml(top='pruner = { name = "median", percentile = 10 }'),
+          r"pruner\.percentile: applies to the percentile pruner only, not 'median'"),
+    study("pruner-min-resource-above-epochs",
+          toml(top='pruner = { name = "successive_halving", min_resource = 5 }'),
+          r"pruner\.min_resource: 5 is above the study's 1 epochs"),
+    study("pruner-min-resource-on-median", toml(top='pruner = { name = "median", '
+                                                    'min_resource = 1 }'),
+          r"pruner\.min_resource: applies to successive_halving and hyperband only"),
+    study("pruner-warmup-covers-every-epoch",
+          toml(top='pruner = { name = "median", warmup_epochs = 1 }'),
+          r"pruner\.warmup_epochs: 1 leaves no epoch of 1 to prune at; use fewer"),
     # --- the command line's overrides are checked the same way -------------------------------
     Case("study-seeds-override-billion",
          ("sweep", "s.toml", "--storage", STORAGE, "--quiet", "--seeds", "1000000000"), 2,
