@@ -80,7 +80,8 @@ def fmt_ci(mean: Any, half: Any, digits: int = SIG, metric: str | None = None) -
 
     With a `metric` that is not accuracy-like (a loss, an MSE), the mean gets `digits`
     significant digits and the half width as many decimals, so '0.00712 ± 0.00113' instead of
-    '0.007 ± 0.001'; tiny values switch to scientific notation, both of them.
+    '0.007 ± 0.001', and a half width wider than the mean keeps `digits` significant digits
+    ('0.00797 ± 0.0130'); tiny values switch to scientific notation, both of them.
     """
     if not _finite_real(mean):
         return "n/a"
@@ -93,6 +94,9 @@ def fmt_ci(mean: Any, half: Any, digits: int = SIG, metric: str | None = None) -
             return text + (f" ± {float(half):.{digits}g}" if has_ci else " (no CI)")
         if has_ci and 0 < half < 0.5 * 10 ** -decimals:  # would read '± 0.00'
             return f"{mean:.{decimals}f} ± {fmt_num(half, 2)}"
+        if has_ci and half > 0:  # a wide CI keeps `digits` significant digits: '± 0.0130'
+            half_decimals = min(decimals, max(0, digits - 1 - math.floor(math.log10(half))))
+            return f"{mean:.{decimals}f} ± {float(half):.{half_decimals}f}"
         digits = decimals
     if not has_ci:
         return f"{mean:.{digits}g} (no CI)" if abs(mean) >= 1e3 else f"{mean:.{digits}f} (no CI)"

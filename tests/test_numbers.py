@@ -18,6 +18,12 @@ def test_fmt_ci_never_shows_a_fake_interval() -> None:
     assert numbers.fmt_ci(0.5, None) == "0.500 (no CI)"
 
 
+def test_a_wide_interval_keeps_three_significant_digits() -> None:
+    assert numbers.fmt_ci(0.00797, 0.01296, metric="val_loss") == "0.00797 ± 0.0130"
+    assert numbers.fmt_ci(12.34, 56.78, metric="val_mse") == "12.3 ± 56.8"
+    assert numbers.fmt_ci(0.0395, 0.0374, metric="val_loss") == "0.0395 ± 0.0374"
+
+
 def test_numbers_read_with_three_significant_digits() -> None:
     assert numbers.fmt_num(0.0206646) == "0.0207" and numbers.fmt_num(1.80857e-06) == "1.81e-06"
     assert numbers.fmt_num(0.999709) == "1.00" and numbers.fmt_num(0.5) == "0.5"
