@@ -1,0 +1,163 @@
+"""The engine contract: one registry of engines by name, one `on_epoch` hook that sees every epoch
+of every run (and may stop runs), one per-epoch bookkeeping for every engine."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import bench.engines.notebook
+from bench.engines import registry
+from bench.engines.bookkeeping import Ledger
+from bench.engines.reference import train
+from bench.errors import UsageError
+from bench.spec import ENGINES as SPEC_ENGINES
+from bench.spec import RunSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+# BatchNorm (running statistics a stopped batched member must keep), shuffled, float64.
+SPEC = RunSpec(task="moons", n_samples=200, model="bn_mlp_20x3", loss="mse", optimizer="sgd",
+               lr=0.1, momentum=0.9, batch_size=50, epochs=4, dtype="float64")
+SPECS = [SPEC.replace(seed=s) for s in range(3)]
+ENGINE_CASES = [("reference", {}), ("notebook", {}), ("batched", {"step": "torch"}),
+                ("batched", {"step": "auto"})]
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+def test_registry_names_are_the_specs_vocabulary() -> None:
+    assert set(registry.engine_names()) == set(SPEC_ENGINES)
+    assert registry.engine_names(include_auto=False) == ("reference", "batched", "notebook")
+    assert RunSpec(engine="notebook").engine == "notebook"
+
+
+@pytest.mark.parametrize("call", [
+    lambda: registry.get_engine("turbo"),
+    lambda: registry.check_engine_name("turbo"),
+    lambda: registry.train_specs([SPEC], "turbo"),
+    lambda: registry.choose_engine([SPEC], "turbo"),
+])
+def test_an_unknown_engine_is_one_usage_error_naming_the_valid_ones(call) -> None:
+    with pytest.raises(UsageError) as err:
+        call()
+    message = str(err.value)
+    assert "unknown engine 'turbo'" in message and "\n" not in message
+    for name in ("reference", "batched", "notebook"):
+        assert name in message
+
+
+def test_former_names_map_and_auto_chooses_by_run_count() -> None:
+    assert registry.get_engine("dataloader").name == "notebook"
+    assert registry.check_engine_name("dataloader") == "notebook"
+    assert registry.check_engine_name("auto") == "auto"
+    with pytest.raises(UsageError, match="unknown engine 'auto'"):
+        registry.check_engine_name("auto", allow_auto=False)
+    assert registry.choose_engine([SPEC]) == "reference"
+    assert registry.choose_engine(SPECS) == "batched"
+    assert registry.choose_engine(SPECS, "notebook") == "notebook"
+
+
+def test_importing_the_registry_loads_no_torch() -> None:
+    code = ("import sys, bench.engines.registry, bench.engines.runner; "
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+# --- the hook ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("engine, options", ENGINE_CASES)
+def test_the_hook_sees_each_epoch_of_each_run_with_the_recorded_numbers(engine, options) -> None:
+    reports: list[registry.EpochReport] = []
+    results = registry.train_specs(SPECS, engine, on_epoch=reports.append, **options)
+    assert sorted((r.run, r.epoch) for r in reports) == [
+        (i, e) for i in range(len(SPECS)) for e in range(1, SPEC.epochs + 1)]
+    for report in reports:
+        curves = results[report.run].curves
+        assert report.train_loss == curves["train_loss"][report.epoch - 1]
+        assert report.val["loss"] == curves["val_loss"][report.epoch - 1]
+        assert report.val["accuracy"] == curves["val_accuracy"][report.epoch - 1]
+        assert report.diverged is False
+    assert [r.engine for r in results] == [engine] * len(SPECS)
+    assert not any(r.stopped for r in results)
+
+
+@pytest.mark.parametrize("engine, options", ENGINE_CASES)
+def test_a_run_the_hook_stops_ends_after_that_epoch(engine, options) -> None:
+    def stop_run_1_after_epoch_2(report: registry.EpochReport) -> list[int]:
+        return [1] if (report.run, report.epoch) == (1, 2) else []
+
+    if engine != "notebook":  # the notebooks' loop keeps no parameters
+        options = {**options, "keep_params": True}
+    results = registry.train_specs(SPECS, engine, on_epoch=stop_run_1_after_epoch_2, **options)
+    stopped = results[1]
+    assert stopped.stopped and not stopped.diverged and stopped.epochs_run == 2
+    assert len(stopped.curves["train_loss"]) == 2
+    assert stopped.to_dict()["stopped"] is True
+    assert "stopped" not in results[0].to_dict()
+    for i in (0, 2):
+        assert results[i].epochs_run == SPEC.epochs and not results[i].stopped
+    # The stopped run is the run trained for 2 epochs: same final metrics (and parameters); the
+    # batched engine is held to the reference, the notebooks' loop (its own shuffle) to itself.
+    if engine == "notebook":
+        short = bench.engines.notebook.train_with_dataloader(SPECS[1].replace(epochs=2))
+    else:
+        short = train(SPECS[1].replace(epochs=2), keep_params=True)
+    for key, value in stopped.metrics.items():
+        assert value == pytest.approx(short.metrics[key], abs=1e-9), key
+    if stopped.params is not None:
+        for name, tensor in short.params.items():
+            torch.testing.assert_close(stopped.params[name], tensor, rtol=0, atol=1e-9)
+
+
+def test_a_stop_request_for_a_run_not_started_yet_ends_it_after_its_first_epoch() -> None:
+    results = registry.train_specs(SPECS, "reference",
+                                   on_epoch=lambda r: [2] if r.run == 0 else None)
+    assert [r.epochs_run for r in results] == [SPEC.epochs, SPEC.epochs, 1]
+    assert results[2].stopped
+
+
+def test_run_specs_stays_a_thin_wrapper_over_the_registry() -> None:
+    from bench.engines.runner import run_specs
+
+    seen: list[int] = []
+    results = run_specs(SPECS[:2], engine="reference", on_epoch=lambda r: seen.append(r.run))
+    assert [r.engine for r in results] == ["reference", "reference"]
+    assert sorted(set(seen)) == [0, 1]
+
+
+# --- the shared bookkeeping -------------------------------------------------------------------
+
+def test_the_ledger_diverges_on_a_non_finite_validation_loss_alone() -> None:
+    ledger = Ledger([SPEC], "classification", "accuracy")
+    ledger.record(0, 1, 0.5, {"loss": 0.4, "accuracy": 0.8}, 1.0)
+    assert ledger.newly_ended() == []
+    ledger.record(0, 2, 0.3, {"loss": math.inf, "accuracy": 0.5}, 2.0)
+    assert ledger.newly_ended() == [0] and ledger.diverged(0) and not ledger.stopped[0]
+    result = ledger.result(0, metrics={"val_accuracy": 0.5, "val_loss": math.inf},
+                           train_seconds=2.0, eval_seconds=0.1, n_train=100, engine="x")
+    assert result.diverged and result.diverged_epoch == 2 and result.epochs_run == 2
+    assert all(math.isnan(v) for v in result.metrics.values())
+
+
+def test_the_notebook_loop_diverges_on_the_validation_loss_too(monkeypatch) -> None:
+    real = bench.engines.notebook.evaluate
+    calls: list[int] = []
+
+    def val_loss_blows_up_in_epoch_2(*args, **kwargs):
+        scores = real(*args, **kwargs)
+        calls.append(1)
+        return {**scores, "loss": math.nan} if len(calls) == 2 else scores
+
+    monkeypatch.setattr(bench.engines.notebook, "evaluate", val_loss_blows_up_in_epoch_2)
+    result = bench.engines.notebook.train_with_dataloader(SPEC)
+    assert math.isfinite(result.curves["train_loss"][1])
+    assert result.diverged and result.diverged_epoch == 2 and result.epochs_run == 2
+    assert all(math.isnan(v) for v in result.metrics.values())
