@@ -1,16 +1,14 @@
-"""The clock, and honest CPU-vs-CUDA training timings built on it.
+"""Honest CPU-vs-CUDA training timings, built on the engines' clock (`bench.engines.clock`:
+`Stopwatch`, `synchronize`, `record_stopwatches`, `num_threads`).
 
 Layers, smallest first (the shape of `torch.utils.benchmark`):
 
-- `synchronize`, `Stopwatch`: wall time that synchronises CUDA before it is read. The training
-  loops time each epoch with a Stopwatch; every timed region is kept as a lap, with its CUDA-event
-  time (device time) when the watch was made inside `record_stopwatches()` on a CUDA device.
 - `Lap`, `summarize`, `measure`: repeat a timed callable, drop warm-up laps, stop once the kept
   laps reach a minimum total time; report raw samples, median and IQR, flag noisy ones.
-- `num_threads`: a context manager that sets torch's intra-op thread count and restores it.
-- `TimingCase`, `measure_case`, `machine_info`: one grid cell (task, model or width, batch size,
-  engine, K, device, dtype, threads) timed per training epoch through the real engines, and the
-  machine envelope of a `bench time` JSON file.
+- `TimingCase`, `engine_laps`, `measure_case`: one grid cell (task, model or width, batch size,
+  engine, K, device, dtype, threads) timed per training epoch through the real engines, which
+  the engine registry (`bench.engines.registry`) runs by name. The machine envelope of a
+  `bench time` JSON file is `bench.measure.machine`'s.
 
 Nothing here imports optuna, pandas or seaborn: `bench time` must run where only torch, numpy,
 scikit-learn and scipy are installed.
