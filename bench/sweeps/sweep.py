@@ -47,6 +47,7 @@ from bench.engines.registry import EpochReport
 from bench.engines.runner import run_specs
 from bench.engines.setup import load_data, plan_run
 from bench.errors import UsageError
+from bench.numbers import fmt_param, fmt_score
 from bench.results import RunResult
 from bench.spec import RunSpec, resolve_device
 from bench.sweeps.optuna_study import TimedSampler, make_sampler, open_study, worker_seed
@@ -405,13 +406,9 @@ def describe_best(study: Any, spec: StudySpec) -> str:
         return f"{len(study.best_trials)} trials on the Pareto front of " \
                f"{' vs '.join(spec.objectives)}"
     best = study.best_trial
-    params = ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items())
-    return f"best {spec.objective} {best.value:.4g} (trial {best.number}" + \
-           (f": {params})" if params else ")")
-
-
-def _fmt(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
+    params = ", ".join(f"{k}={fmt_param(v)}" for k, v in best.params.items())
+    return f"best {spec.objective} {fmt_score(best.value, spec.objective)} (trial " \
+           f"{best.number}" + (f": {params})" if params else ")")
 
 
 class _Progress:
