@@ -22,7 +22,13 @@ eps, weight decay, L1 lambda and init scale; everything else (`GROUP_FIELDS`) mu
 and `train_many` splits mixed specs into groups (and large groups into memory-bounded chunks).
 A member whose epoch train or validation loss is not finite is reported diverged at that
 epoch, exactly like the reference engine, and masked from then on: its parameters, optimizer
-state and learning rate are zeroed so it affects nothing.
+state and learning rate are zeroed so it affects nothing. A member the `on_epoch` hook stops is
+frozen instead (learning rate 0, optimizer state zeroed, its BatchNorm running statistics put
+back before the final metrics), so its result is that of the shorter run; it still rides along
+in the stacked step until the group ends (dropping such members is the next issue's compaction).
+The per-epoch record, divergence rule and RunResults are `bench.engines.bookkeeping`'s; the
+stacked model and step live in `bench.engines.stacked`, the optimizers in
+`bench.engines.functional_optim`.
 
 Timing: a stacked group is timed as a whole, and each member reports the group's time divided
 by K (`train_seconds`, `eval_seconds`, and the `seconds` of `time_to_target`), so per-run
