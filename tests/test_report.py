@@ -549,3 +549,24 @@ def test_names_and_descriptions_are_escaped_in_the_page_and_kept_in_the_markdown
     assert f"**{name}** ({description})" in md and "&amp;" not in md and "&lt;" not in md
     assert page.ENV.autoescape("report.md.j2") is False
     assert page.ENV.autoescape("index.html.j2") is True
+
+
+def test_pruned_diverged_and_cannot_run_trials_are_told_apart(tmp_path: Path) -> None:
+    """Each way a trial ends has its own words in the summary, the history and the lr chart."""
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    configs = [{"lr": lr, "weight_decay": wd} for lr, wd in
+               ((0.01, 0.0), (0.1, 0.0), (1.0, 0.0), (1e6, 1e6), (0.3, 0.0), (0.2, 0.0))]
+    make_study(url, "ends", TINY.replace(optimizer="sgd"), configs, seeds=(0, 1),
+               ends={4: {"kind": "pruned", "epoch": 2, "pruner": "median"},
+                     5: {"kind": "cannot_run", "why": "device 'cuda' is not available on h"}})
+    result = build.build_report(url, tmp_path / "out", timing_paths=[], reproduce_path=None,
+                                boundaries=False)
+    text = pd.read_csv(tmp_path / "out" / "tables" / "summary.csv")["text"].iloc[0]
+    assert ("Trials: 3 complete, 1 pruned (epoch 2, median pruner), 1 diverged (epoch 2), "
+            "1 cannot run here (device 'cuda' is not available on h).") in text
+    hist = next(c for c in result.charts if c.key.startswith("history_"))
+    assert "1 pruned" in hist.caption and "1 cannot run here" in hist.caption
+    lr = next(c for c in result.charts if c.key == "lr_sensitivity")
+    assert "1 trial(s) of ends were pruned (lr=0.3 at epoch 2)" in lr.caption
+    assert "1 trial(s) of ends cannot run here (device 'cuda' is not available on h)" \
+        in lr.caption

@@ -191,3 +191,37 @@ def test_reproduce_table_says_why_it_is_not_shown(tmp_path) -> None:
     assert df is not None and math.isnan(df["mean"].iloc[0])
     assert len(notes) == 4 and "No reproduction table" in notes[0]
     assert "unreadable" in notes[1] and "lacks recipe, metric, verdict" in notes[2]
+
+
+# --- how trials ended ---------------------------------------------------------------------------
+
+FOUR_ENDS = [{"lr": lr, "weight_decay": wd} for lr, wd in
+             ((0.1, 0.0), (0.5, 0.0), (1e6, 1e6), (0.3, 0.0), (0.2, 0.0))]
+ENDS = {3: {"kind": "pruned", "epoch": 2, "pruner": "median"},
+        4: {"kind": "cannot_run", "why": "device 'cuda' is not available on testhost",
+            "host": "testhost"}}
+EXPECTED = {0: ("complete", "complete"), 1: ("complete", "complete"),
+            2: ("diverged", "diverged at epoch 2 (seeds 0, 1)"),
+            3: ("pruned", "pruned at epoch 2 (median pruner)"),
+            4: ("cannot_run", "cannot run here: device 'cuda' is not available on testhost")}
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["end attribute", "older storage"])
+def test_each_way_a_trial_ends_has_its_own_kind_and_detail(tmp_path, legacy: bool) -> None:
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    make_study(url, "ends", TINY.replace(optimizer="sgd"), FOUR_ENDS, seeds=(0, 1), ends=ENDS,
+               legacy=legacy)
+    studies = tables.load_studies(url)
+    trials = tables.trials_table(studies).set_index("trial")
+    got = {n: (r["end"], r["end_detail"]) for n, r in trials.iterrows()}
+    assert got == EXPECTED
+    assert trials.loc[3, "end_epoch"] == 2 and math.isnan(trials.loc[0, "end_epoch"])
+    runs = tables.runs_table(studies)
+    assert {"end", "end_detail"} <= set(runs.columns)
+    # the pruned trial keeps its partial runs (2 epochs each), the cannot-run one a bare row
+    pruned = runs[runs["trial"] == 3]
+    assert len(pruned) == 2 and set(pruned["end"]) == {"pruned"}
+    assert set(pruned["epochs_run"]) == {2}
+    cannot = runs[runs["trial"] == 4]
+    assert len(cannot) == 1 and cannot["seed"].isna().all()
+    assert cannot["end_detail"].iloc[0].startswith("cannot run here: device 'cuda'")

@@ -44,7 +44,13 @@ from bench.report.figures import (
     style,
     wrap,
 )
-from bench.report.views import StudyView, best_configs, metric_label, winner_sentence
+from bench.report.views import (
+    StudyView,
+    best_configs,
+    ends_sentence,
+    metric_label,
+    winner_sentence,
+)
 from bench.stats import mean_ci
 
 
@@ -100,7 +106,8 @@ def _categorical_chart(ctx: Context, factor: str, key: str, question: str,
     png, files = save(fig, ctx.folder, key)
     caption = ("Each dot is one seed of one setting, coloured by its learning rate (log colour "
                "scale) where the learning rate varies; boxes span all of them; diverged runs "
-               "are left out and counted under the axis. " + " ".join(captions))
+               "are left out and counted under the axis. " + " ".join(captions) + " "
+               + " ".join(ends_sentence(v) for v in views))
     return Chart(key, f"{factor} comparison", question, caption, png, files,
                  ctx.write_table(pd.DataFrame(rows), key))
 
@@ -149,6 +156,7 @@ def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
                       str(level) if hue else None, bounds=metric_bounds(v.metric))
                 all_div = agg.loc[agg[f"{v.metric}_n"] == 0, x].astype(float).tolist()
                 diverged_marks(ax, all_div, color)
+            _pruned_marks(ax, v, x, hue, colors)
             xs = v.runs[x].astype(float)
             if xscale == "symlog":
                 positive = xs[xs > 0]
@@ -170,10 +178,29 @@ def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
     caption = ("Lines join the mean over seeds; the band is the 95% CI (absent where a point "
                "has one finite seed; on a log axis a band that reaches zero runs off the "
                "bottom); an x on the axis marks a setting where every seed diverged. Where a "
-               "study varies other settings too, each point pools them (named under the title).")
+               "study varies other settings too, each point pools them (named under the title). "
+               "Hollow markers: trials the pruner stopped, at their value when stopped, with "
+               "the epoch (e4 = stopped after epoch 4); they are not in the lines. "
+               + " ".join(ends_sentence(v, x) for v in views))
     return Chart(key, f"{x} sensitivity", question, caption, png, files,
                  ctx.write_table(pd.concat(rows, ignore_index=True), key))
 
+
+
+def _pruned_marks(ax: Any, v: StudyView, x: str, hue: str | None,
+                  colors: dict[Any, Any]) -> None:
+    """Pruned trials as hollow markers at their value when stopped, each with its epoch."""
+    pruned = v.ends[(v.ends["end"] == "pruned") & v.ends[v.metric].notna()] \
+        if not v.ends.empty else v.ends
+    for _, r in pruned.iterrows():
+        color = colors.get(r[hue], "0.3") if hue else "0.3"
+        ax.plot([float(r[x])], [float(r[v.metric])], "o", mfc="none", mec=color, mew=1.5,
+                ms=7)
+        if np.isfinite(r["end_epoch"]):
+            ax.annotate(f"e{int(r['end_epoch'])}", (float(r[x]), float(r[v.metric])),
+                        xytext=(4, -8), textcoords="offset points", fontsize=7, color=color)
+    if len(pruned):
+        ax.plot([], [], "o", mfc="none", mec="0.3", mew=1.5, label="pruned (eN: at epoch N)")
 
 
 def chart_lr(ctx: Context) -> Chart | Missing:
@@ -238,7 +265,7 @@ def chart_batch_size(ctx: Context) -> Chart | Missing:
                "time per epoch measured inside the sweep (median over seeds, band from the "
                "fastest to the slowest seed; log scale). Sweep "
                "timings share the machine with other work: for clean speed figures use the "
-               "timing chart below.")
+               "timing chart below. " + " ".join(ends_sentence(v, "batch_size") for v in views))
     return Chart(key, "batch size", question, caption, png, files,
                  ctx.write_table(pd.concat(rows, ignore_index=True), key))
 

@@ -5,6 +5,7 @@ best so far, failed and pruned trials marked) beside the parameter importances.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -12,8 +13,13 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from bench.report import tables
-from bench.report.figures import NEEDS, Chart, Context, Missing, diverged_marks, save, slug, style, wrap
-from bench.report.views import metric_label
+from bench.report.figures import NEEDS, Chart, Context, Missing, save, slug, style, wrap
+from bench.report.views import ends_counts, metric_label
+
+# How each kind of end is drawn in the history: marker, colour, legend label.
+END_MARKS = {"diverged": ("x", "#d62728", "diverged (no value)"),
+             "cannot_run": ("s", "0.45", "cannot run here"),
+             "failed": ("+", "0.1", "failed (other)")}
 
 
 def importances(study: tables.StudyData) -> tuple[dict[str, float], str | None]:
@@ -40,6 +46,30 @@ def importances(study: tables.StudyData) -> tuple[dict[str, float], str | None]:
         return {}, f"optuna could not compute them ({type(exc).__name__}: {exc})"
 
 
+def _ends(ax: Any, trials: list[Any]) -> None:
+    """Each way a non-complete trial ended with its own marker and legend entry: pruned at the
+    last value it reported, the others (no value) on the bottom axis."""
+    by_kind: dict[str, list[Any]] = {}
+    for t in trials:
+        by_kind.setdefault(tables.trial_end(t)["kind"], []).append(t)
+    pruned = by_kind.get("pruned", [])
+    if pruned:
+        shown = [(t.number, t.intermediate_values[t.last_step]) for t in pruned
+                 if t.last_step is not None]
+        ax.plot([n for n, _ in shown], [y for _, y in shown], "o", mfc="none", mec="#ff7f0e",
+                mew=1.5, ms=6, label=f"pruned ({len(pruned)}, at last reported value)")
+        unshown = [t.number for t in pruned if t.last_step is None]
+        if unshown:
+            ax.plot(unshown, [0.02] * len(unshown), "o", mfc="none", mec="#ff7f0e", ms=6,
+                    transform=ax.get_xaxis_transform(), clip_on=False)
+    for kind, (marker, color, label) in END_MARKS.items():
+        xs = [t.number for t in by_kind.get(kind, [])]
+        if xs:
+            ax.plot(xs, [0.02] * len(xs), marker, color=color, ms=7, mew=2,
+                    transform=ax.get_xaxis_transform(), clip_on=False,
+                    label=f"{label} ({len(xs)})")
+
+
 def chart_history(ctx: Context) -> list[Chart | Missing]:
     """Per study: Optuna optimisation history (value and best so far) and param importances."""
     out: list[Chart | Missing] = []
@@ -59,16 +89,13 @@ def chart_history(ctx: Context) -> list[Chart | Missing]:
             ax_h.plot(xs, ys, "o", color="#1f77b4", label="completed trial", ms=5)
             best = np.maximum.accumulate(ys) if maximize else np.minimum.accumulate(ys)
             ax_h.step(xs, best, where="post", color="#d62728", label="best so far")
-            failed = [t.number for t in trials if t.state.name in ("FAIL", "PRUNED")]
-            if failed:
-                diverged_marks(ax_h, failed, "0.3")
-                ax_h.plot([], [], "x", color="0.3", label="failed/pruned (e.g. diverged)")
+            _ends(ax_h, trials)
             ax_h.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax_h.set_xlabel("trial number")
             ax_h.set_ylabel(f"{metric_label(s.objective)}\n(objective, mean over seeds)")
             ax_h.set_title(f"{s.name}: optimisation history", fontsize=10)
             ax_h.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22),
-                        ncols=3, frameon=False)
+                        ncols=4, frameon=False)
             if imp:
                 names = list(imp)[::-1]
                 ax_i.barh(names, [imp[n] for n in names], color="#4c72b0", height=0.5)
@@ -82,7 +109,10 @@ def chart_history(ctx: Context) -> list[Chart | Missing]:
         key = f"history_{slug(s.name)}"
         png, files = save(fig, ctx.folder, key)
         table = pd.DataFrame({"param": list(imp), "importance": list(imp.values())})
-        caption = (f"{len(done)} completed, {len(trials) - len(done)} failed or pruned trials. "
+        caption = (f"Trials: {ends_counts(s) or f'{len(done)} complete'}. Pruned trials are "
+                   "hollow circles at the last value they reported (the mean over seeds at the "
+                   "epoch they were stopped); diverged, cannot-run and failed trials have no "
+                   "value and are marked on the bottom axis. "
                    + (f"Importances not shown: {why}." if why else
                       "Importances: " + ", ".join(f"{k} {v:.2f}" for k, v in imp.items()) + "."))
         out.append(Chart(key, f"search: {s.name}", f"{s.name}: {question[0].lower()}"

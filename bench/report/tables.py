@@ -18,6 +18,7 @@ import dataclasses
 import glob
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,13 @@ TIMING_SCHEMA = "nnbench.timing/1"
 # Columns every runs-table row has, whatever the study (then the RunSpec fields, then metrics).
 RUN_COLUMNS = (
     "study", "study_file", "objective", "trial", "state", "failure_reason", "seed", "engine",
-    "diverged", "diverged_epoch", "epochs_run", "train_seconds", "eval_seconds",
+    "end", "end_detail", "diverged", "diverged_epoch", "epochs_run", "train_seconds", "eval_seconds",
     "samples_per_second", "epoch_seconds", "time_to_target_epoch", "time_to_target_seconds",
     "host", "device_name",
 )
 TRIAL_COLUMNS = ("study", "task", "model", "objective", "direction", "trial", "state", "value",
-                 "failure_reason", "n_seeds", "datetime_start", "datetime_complete")
+                 "end", "end_detail", "end_epoch", "failure_reason", "n_seeds", "datetime_start",
+                 "datetime_complete")
 CURVE_COLUMNS = ("study", "trial", "seed", "curve", "epoch", "value")
 TIMING_COLUMNS = (
     "file", "created", "git_commit", "host", "cpu_model", "gpu_name", "torch_version", "task",
@@ -237,6 +239,63 @@ def load_studies(url: str, notes: list[str] | None = None) -> list[StudyData]:
     return out
 
 
+# --- how a trial ended -------------------------------------------------------------------------
+
+END_KINDS = ("complete", "pruned", "diverged", "cannot_run", "failed", "running")
+END_LABELS = {"complete": "complete", "pruned": "pruned", "diverged": "diverged",
+              "cannot_run": "cannot run here", "failed": "failed", "running": "running"}
+_PRUNED = re.compile(r"pruned at epoch (\d+)(?: by the (\S+) pruner)?")
+_DIVERGED = re.compile(r"diverged at epoch (\d+)(?: \(seeds ([^)]*)\))?")
+
+
+def trial_end(trial: Any) -> dict[str, Any]:
+    """How a trial ended: {'kind': one of END_KINDS, 'epoch', 'pruner', 'seeds', 'why'}.
+
+    Read from the `end` attribute `bench sweep` records; older storages have none, so it is
+    derived from the state and the failure reason ('pruned at epoch E by the X pruner',
+    'diverged at epoch E (seeds ...)', 'cannot run here: ...').
+    """
+    end = trial.user_attrs.get("end")
+    if isinstance(end, dict) and end.get("kind") in END_KINDS:
+        return dict(end)
+    state = trial.state.name
+    reason = _text(trial.user_attrs.get("failure_reason")) or ""
+    if state == "COMPLETE":
+        return {"kind": "complete"}
+    if state in ("RUNNING", "WAITING"):
+        return {"kind": "running"}
+    if reason.startswith("cannot run here"):
+        return {"kind": "cannot_run", "why": reason.partition(":")[2].strip() or None}
+    if m := _PRUNED.match(reason):
+        return {"kind": "pruned", "epoch": int(m[1]), "pruner": m[2]}
+    if m := _DIVERGED.match(reason):
+        seeds = [int(x) for x in re.findall(r"-?\d+", m[2] or "")]
+        return {"kind": "diverged", "epoch": int(m[1]), "seeds": seeds}
+    if reason.startswith("diverged"):
+        return {"kind": "diverged", "epoch": None, "seeds": []}
+    if state == "PRUNED":
+        return {"kind": "pruned", "epoch": trial.last_step, "pruner": None}
+    return {"kind": "failed", "why": reason or None}
+
+
+def end_detail(end: dict[str, Any]) -> str:
+    """How a trial ended in words: 'pruned at epoch 4 (median pruner)', 'diverged at epoch 3
+    (seeds 0, 2)', 'cannot run here: device cuda is not available', 'complete'."""
+    kind = end.get("kind")
+    epoch = end.get("epoch")
+    at = f" at epoch {epoch}" if isinstance(epoch, int) else ""
+    if kind == "pruned":
+        pruner = end.get("pruner")
+        return f"pruned{at}" + (f" ({pruner} pruner)" if pruner else "")
+    if kind == "diverged":
+        seeds = end.get("seeds") or []
+        return f"diverged{at}" + (f" (seeds {', '.join(map(str, seeds))})" if seeds else "")
+    if kind in ("cannot_run", "failed"):
+        why = end.get("why")
+        return END_LABELS[kind] + (f": {why}" if why else "")
+    return END_LABELS.get(kind, str(kind))
+
+
 # --- tables from studies ----------------------------------------------------------------------
 
 def _cell(value: Any) -> Any:
@@ -267,8 +326,10 @@ def runs_table(studies: list[StudyData]) -> pd.DataFrame:
         for t in s.trials:
             attrs = t.user_attrs
             worker = attrs.get("worker") if isinstance(attrs.get("worker"), dict) else {}
+            end = trial_end(t)
             base = {"study": s.name, "study_file": s.attr_text("study_file"),
                     "objective": s.objective, "trial": t.number, "state": t.state.name,
+                    "end": end["kind"], "end_detail": end_detail(end),
                     "failure_reason": _text(attrs.get("failure_reason")),
                     "host": _text(attrs.get("host", worker.get("host"))),
                     "device_name": _text(attrs.get("device"))}
@@ -324,9 +385,12 @@ def trials_table(studies: list[StudyData]) -> pd.DataFrame:
         task, model = s.task, s.model
         for t in s.trials:
             value = t.values[0] if t.values else math.nan
+            end = trial_end(t)
+            epoch = end.get("epoch")
             row = {"study": s.name, "task": task, "model": model, "objective": s.objective,
                    "direction": s.direction, "trial": t.number, "state": t.state.name,
-                   "value": _float(value),
+                   "value": _float(value), "end": end["kind"], "end_detail": end_detail(end),
+                   "end_epoch": epoch if isinstance(epoch, int) else math.nan,
                    "failure_reason": _text(t.user_attrs.get("failure_reason")),
                    "n_seeds": len(s.runs(t)),
                    "datetime_start": t.datetime_start, "datetime_complete": t.datetime_complete}

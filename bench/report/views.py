@@ -9,7 +9,7 @@ when their 95% CIs do not overlap (`SIGNIFICANCE_RULE`), Welch's t-test p shown 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -102,6 +102,9 @@ class StudyView:
     runs: pd.DataFrame
     varied: list[str]
     configs: pd.DataFrame  # one row per trial: varied params + metric mean/ci/n + n_diverged
+    # One row per trial however it ended: trial, varied params, end, end_detail, end_epoch and
+    # the metric's mean over seeds where it has runs (a pruned trial's value when it stopped).
+    ends: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def label(self) -> str:
@@ -150,8 +153,52 @@ def study_views(runs: pd.DataFrame, studies: list[tables.StudyData]) -> list[Stu
         conf = tables.aggregate(sub, ["trial", *varied], [metric, "epoch_seconds"])
         div = sub.groupby("trial")["diverged"].sum().rename("n_diverged").reset_index()
         views.append(StudyView(s.name, task, str(sub["model"].iloc[0]), metric, sub, varied,
-                               conf.merge(div, on="trial")))
+                               conf.merge(div, on="trial"),
+                               _ends(runs[runs["study"] == s.name], task, metric, varied)))
     return views
+
+
+def _ends(rows: pd.DataFrame, task: str, metric: str, varied: list[str]) -> pd.DataFrame:
+    """One row per trial of a study's runs table: how it ended and its mean metric."""
+    rows = _fill_full_batch(rows.assign(task=rows["task"].fillna(task)))
+    first = rows.groupby("trial", sort=True)[["end", "end_detail", *varied]].first()
+    first[metric] = rows.groupby("trial")[metric].mean()
+    first["end_epoch"] = [_end_epoch(d) for d in first["end_detail"]]
+    return first.reset_index()
+
+
+def _end_epoch(detail: Any) -> float:
+    text = str(detail)
+    if " at epoch " not in text:
+        return math.nan
+    word = text.split(" at epoch ", 1)[1].split(" ", 1)[0]
+    return float(word) if word.isdigit() else math.nan
+
+
+def ends_sentence(v: StudyView, x: str | None = None) -> str:
+    """The trials the lines leave out, in words: how many were pruned and where, how many
+    cannot run here and why ('' when every trial completed or diverged)."""
+    if v.ends.empty:
+        return ""
+    parts = []
+    pruned = v.ends[v.ends["end"] == "pruned"]
+    if len(pruned):
+        where = "; ".join(
+            f"{v.config_label(r, ()) if x is None else f'{x}={param_text(r[x])}'} at epoch "
+            f"{int(r['end_epoch']) if math.isfinite(r['end_epoch']) else '?'}"
+            for _, r in pruned.sort_values("end_epoch").head(8).iterrows())
+        more = f" and {len(pruned) - 8} more" if len(pruned) > 8 else ""
+        parts.append(f"{len(pruned)} trial(s) of {v.name} were pruned ({where}{more})")
+    cannot = v.ends[v.ends["end"] == "cannot_run"]
+    if len(cannot):
+        why = sorted({str(d).partition(": ")[2] or "no reason recorded"
+                      for d in cannot["end_detail"]})
+        parts.append(f"{len(cannot)} trial(s) of {v.name} cannot run here "
+                     f"({'; '.join(why[:3])})")
+    failed = v.ends[v.ends["end"] == "failed"]
+    if len(failed):
+        parts.append(f"{len(failed)} trial(s) of {v.name} failed for another reason")
+    return ". ".join(parts) + "." if parts else ""
 
 
 def _fill_full_batch(sub: pd.DataFrame) -> pd.DataFrame:
@@ -228,7 +275,32 @@ def study_summary(v: StudyView, s: tables.StudyData) -> dict[str, Any]:
         info["verdict"] = said
         what = f"best with another {factor}" if factor else "runner-up"
         text += f" The {what}, {info['runner_up']}, scores {info['runner_up_score']}: {said}."
-    if info["failed"]:
-        text += f" {info['failed']} trial(s) failed or were pruned (e.g. diverged)."
+    if ended := ends_counts(s):
+        text += f" Trials: {ended}."
     info["text"] = text
     return info
+
+
+def ends_counts(s: tables.StudyData) -> str:
+    """'12 complete, 3 pruned (epochs 2-4, median pruner), 1 diverged (epoch 3), 1 cannot run
+    here (device 'cuda' is not available on h)': each way the study's trials ended, counted."""
+    ends = [tables.trial_end(t) for t in s.trials]
+    parts = []
+    for kind in tables.END_KINDS:
+        these = [e for e in ends if e["kind"] == kind]
+        if not these:
+            continue
+        epochs = sorted({e["epoch"] for e in these if isinstance(e.get("epoch"), int)})
+        notes = []
+        if epochs:
+            span = f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}-{epochs[-1]}"
+            notes.append(f"epoch{'s' if len(epochs) > 1 else ''} {span}")
+        pruners = sorted({str(e["pruner"]) for e in these if e.get("pruner")})
+        if pruners:
+            notes.append(f"{', '.join(pruners)} pruner")
+        whys = sorted({str(e["why"]) for e in these if e.get("why")})
+        if whys:
+            notes.append("; ".join(whys[:2]))
+        parts.append(f"{len(these)} {tables.END_LABELS[kind]}"
+                     + (f" ({', '.join(notes)})" if notes else ""))
+    return ", ".join(parts) if any(e["kind"] != "complete" for e in ends) else ""
