@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from bench.engines.registry import engine_names
 from bench.errors import UsageError
 
 NAME = "sweep"
@@ -25,7 +26,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="seeds per trial (overrides `seeds`; a stored study must match)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="worker processes on this host (default 1)")
-    parser.add_argument("--engine", default="auto", choices=("auto", "batched", "reference"),
+    parser.add_argument("--engine", default="auto", choices=engine_names(),
                         help="training engine (default auto: batched for groups)")
     parser.add_argument("--threads", type=int, default=1, metavar="N",
                         help="torch CPU threads per worker (default 1: tiny models are bound "
