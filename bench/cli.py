@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.errors import UsageError
+from bench.sweeps.storage import os_reason, password_of
 
 # Subcommand order in --help; commands not listed come after, alphabetically.
 ORDER = ("list", "run", "reproduce", "sweep", "time", "perf", "report", "check")
@@ -70,8 +71,6 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def _passwords(argv: Sequence[str]) -> list[str]:
     """Passwords of the storage URLs on the command line, to mask in anything printed."""
-    from bench.sweeps.storage import password_of
-
     return [p for p in (password_of(a) for a in argv if "://" in a) if p]
 
 
@@ -108,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             traceback.print_exc()
         where = f" {exc.filename}" if exc.filename else ""
-        print(f"bench: error: cannot use{where}: {_os_reason(exc)}; free space, fix the "
+        print(f"bench: error: cannot use{where}: {os_reason(exc)}; free space, fix the "
               "permissions or choose another path (results already written are kept)",
               file=sys.stderr)
         return 2
@@ -129,12 +128,6 @@ def threading_is_main() -> bool:
     import threading
 
     return threading.current_thread() is threading.main_thread()
-
-
-def _os_reason(exc: OSError) -> str:
-    from bench.sweeps.storage import os_reason
-
-    return os_reason(exc)
 
 
 def _main(argv: list[str]) -> int:

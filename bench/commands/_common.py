@@ -10,6 +10,7 @@ from typing import TextIO
 
 from bench.errors import UsageError
 from bench.numbers import NO_VALUE, fmt_num
+from bench.spec import MAX_SEED
 
 MAX_SEEDS = 100_000  # seeds one command line may ask for (each is a run)
 
@@ -17,8 +18,6 @@ MAX_SEEDS = 100_000  # seeds one command line may ask for (each is a run)
 def parse_seeds(text: str) -> list[int]:
     """'0-4' -> [0..4]; '1,3,5' -> [1, 3, 5]; '7' -> [7]. Seeds are 0..2**32-1, at most
     MAX_SEEDS of them (a range is sized before it is listed, so '0-1000000000' fails at once)."""
-    from bench.spec import MAX_SEED
-
     ranges: list[tuple[int, int]] = []
     try:
         for part in text.split(","):
