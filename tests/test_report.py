@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import io
 import json
 import math
 import os
@@ -17,7 +16,7 @@ from PIL import Image
 
 from bench.cli import main
 from bench.errors import UsageError
-from bench.report import build, charts, figures, history, page, tables, views
+from bench.report import build, figures, history, page, tables, views
 from bench.spec import RunSpec
 from bench.store import write_json_atomic
 from tests._report_study import make_study
@@ -235,21 +234,31 @@ def test_page_shows_no_long_floats(built) -> None:
     assert summary["winner"].str.contains("lr=").all()
 
 
-def test_learning_rate_colour_bar_keeps_the_chart_size(built, tmp_path: Path) -> None:
-    """Many distinct learning rates must not grow a legend that squashes the boxes."""
-    _, result, url = built
+def test_categories_are_compared_at_their_own_best_settings(built) -> None:
+    """Each optimizer's box is its best configuration (best lr), not every lr pooled."""
+    out, result, url = built
     studies = tables.load_studies(url)
-    study_views = views.study_views(tables.runs_table(studies), studies)
-    few = next(c for c in result.charts if c.key == "optimizers")
-    for v in study_views:  # every run its own learning rate: 12 distinct values instead of 3
-        v.runs["lr"] = [10 ** (-3 + 3 * i / len(v.runs)) for i in range(len(v.runs))]
-    ctx = figures.Context(study_views, studies, pd.DataFrame(), pd.DataFrame(), tmp_path)
-    many = charts.chart_optimizers(ctx)
-    def size(png: bytes) -> tuple[int, int]:
-        return Image.open(io.BytesIO(png)).size
+    opt = next(v for v in views.study_views(tables.runs_table(studies), studies)
+               if v.name == "opt")
+    shown = pd.read_csv(out / "tables" / "optimizers.csv").set_index("optimizer")
+    for level, best in opt.ranked().groupby("optimizer").head(1).set_index("optimizer").iterrows():
+        assert shown.loc[level, "trial"] == best["trial"]
+        assert shown.loc[level, "mean"] == pytest.approx(best["val_accuracy_mean"])
+        assert shown.loc[level, "best_settings"].startswith("lr=")
+    chart = next(c for c in result.charts if c.key == "optimizers")
+    assert "at its own best other settings" in chart.caption and "pooled" in chart.caption
 
-    assert size(many.png) == size(few.png)
-    assert "log colour scale" in many.caption
+
+def test_a_value_keeps_its_colour_in_every_chart_of_a_study(built) -> None:
+    _, _, url = built
+    studies = tables.load_studies(url)
+    opt = next(v for v in views.study_views(tables.runs_table(studies), studies)
+               if v.name == "opt")
+    assert figures.level_colors(opt, "optimizer")["adam"] == figures.PALETTE["adam"]
+    one = opt.runs[opt.runs["optimizer"] == "adam"]
+    shrunk = views.StudyView(opt.name, opt.task, opt.model, opt.metric, one, opt.varied,
+                             opt.configs)
+    assert figures.level_colors(shrunk, "optimizer")["adam"] == figures.PALETTE["adam"]
 
 
 def test_curves_get_one_wide_row_per_study(built) -> None:
@@ -570,3 +579,23 @@ def test_pruned_diverged_and_cannot_run_trials_are_told_apart(tmp_path: Path) ->
     assert "1 trial(s) of ends were pruned (lr=0.3 at epoch 2)" in lr.caption
     assert "1 trial(s) of ends cannot run here (device 'cuda' is not available on h)" \
         in lr.caption
+
+
+def test_batch_sizes_are_compared_at_their_best_lr_and_full_is_named(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    make_study(url, "bs", TINY.replace(optimizer="adam"),
+               [{"batch_size": b, "lr": lr} for b in (10, None) for lr in (0.01, 0.1)],
+               seeds=(0, 1))
+    result = build.build_report(url, tmp_path / "out", timing_paths=[], reproduce_path=None,
+                                boundaries=False)
+    shown = pd.read_csv(tmp_path / "out" / "tables" / "batch_size.csv")
+    studies = tables.load_studies(url)
+    (v,) = views.study_views(tables.runs_table(studies), studies)
+    best = v.ranked().groupby("batch_size").head(1).set_index("batch_size")
+    assert sorted(shown["batch_size"]) == [10, 60]  # full batch = the 60 training examples
+    for _, row in shown.iterrows():
+        assert row["trial"] == best.loc[row["batch_size"], "trial"]
+        assert row["best_settings"].startswith("lr=")
+    chart = next(c for c in result.charts if c.key == "batch_size")
+    assert "'full' is full-batch training" in chart.caption
+    assert "only the sweep's time is shown" in chart.caption

@@ -9,7 +9,6 @@ provide the data.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import matplotlib
@@ -18,8 +17,6 @@ matplotlib.use("Agg")  # no display on report machines; set before seaborn impor
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from bench.report import tables
@@ -36,6 +33,7 @@ from bench.report.figures import (
     facet_grid,
     facet_title,
     legend_outside,
+    level_colors,
     log_metric,
     log_ticks,
     metric_bounds,
@@ -69,68 +67,53 @@ def chart_losses(ctx: Context) -> Chart | Missing:
 
 def _categorical_chart(ctx: Context, factor: str, key: str, question: str,
                        levels: tuple[str, ...] | None = None) -> Chart | Missing:
-    """Per-seed values of the study metric by level of `factor`, across every other setting."""
+    """Each level of `factor` at its own best other settings: the best configuration with that
+    level (by the study's metric), its seeds as dots and its mean with the 95% CI over seeds."""
     views = [v for v in ctx.views if factor in v.varied and
              (levels is None or (v.runs[factor].isin(levels).sum() and
               v.runs[factor].nunique() >= 2))]
     if not views:
         return Missing(key, question, NEEDS[key])
-    fig, facets = facet_grid(len(views), size=(4.8, 3.6))
+    fig, facets = facet_grid(len(views), size=(4.8, 3.8))
     rows = []
     captions = []
+    rng = np.random.default_rng(0)  # same jitter on every build
     with style():
         for v, (ax,) in zip(views, facets, strict=False):
-            d = v.runs.copy()
-            d[factor] = d[factor].astype(str)
-            order = sorted(d[factor].unique())
-            finite = d[d[v.metric].notna()]
-            with warnings.catch_warnings():  # seaborn 0.13 passes matplotlib's old `vert`
-                warnings.simplefilter("ignore", matplotlib.MatplotlibDeprecationWarning)
-                sns.boxplot(data=finite, x=factor, y=v.metric, order=order, ax=ax,
-                            color="0.92", fliersize=0, width=0.6)
-            _seed_dots(fig, ax, v, finite, factor, order)
+            colors = level_colors(v, factor)
+            best = v.ranked().groupby(factor, sort=False).head(1)
+            best = best.sort_values(factor, key=lambda c: c.astype(str))
             ticks = []
-            for level in order:
-                g = d[d[factor] == level]
-                n_div = int(g["diverged"].sum())
-                mean, half = mean_ci(g[v.metric].astype(float).tolist())
-                rows.append({"study": v.name, factor: level, "n_runs": len(g),
-                             "n_diverged": n_div, "mean": mean, "ci95": half})
-                ticks.append(f"{level}\n({n_div} of {len(g)} diverged)" if n_div else level)
-            ax.set_xticks(range(len(order)), ticks)
-            ax.set_title(v.label, fontsize=10)
-            ax.set_xlabel(factor)
-            ax.set_ylabel(metric_label(v.metric))
+            for i, (_, conf) in enumerate(best.iterrows()):
+                level = conf[factor]
+                ys = np.array(v.seed_values(conf["trial"]), float)
+                ys = ys[np.isfinite(ys)]
+                mean, half = mean_ci(ys.tolist())
+                ax.scatter(i + rng.uniform(-0.15, 0.15, len(ys)), ys, s=22, alpha=0.85,
+                           color=colors[level], zorder=3)
+                ax.errorbar([i + 0.28], [mean], yerr=[[half if np.isfinite(half) else 0]],
+                            fmt="D", color="0.15", ms=5, capsize=4, lw=1.5, zorder=4)
+                others = v.config_label(conf, (factor,))
+                g = v.runs[v.runs[factor] == level]
+                rows.append({"study": v.name, factor: str(level), "best_settings": others,
+                             "trial": conf["trial"], "n_seeds": len(ys), "mean": mean,
+                             "ci95": half, "runs_all_settings": len(g),
+                             "diverged_all_settings": int(g["diverged"].sum())})
+                ticks.append(f"{level}\n{wrap(others, 22)}")
+            ax.set_xticks(range(len(ticks)), ticks, fontsize=8)
+            ax.set_xlim(-0.6, len(ticks) - 0.4)
+            ax.set_title(f"{v.label}\neach {factor} at its best other settings", fontsize=10)
+            ax.set_xlabel("")
+            ax.set_ylabel(f"{metric_label(v.metric)}\n(seeds; mean, 95% CI)")
             if sentence := winner_sentence(v, factor):  # '' without two ranked levels
                 captions.append(sentence)
     png, files = save(fig, ctx.folder, key)
-    caption = ("Each dot is one seed of one setting, coloured by its learning rate (log colour "
-               "scale) where the learning rate varies; boxes span all of them; diverged runs "
-               "are left out and counted under the axis. " + " ".join(captions) + " "
-               + " ".join(ends_sentence(v) for v in views))
+    caption = (f"Each {factor} at its own best other settings (the best configuration with "
+               f"that {factor} by the study's metric, named under the axis), not pooled over "
+               "them: dots are its seeds, the diamond and bar their mean and 95% CI. "
+               + " ".join(captions) + " " + " ".join(ends_sentence(v) for v in views))
     return Chart(key, f"{factor} comparison", question, caption, png, files,
                  ctx.write_table(pd.DataFrame(rows), key))
-
-
-def _seed_dots(fig: Figure, ax: Any, v: StudyView, finite: pd.DataFrame, factor: str,
-               order: list[str]) -> None:
-    """One dot per seed, jittered within its box; coloured on a log scale by the learning rate
-    when it varies, with one colour bar (its height does not grow with the number of rates)."""
-    rng = np.random.default_rng(0)  # same jitter on every build
-    xs = np.array([order.index(x) for x in finite[factor]], float)
-    xs += rng.uniform(-0.18, 0.18, len(xs))
-    ys = finite[v.metric].to_numpy(float)
-    if "lr" in v.varied and factor != "lr" and (finite["lr"].astype(float) > 0).all():
-        lr = finite["lr"].to_numpy(float)
-        norm = LogNorm(vmin=v.runs["lr"].astype(float).min(), vmax=v.runs["lr"].astype(float).max())
-        dots = ax.scatter(xs, ys, c=lr, cmap="viridis", norm=norm, s=22, alpha=0.9,
-                          edgecolor="white", linewidth=0.3, zorder=3)
-        bar = fig.colorbar(dots, ax=ax, pad=0.02, fraction=0.06, aspect=25)
-        bar.set_label("learning rate (log scale)")
-        log_ticks(bar.ax, "y", norm.vmin, norm.vmax)
-    else:
-        ax.scatter(xs, ys, color="0.25", s=22, alpha=0.85, zorder=3)
-
 
 
 def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
@@ -145,7 +128,7 @@ def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
         for v, (ax,) in zip(views, facets, strict=False):
             hue = v.hue
             groups = [(None, v.runs)] if hue is None else list(v.runs.groupby(hue))
-            colors = colors_for([g for g, _ in groups])
+            colors = level_colors(v, hue) if hue else {None: "0.2"}
             for level, g in groups:
                 agg = tables.aggregate(g, [x], [v.metric])
                 agg["study"], agg["line"] = v.name, level
@@ -216,59 +199,109 @@ def chart_l1(ctx: Context) -> Chart | Missing:
 
 
 def chart_batch_size(ctx: Context) -> Chart | Missing:
-    """Batch size vs the metric and vs training time per epoch."""
+    """Batch size vs the metric (each batch size at its best other settings) and vs training
+    time per epoch and per model, as the sweep trained it and, where `bench time` measured it,
+    for one model alone."""
     key, question = "batch_size", "Which batch size: what it costs per epoch, what it gives?"
     views = [v for v in ctx.views if "batch_size" in v.varied]
     if not views:
         return Missing(key, question, NEEDS[key])
-    fig, facets = facet_grid(len(views), nrows_per=2, size=(4.6, 3.0))
+    fig, facets = facet_grid(len(views), nrows_per=2, size=(5.0, 3.3))
     rows = []
+    alone_shown = False
     with style():
         for v, (ax_m, ax_t) in zip(views, facets, strict=False):
             hue = v.hue
-            groups = [(None, v.runs)] if hue is None else list(v.runs.groupby(hue))
-            colors = colors_for([g for g, _ in groups])
+            colors = level_colors(v, hue) if hue else {None: "0.2"}
+            ranked = v.ranked()
+            groups = [(None, ranked)] if hue is None else list(ranked.groupby(hue, sort=True))
             for level, g in groups:
-                agg = tables.aggregate(g, ["batch_size"], [v.metric, "epoch_seconds"])
-                spread = g.groupby("batch_size")["epoch_seconds"].agg(
+                best = g.groupby("batch_size", sort=True).head(1).sort_values("batch_size")
+                agg = best[["batch_size", "trial", f"{v.metric}_mean", f"{v.metric}_ci95"]].copy()
+                runs = v.runs[v.runs["trial"].isin(best["trial"])]
+                spread = runs.groupby("trial")["epoch_seconds"].agg(
                     epoch_seconds_median="median", epoch_seconds_min="min",
                     epoch_seconds_max="max").reset_index()
-                agg = agg.merge(spread, on="batch_size")
+                agg = agg.merge(spread, on="trial")
+                agg["best_settings"] = [v.config_label(r, ("batch_size", hue or ""))
+                                        for _, r in best.iterrows()]
+                agg["engine"] = [", ".join(sorted(set(runs.loc[runs["trial"] == t, "engine"]
+                                                      .dropna().astype(str))))
+                                 for t in agg["trial"]]
                 agg["study"], agg["line"] = v.name, level
                 rows.append(agg)
                 xs = agg["batch_size"].to_numpy(float)
-                color = colors[level] if hue else "0.2"
                 label = str(level) if hue else None
                 band(ax_m, xs, agg[f"{v.metric}_mean"].to_numpy(float),
-                      agg[f"{v.metric}_ci95"].to_numpy(float), color, label,
+                      agg[f"{v.metric}_ci95"].to_numpy(float), colors[level], label,
                       bounds=metric_bounds(v.metric))
-                ax_t.plot(xs, agg["epoch_seconds_median"] * 1e3, "o-", color=color, lw=1.8,
-                          ms=5, label=label)
-                ax_t.fill_between(xs, agg["epoch_seconds_min"] * 1e3,
-                                  agg["epoch_seconds_max"] * 1e3, color=color, alpha=0.2, lw=0)
+                ax_t.plot(xs, agg["epoch_seconds_median"] * 1e3, "o-", color=colors[level],
+                          lw=1.8, ms=5,
+                          label=f"{label + ': ' if label else ''}in the sweep "
+                                f"({agg['engine'].iloc[0] or 'engine unknown'})")
+                if (agg["epoch_seconds_max"] > agg["epoch_seconds_min"]).any():
+                    ax_t.fill_between(xs, agg["epoch_seconds_min"] * 1e3,
+                                      agg["epoch_seconds_max"] * 1e3, color=colors[level],
+                                      alpha=0.2, lw=0)
+            alone_shown |= _alone_timing(ax_t, ctx.timing, v)
+            ticks = sorted(v.runs["batch_size"].astype(float).unique())
+            full = set(v.runs.loc[v.runs["full_batch"], "batch_size"].astype(float)) \
+                if "full_batch" in v.runs else set()
             for ax in (ax_m, ax_t):
                 ax.set_xscale("log", base=2)
-                ticks = sorted(v.runs["batch_size"].astype(float).unique())
-                ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+                ax.set_xticks(ticks, [f"full\n({t:g})" if t in full else f"{t:g}"
+                                      for t in ticks])
                 ax.minorticks_off()
-            ax_m.set_title(facet_title(v, ("batch_size", hue)), fontsize=10)
+            ax_m.set_title(f"{wrap(v.label, 34)}\neach batch size at\nits best other settings",
+                           fontsize=10)
             ax_m.set_xlabel("")
             ax_m.set_ylabel(f"{metric_label(v.metric)}\n(mean, 95% CI band)")
             ax_t.set_yscale("log")
             plain_log_ticks(ax_t)
             ax_t.set_xlabel("batch size (examples, log scale)")
-            ax_t.set_ylabel("training time per epoch\n(ms, median, min-max band)")
+            ax_t.set_ylabel("training ms per epoch\nper model (median)")
             if hue:
                 legend_outside(ax_m, hue)
+            ax_t.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.42),
+                        frameon=False)
     png, files = save(fig, ctx.folder, key)
-    caption = ("Top: the metric (mean over seeds, 95% CI band). Bottom: wall-clock training "
-               "time per epoch measured inside the sweep (median over seeds, band from the "
-               "fastest to the slowest seed; log scale). Sweep "
-               "timings share the machine with other work: for clean speed figures use the "
-               "timing chart below. " + " ".join(ends_sentence(v, "batch_size") for v in views))
-    return Chart(key, "batch size", question, caption, png, files,
-                 ctx.write_table(pd.concat(rows, ignore_index=True), key))
+    table = pd.concat(rows, ignore_index=True)
+    engines = ", ".join(sorted({e for x in table["engine"] for e in str(x).split(", ") if e}))
+    caption = ("Top: each batch size at its own best other settings (e.g. its best learning "
+               "rate, named in the CSV), mean over seeds with a 95% CI band; 'full' is "
+               "full-batch training (the training-set size). Bottom: wall-clock training time "
+               "per epoch and per model of those configurations as the sweep trained them "
+               f"(engine: {engines or 'unknown'}; a batched group's time is shared by its "
+               "models, so it is the group's time divided by their number, and every seed of "
+               "a group gets the same value; band: fastest to slowest seed where they differ). "
+               + ("Dashed: one model alone, measured by `bench time` (K=1). " if alone_shown
+                  else "No `bench time` measurement of one model alone matches these "
+                       "settings, so only the sweep's time is shown. ")
+               + "Sweep timings share the machine with other work: for clean speed figures "
+               "use the timing chart below. "
+               + " ".join(ends_sentence(v, "batch_size") for v in views))
+    return Chart(key, "batch size", question, caption, png, files, ctx.write_table(table, key))
 
+
+def _alone_timing(ax: Any, timing: pd.DataFrame, v: StudyView) -> bool:
+    """`bench time`'s per-epoch time of one model alone (K=1, CPU) on the study's task and
+    model, dashed; False when there is no such measurement."""
+    if timing.empty:
+        return False
+    hidden = str(v.runs["hidden"].iloc[0]) if v.runs["hidden"].nunique() == 1 else ""
+    if not hidden.isdigit():  # bench time measures one hidden layer of a given width
+        return False
+    t = timing[(timing["task"] == v.task) & (timing["model"] == v.model) &
+               (timing["k"].fillna(1) == 1) & (timing["device"] == "cpu") &
+               (timing["width"] == int(hidden))]
+    t = t.dropna(subset=["batch_size", "epoch_seconds_median"])
+    if t.empty:
+        return False
+    for engine, g in t.groupby("engine"):
+        g = g.groupby("batch_size")["epoch_seconds_median"].median()
+        ax.plot(g.index.to_numpy(float), g.to_numpy(float) * 1e3, "s--", color="0.4", lw=1.4,
+                ms=4, label=f"one model alone ({engine}, bench time, width {hidden})")
+    return True
 
 
 def chart_curves(ctx: Context) -> Chart | Missing:
@@ -284,7 +317,11 @@ def chart_curves(ctx: Context) -> Chart | Missing:
         for v, sub in zip(views, subfigs, strict=True):
             ax_l, ax_m, ax_key = sub.subplots(1, 3, width_ratios=[1, 1, 0.72])
             best = best_configs(v)
-            colors = colors_for(list(range(len(best))))
+            # one colour per hue value across the study's charts (Adam the same everywhere)
+            hue_colors = level_colors(v, v.hue) if v.hue else {}
+            rank = colors_for(list(range(len(best))))
+            colors = [hue_colors.get(c[v.hue], rank[i]) if v.hue else rank[i]
+                      for i, (_, c) in enumerate(best.iterrows())]
             log_scale = log_metric(v.metric)
             for i, (_, conf) in enumerate(best.iterrows()):
                 label = wrap(v.config_label(conf), 40)

@@ -151,6 +151,13 @@ def colors_for(values: list[Any]) -> dict[Any, Any]:
     return {v: PALETTE.get(str(v), fallback[i % 10]) for i, v in enumerate(values)}
 
 
+def level_colors(v: StudyView, factor: str) -> dict[Any, Any]:
+    """One colour per value of `factor` in a study, the same in every chart of it: the fixed
+    palette for optimizers, losses and devices, else tab10 in the values' sorted order."""
+    values = sorted(v.runs[factor].dropna().unique(), key=str) if factor in v.runs else []
+    return colors_for(values)
+
+
 def slug(name: str) -> str:
     """A file-name part unique per study name: the name itself when it is short and plain
     (lower-case letters, digits, - and _), else its first 40 safe characters and a hash of the

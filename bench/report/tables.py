@@ -456,7 +456,8 @@ def configs_table(runs: pd.DataFrame) -> pd.DataFrame:
     keys = ["study", "trial", "task", "model", *[c for c in config_columns(ran)
                                                   if c not in ("task", "model")]]
     values = [*metric_columns(ran), "epoch_seconds", "samples_per_second"]
-    agg = aggregate(ran.assign(**{k: ran[k].fillna("none") for k in keys[2:]}), keys, values)
+    agg = aggregate(ran.assign(**{k: ran[k].astype(object).fillna("none") for k in keys[2:]}),
+                    keys, values)
     diverged = ran.groupby(["study", "trial"])["diverged"].sum().rename("n_diverged")
     return agg.merge(diverged.reset_index(), on=["study", "trial"], how="left")
 

@@ -105,6 +105,9 @@ def chart_timing(ctx: Context) -> Chart | Missing:
             for w, ax in zip(widths, axes, strict=True):
                 sub = t[(t["task"].astype(str) == task) & (t["model"].astype(str) == model)]
                 sub = sub if w is None else sub[sub["width"] == w]
+                if sub.empty:  # this workload was not timed at this width: no empty axes
+                    ax.set_visible(False)
+                    continue
                 _timing_panel(ax, sub, cross, task, model, w, colors, legend)
                 ax.set_title(f"{task}/{model}, hidden width {int(w)}" if w is not None else
                              f"{task}/{model}", fontsize=10)

@@ -208,6 +208,7 @@ def _fill_full_batch(sub: pd.DataFrame) -> pd.DataFrame:
     sizes = [(int(n) if pd.notna(n) else registry.get_task(t).default_n_samples or np.nan)
              for t, n in zip(sub["task"], sub["n_samples"], strict=True)]
     sub = sub.copy()
+    sub["full_batch"] = sub["batch_size"].isna()
     sub["batch_size"] = sub["batch_size"].astype(float).fillna(pd.Series(sizes, index=sub.index))
     return sub
 
