@@ -130,11 +130,31 @@ class RunSpec:
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise UsageError(f"betas must be two numbers in [0, 1), got {self.betas}; "
                              "use e.g. --betas 0.9,0.999")
-        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+        self._check_optimizer_settings()
+        if self.nesterov and self.momentum == 0:
             raise UsageError("nesterov needs --optimizer sgd and --momentum above 0")
         if self.loss in ("bce", "ce") and registry.get_task(self.task).kind == "regression":
             raise UsageError(f"loss {self.loss!r} needs a classification task; {self.task!r} is a "
                              "regression task: use --loss mse")
+
+    def ignored_settings(self) -> list[str]:
+        """Optimizer hyperparameters set away from their default that this optimizer ignores
+        (momentum for Adam, betas for SGD, ...)."""
+        used = registry.get_optimizer(self.optimizer).settings
+        return [name for name, default in _optional_settings().items()
+                if name not in used and getattr(self, name) != default]
+
+    def _check_optimizer_settings(self) -> None:
+        """A setting the optimizer ignores is an error, so no record shows an ignored value."""
+        ignored = self.ignored_settings()
+        if ignored:
+            used = registry.get_optimizer(self.optimizer).settings
+            shown = ", ".join(f"{name} {_plain(getattr(self, name))}" for name in ignored)
+            readers = [n for n, o in registry.optimizers().items() if ignored[0] in o.settings]
+            where = ", ".join(f'"{n}"' for n in readers)
+            raise UsageError(f"{shown} has no effect with optimizer {self.optimizer!r} (it reads "
+                             f"{', '.join(used)}); drop {' and '.join(ignored)}, or in a study "
+                             f"search it only where it applies (when = {{ optimizer = [{where}] }})")
 
     def _resolve_architecture(self, model: Any) -> None:
         """Fill hidden/activation/batch_norm: MLP defaults, or the fixed model's own layers."""
@@ -200,6 +220,13 @@ class RunSpec:
                 registry.get_model(model).configurable):
             for key in ARCH_FIELDS:
                 values.pop(key, None)
+        optimizer = values.get("optimizer", "sgd")
+        if not strict and isinstance(optimizer, str) and optimizer in registry.optimizers():
+            # older records hold settings the optimizer ignored: read them as they trained
+            used = registry.get_optimizer(optimizer).settings
+            for key in _optional_settings():
+                if key not in used:
+                    values.pop(key, None)
         return cls(**values)
 
     @property
@@ -208,6 +235,16 @@ class RunSpec:
         import torch
 
         return torch.float64 if self.dtype == "float64" else torch.float32
+
+
+# Hyperparameters only some optimizers read (`OptimizerDef.settings` says which).
+OPTIONAL_SETTINGS = ("momentum", "nesterov", "betas", "eps")
+
+
+@functools.cache
+def _optional_settings() -> dict[str, Any]:
+    """Each optional hyperparameter with its default, the value that means "not set"."""
+    return {f.name: f.default for f in dataclasses.fields(RunSpec) if f.name in OPTIONAL_SETTINGS}
 
 
 def describe_architecture(hidden: tuple[int, ...], activation: str, batch_norm: bool) -> str:

@@ -46,7 +46,8 @@ def test_cuda_without_cuda_is_refused_and_auto_falls_back() -> None:
 
 
 def test_round_trip_through_dict() -> None:
-    spec = RunSpec(task="sine", hidden=(4, 3), betas=(0.8, 0.99), batch_size=None, seed=3)
+    spec = RunSpec(task="sine", hidden=(4, 3), optimizer="adam", betas=(0.8, 0.99),
+                   batch_size=None, seed=3)
     assert RunSpec.from_dict(spec.to_dict()) == spec
     with pytest.raises(UsageError, match="unknown RunSpec field"):
         RunSpec.from_dict({"learning_rate": 0.1})
@@ -145,3 +146,22 @@ def test_types_are_checked_exactly(changes: dict, fragment: str) -> None:
 def test_an_integer_is_fine_for_a_float_field_and_float64_takes_large_values() -> None:
     assert RunSpec(lr=1).lr == 1
     assert RunSpec(lr=1e300, dtype="float64").lr == 1e300
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"optimizer": "adam", "momentum": 0.9}, "momentum 0.9 has no effect with optimizer 'adam'"),
+    ({"optimizer": "adamw", "nesterov": True, "momentum": 0.0}, "nesterov true has no effect"),
+    ({"optimizer": "sgd", "betas": (0.8, 0.99)}, "betas 0.8,0.99 has no effect with optimizer"),
+    ({"optimizer": "sgd", "eps": 1e-6}, r"eps 1e-06 has no effect with optimizer 'sgd'"),
+])
+def test_a_setting_the_optimizer_ignores_is_refused(changes, words) -> None:
+    with pytest.raises(UsageError, match=words):
+        RunSpec(**changes)
+
+
+def test_stored_records_with_ignored_settings_read_as_they_trained() -> None:
+    """Records written before the rule hold e.g. Adam with momentum 0.83: it never acted."""
+    old = RunSpec(optimizer="adam").to_dict() | {"momentum": 0.83}
+    assert RunSpec.from_dict(old).momentum == 0.0
+    with pytest.raises(UsageError, match=r"momentum 0\.83 has no effect"):
+        RunSpec.from_dict(old, strict=True)

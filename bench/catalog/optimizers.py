@@ -32,6 +32,7 @@ class OptimizerDef:
     name: str
     description: str
     build: Callable[[Iterable[torch.nn.Parameter], Hyperparameters], torch.optim.Optimizer]
+    settings: tuple[str, ...] = ("lr", "weight_decay")  # the hyperparameters it reads
 
 
 def _sgd(params: Iterable[torch.nn.Parameter], spec: Hyperparameters) -> torch.optim.Optimizer:
@@ -53,8 +54,11 @@ OPTIMIZERS: dict[str, OptimizerDef] = {
     d.name: d
     for d in [
         OptimizerDef("sgd", "SGD with optional momentum, nesterov and weight decay "
-                     "(full batch = gradient descent)", _sgd),
-        OptimizerDef("adam", "Adam (betas, eps, L2 weight decay)", _adam),
-        OptimizerDef("adamw", "AdamW (decoupled weight decay)", _adamw),
+                     "(full batch = gradient descent)", _sgd,
+                     ("lr", "momentum", "nesterov", "weight_decay")),
+        OptimizerDef("adam", "Adam (betas, eps, L2 weight decay)", _adam,
+                     ("lr", "betas", "eps", "weight_decay")),
+        OptimizerDef("adamw", "AdamW (decoupled weight decay)", _adamw,
+                     ("lr", "betas", "eps", "weight_decay")),
     ]
 }

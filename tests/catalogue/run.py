@@ -13,6 +13,11 @@ def run(case: str, stderr: str, *argv: str) -> Case:
 
 
 CASES = [
+    # a setting the optimizer ignores: no record may show it
+    run("momentum-with-adam", r"momentum 0\.9 has no effect with optimizer 'adam' \(it reads lr, "
+        r"betas, eps, weight_decay\); drop momentum", "--optimizer", "adam", "--momentum", "0.9"),
+    run("betas-with-sgd", r"betas 0\.8,0\.99 has no effect with optimizer 'sgd'", "--betas",
+        "0.8,0.99"),
     run("lr-1e300", r"lr 1e\+300 is too large for float32 arithmetic \(at most 3\.4e\+30\)",
         "--lr", "1e300"),
     run("lr-inf", r"lr must be a positive number, got inf", "--lr", "inf"),

@@ -203,6 +203,12 @@ CASES = [
           toml(space='optimizer = ["sgd", "adam"]\n'
                      'momentum = { choices = [0.0, 0.9], if = { optimizer = "sgd" } }'),
           r"space\.momentum\.if: unknown key; valid keys: choices, when"),
+    study("fixed-momentum-with-adam", toml(fixed='optimizer = "adam"\nmomentum = 0.9'),
+          r"fixed: momentum 0\.9 has no effect with optimizer 'adam'"),
+    study("space-momentum-for-every-optimizer",
+          toml(space='optimizer = ["sgd", "adam"]\nmomentum = { low = 0.0, high = 0.9 }'),
+          r"space: momentum 0\.9 has no effect with optimizer 'adam' .*when = \{ optimizer = "
+          r"\[\"sgd\"\] \}"),
     # --- pruners: Optuna's five, their main settings validated against the study ---------------
     study("pruner-unknown", toml(top='pruner = "asha"'),
           r"pruner\.name: unknown value 'asha'; choose one of: none, median, percentile, "
