@@ -254,11 +254,10 @@ def test_a_value_keeps_its_colour_in_every_chart_of_a_study(built) -> None:
     studies = tables.load_studies(url)
     opt = next(v for v in views.study_views(tables.runs_table(studies), studies)
                if v.name == "opt")
-    assert figures.level_colors(opt, "optimizer")["adam"] == figures.PALETTE["adam"]
-    one = opt.runs[opt.runs["optimizer"] == "adam"]
-    shrunk = views.StudyView(opt.name, opt.task, opt.model, opt.metric, one, opt.varied,
-                             opt.configs)
-    assert figures.level_colors(shrunk, "optimizer")["adam"] == figures.PALETTE["adam"]
+    one = views.StudyView(opt.name, opt.task, opt.model, opt.metric,
+                          opt.runs[opt.runs["optimizer"] == "adam"], opt.varied, opt.configs)
+    for v in (opt, one):
+        assert figures.level_colors(v, "optimizer")["adam"] == figures.PALETTE["adam"]
 
 
 def test_curves_get_one_wide_row_per_study(built) -> None:
@@ -568,9 +567,9 @@ def test_pruned_diverged_and_cannot_run_trials_are_told_apart(tmp_path: Path) ->
     make_study(url, "ends", TINY.replace(optimizer="sgd"), configs, seeds=(0, 1),
                ends={4: {"kind": "pruned", "epoch": 2, "pruner": "median"},
                      5: {"kind": "cannot_run", "why": "device 'cuda' is not available on h"}})
-    result = build.build_report(url, tmp_path / "out", timing_paths=[], reproduce_path=None,
-                                boundaries=False)
+    result = build.build_report(url, tmp_path / "out", timing_paths=[], boundaries=False)
     text = pd.read_csv(tmp_path / "out" / "tables" / "summary.csv")["text"].iloc[0]
+    assert "How much lr: " in text  # the summary answers its question in numbers
     assert ("Trials: 3 complete, 1 pruned (epoch 2, median pruner), 1 diverged (epoch 2), "
             "1 cannot run here (device 'cuda' is not available on h).") in text
     hist = next(c for c in result.charts if c.key.startswith("history_"))
@@ -586,8 +585,7 @@ def test_batch_sizes_are_compared_at_their_best_lr_and_full_is_named(tmp_path: P
     make_study(url, "bs", TINY.replace(optimizer="adam"),
                [{"batch_size": b, "lr": lr} for b in (10, None) for lr in (0.01, 0.1)],
                seeds=(0, 1))
-    result = build.build_report(url, tmp_path / "out", timing_paths=[], reproduce_path=None,
-                                boundaries=False)
+    result = build.build_report(url, tmp_path / "out", timing_paths=[], boundaries=False)
     shown = pd.read_csv(tmp_path / "out" / "tables" / "batch_size.csv")
     studies = tables.load_studies(url)
     (v,) = views.study_views(tables.runs_table(studies), studies)

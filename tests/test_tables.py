@@ -9,7 +9,7 @@ import optuna
 import pandas as pd
 import pytest
 
-from bench.report import tables
+from bench.report import answers, tables
 from bench.spec import RunSpec
 from bench.store import write_json_atomic
 from bench.sweeps.storage import open_storage
@@ -225,3 +225,71 @@ def test_each_way_a_trial_ends_has_its_own_kind_and_detail(tmp_path, legacy: boo
     cannot = runs[runs["trial"] == 4]
     assert len(cannot) == 1 and cannot["seed"].isna().all()
     assert cannot["end_detail"].iloc[0].startswith("cannot run here: device 'cuda'")
+
+
+# --- the summary's answers, rule by rule, on hand-made configuration tables ----------------------
+
+def _configs(rows: list[tuple], columns: tuple[str, ...]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=list(columns))
+
+
+def test_threshold_is_the_largest_value_within_the_best_ci() -> None:
+    df = _configs([(0.0, 0.925, 0.015), (1e-5, 0.930, 0.010), (3e-4, 0.921, 0.010),
+                   (1e-3, 0.900, 0.010), (1e-2, 0.600, 0.050)],
+                  ("l1", "val_accuracy_mean", "val_accuracy_ci95"))
+    said = answers.threshold_sentence(df, "l1", "val_accuracy", higher=True)
+    assert said == ("How much l1: the largest l1 within the best's seed spread is l1=0.0003 "
+                    "(0.921 ± 0.010; best l1=1e-05, 0.930 ± 0.010, 95% CI down to 0.920).")
+    # lower is better (a loss): within means at most best + CI
+    loss = df.assign(val_loss_mean=[0.1, 0.09, 0.095, 0.2, 1.0], val_loss_ci95=0.01)
+    said = answers.threshold_sentence(loss, "l1", "val_loss", higher=False)
+    assert "largest l1 within the best's seed spread is l1=0.0003" in said
+    assert "95% CI up to 0.1" in said
+    # one seed: no CI, so no threshold is claimed
+    one = df.assign(val_accuracy_ci95=float("nan"))
+    assert "one seed only" in answers.threshold_sentence(one, "l1", "val_accuracy", True)
+    # the best is the largest already
+    top = df.assign(val_accuracy_mean=[0.5, 0.6, 0.7, 0.8, 0.95])
+    assert "no larger l1" in answers.threshold_sentence(top, "l1", "val_accuracy", True)
+
+
+def test_threshold_takes_each_value_at_its_best_other_settings() -> None:
+    # l1=1e-3 is poor at lr=1 but within the CI at lr=0.1: it counts at its best
+    df = _configs([(0.0, 0.1, 0.93, 0.01), (0.0, 1.0, 0.80, 0.01),
+                   (1e-3, 0.1, 0.925, 0.01), (1e-3, 1.0, 0.50, 0.01)],
+                  ("l1", "lr", "val_accuracy_mean", "val_accuracy_ci95"))
+    assert "is l1=0.001 (0.925" in answers.threshold_sentence(df, "l1", "val_accuracy", True)
+
+
+def test_collapse_names_where_one_option_fails_and_the_other_holds() -> None:
+    rows = [("mse", lr, a, 0.02) for lr, a in ((0.1, 0.90), (1.0, 0.91), (3.0, 0.58),
+                                              (10.0, 0.58))]
+    rows += [("bce", lr, a, 0.02) for lr, a in ((0.1, 0.89), (1.0, 0.92), (3.0, 0.91),
+                                               (10.0, 0.91))]
+    df = _configs(rows, ("loss", "lr", "val_accuracy_mean", "val_accuracy_ci95"))
+    said = answers.collapse_sentence(df, "loss", "lr", "val_accuracy", higher=True)
+    assert said == "MSE collapses to 0.580 at lr >= 3 while BCE keeps 0.910."
+    # a small gap, or overlapping CIs, is no collapse
+    close = df.assign(val_accuracy_mean=[0.9, 0.91, 0.85, 0.85, 0.89, 0.92, 0.91, 0.91])
+    assert answers.collapse_sentence(close, "loss", "lr", "val_accuracy", True) == ""
+    wide = df.assign(val_accuracy_ci95=0.2)
+    assert answers.collapse_sentence(wide, "loss", "lr", "val_accuracy", True) == ""
+    # every seed diverged at the low end: 'diverges', and the range reads 'lr <= x'
+    div = df.copy()
+    div.loc[(div["loss"] == "bce") & (div["lr"] == 0.1), "val_accuracy_mean"] = float("nan")
+    said = answers.collapse_sentence(div, "loss", "lr", "val_accuracy", True)
+    assert "BCE diverges at lr <= 0.1 while MSE keeps 0.900" in said
+
+
+def test_ceiling_warns_when_several_options_saturate_the_metric() -> None:
+    df = _configs([("adam", 0.01, 0.999), ("adam", 0.1, 0.97), ("sgd", 0.1, 0.998),
+                   ("sgd", 1.0, 0.9)], ("optimizer", "lr", "val_accuracy_mean"))
+    said = answers.ceiling_sentence(df, "optimizer", "val_accuracy", "validation accuracy")
+    assert said == ("Ceiling: adam (0.999) and sgd (0.998) both reach 0.995 validation "
+                    "accuracy or more: the task is too easy to tell them apart.")
+    one = df.assign(val_accuracy_mean=[0.999, 0.97, 0.98, 0.9])
+    assert answers.ceiling_sentence(one, "optimizer", "val_accuracy", "x") == ""
+    loss = df.rename(columns={"val_accuracy_mean": "val_loss_mean"})
+    assert answers.ceiling_sentence(loss, "optimizer", "val_loss", "x") == ""
+    plain = answers.ceiling_sentence(df, None, "val_accuracy", "validation accuracy")
+    assert plain.startswith("Ceiling: 2 configurations reach 0.995")

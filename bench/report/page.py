@@ -45,7 +45,7 @@ TIMING_DISPLAY = {"epoch_seconds_median": ("epoch ms (median)", 1e3),
                   "iqr_over_median": ("IQR / median (%)", 100.0),
                   "samples_per_second_median": ("samples/s (median)", 1.0)}
 SUMMARY_COLUMNS = ("study", "task", "model", "metric", "varied", "trials", "complete", "failed",
-                   "seeds", "winner", "winner_score", "runner_up", "runner_up_score")
+                   "ended", "seeds", "winner", "winner_score", "runner_up", "runner_up_score")
 
 
 @dataclass
@@ -158,8 +158,8 @@ def summary_display(summaries: list[dict[str, Any]]) -> pd.DataFrame:
     out = pd.DataFrame({
         "study": df["study"], "task / model": df["task"] + " / " + df["model"],
         "metric": [metric_label(m) for m in df["metric"]], "varied": df["varied"],
-        "trials (failed or pruned)": [f"{t} ({f})" if f else str(t)
-                   for t, f in zip(df["trials"], df["failed"], strict=True)],
+        "trials (how they ended)": [f"{t} ({e})" if isinstance(e, str) and e else str(t)
+                                    for t, e in zip(df["trials"], df["ended"], strict=True)],
         "seeds": df["seeds"], "winner": df["winner"], "winner score": df["winner_score"],
         "runner-up": df["runner_up"], "runner-up score": df["runner_up_score"]})
     return out.dropna(axis=1, how="all")

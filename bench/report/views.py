@@ -18,7 +18,7 @@ from scipy import stats as st
 
 from bench.catalog import registry
 from bench.numbers import fmt_ci, fmt_param, fmt_score
-from bench.report import tables
+from bench.report import answers, tables
 from bench.results import metric_direction
 from bench.stats import mean_ci, std
 
@@ -276,7 +276,11 @@ def study_summary(v: StudyView, s: tables.StudyData) -> dict[str, Any]:
         info["verdict"] = said
         what = f"best with another {factor}" if factor else "runner-up"
         text += f" The {what}, {info['runner_up']}, scores {info['runner_up_score']}: {said}."
-    if ended := ends_counts(s):
+    info["answers"] = " ".join(a for a in answer_sentences(v) if a)
+    if info["answers"]:
+        text += " " + info["answers"]
+    info["ended"] = ends_counts(s)
+    if ended := info["ended"]:
         text += f" Trials: {ended}."
     info["text"] = text
     return info
@@ -305,3 +309,19 @@ def ends_counts(s: tables.StudyData) -> str:
         parts.append(f"{len(these)} {tables.END_LABELS[kind]}"
                      + (f" ({', '.join(notes)})" if notes else ""))
     return ", ".join(parts) if any(e["kind"] != "complete" for e in ends) else ""
+
+
+def answer_sentences(v: StudyView) -> list[str]:
+    """The study's question answered in numbers (`answers`): how much of each numeric setting
+    it can take, where one option collapses while another holds, and a ceiling warning.
+    Configurations with a diverged seed count as failing (no score)."""
+    m = f"{v.metric}_mean"
+    clean = v.configs.assign(**{m: v.configs[m].where(v.configs["n_diverged"] == 0)})
+    higher = higher_is_better(v.metric)
+    numeric = [f for f in v.varied if f != "batch_size" and answers.numeric(clean, f)]
+    out = [answers.threshold_sentence(clean, f, v.metric, higher)
+           for f in numeric if f in answers.HOW_MUCH]
+    if v.hue:
+        out += [answers.collapse_sentence(clean, v.hue, x, v.metric, higher) for x in numeric]
+    out.append(answers.ceiling_sentence(clean, v.hue, v.metric, metric_label(v.metric)))
+    return out
