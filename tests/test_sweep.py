@@ -331,3 +331,21 @@ def test_pruning_stops_trials_mid_training_and_records_why(tmp_path, engine):
         assert t.user_attrs["end"] == {"kind": "complete"}
         assert sorted(t.intermediate_values) == list(range(1, 9))
         assert all(run["epochs_run"] == 8 for run in t.user_attrs["runs"])
+
+
+@pytest.mark.slow
+def test_two_workers_with_pruning_reach_the_target_exactly_once(tmp_path):
+    """Trials pruned mid-group by two workers at once are each told once, and the study stops
+    at its target."""
+    path = study_file(tmp_path, trials=12, group=3, epochs=6, fixed="n_samples = 200")
+    path.write_text(path.read_text().replace(
+        'sampler = { name = "random", seed = 0 }',
+        'sampler = { name = "random", seed = 0 }\n'
+        'pruner = { name = "median", startup_trials = 0, warmup_epochs = 1 }'))
+    summary = sweep(load_study_file(path), str(tmp_path / "w.journal"), workers=2, quiet=True)
+    assert summary.ok and summary.worker_exit_codes == [0, 0]
+    trials = load(tmp_path / "w.journal").get_trials()
+    finished = [t for t in trials if is_finished(t)]
+    assert len(finished) == 12
+    assert all(t.user_attrs["end"]["kind"] in ("complete", "pruned") for t in finished)
+    assert all(t.state.name != "RUNNING" for t in trials)
