@@ -575,7 +575,7 @@ def test_pruned_diverged_and_cannot_run_trials_are_told_apart(tmp_path: Path) ->
     hist = next(c for c in result.charts if c.key.startswith("history_"))
     assert "1 pruned" in hist.caption and "1 cannot run here" in hist.caption
     lr = next(c for c in result.charts if c.key == "lr_sensitivity")
-    assert "1 trial(s) of ends were pruned (lr=0.3 at epoch 2)" in lr.caption
+    assert "1 trial(s) of ends were pruned (1 at epoch 2: lr=0.3)" in lr.caption
     assert "1 trial(s) of ends cannot run here (device 'cuda' is not available on h)" \
         in lr.caption
 

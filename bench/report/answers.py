@@ -40,7 +40,8 @@ def best_per(configs: pd.DataFrame, by: list[str], metric: str, higher: bool) ->
     """The best configuration (finite mean) for every combination of the `by` settings."""
     m, _ = _cols(metric)
     ok = configs[np.isfinite(configs[m].astype(float))]
-    return ok.sort_values(m, ascending=not higher).groupby(by, sort=False, dropna=False).head(1)
+    return ok.sort_values(m, ascending=not higher, kind="stable").groupby(
+        by, sort=False, dropna=False).head(1)
 
 
 def _within(value: float, best: float, half: float, higher: bool) -> bool:
@@ -101,7 +102,7 @@ def collapse_sentence(configs: pd.DataFrame, option: str, x: str, metric: str,
     another holds, one clause each ('' when no option fails where another holds)."""
     m, c = _cols(metric)
     # every (option, x) pair, NaN where all its configurations diverged
-    grid = configs.sort_values(m, ascending=not higher, na_position="last") \
+    grid = configs.sort_values(m, ascending=not higher, na_position="last", kind="stable") \
         .groupby([option, x], sort=False).head(1)
     xs = sorted(grid[x].dropna().astype(float).unique())
     levels = sorted(grid[option].dropna().unique(), key=str)

@@ -31,7 +31,6 @@ from bench.report.figures import (
     diverged_marks,
     epoch_axis,
     facet_grid,
-    facet_title,
     legend_outside,
     level_colors,
     log_metric,
@@ -46,6 +45,7 @@ from bench.report.views import (
     StudyView,
     best_configs,
     ends_sentence,
+    higher_is_better,
     metric_label,
     winner_sentence,
 )
@@ -91,7 +91,10 @@ def _categorical_chart(ctx: Context, factor: str, key: str, question: str,
                 mean, half = mean_ci(ys.tolist())
                 ax.scatter(i + rng.uniform(-0.15, 0.15, len(ys)), ys, s=22, alpha=0.85,
                            color=colors[level], zorder=3)
-                ax.errorbar([i + 0.28], [mean], yerr=[[half if np.isfinite(half) else 0]],
+                bar = half if np.isfinite(half) else 0.0
+                lo_b, hi_b = metric_bounds(v.metric)  # a CI drawn within what the metric can be
+                ax.errorbar([i + 0.28], [mean], yerr=[[min(bar, mean - lo_b)],
+                                                      [min(bar, hi_b - mean)]],
                             fmt="D", color="0.15", ms=5, capsize=4, lw=1.5, zorder=4)
                 others = v.config_label(conf, (factor,))
                 g = v.runs[v.runs[factor] == level]
@@ -127,10 +130,8 @@ def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
     with style():
         for v, (ax,) in zip(views, facets, strict=False):
             hue = v.hue
-            groups = [(None, v.runs)] if hue is None else list(v.runs.groupby(hue))
             colors = level_colors(v, hue) if hue else {None: "0.2"}
-            for level, g in groups:
-                agg = tables.aggregate(g, [x], [v.metric])
+            for level, agg in _best_per_x(v, x, hue):
                 agg["study"], agg["line"] = v.name, level
                 rows.append(agg)
                 color = colors[level] if hue else "0.2"
@@ -151,7 +152,9 @@ def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
             if log_y:
                 ax.set_yscale("log")
                 plain_log_ticks(ax)
-            ax.set_title(facet_title(v, (x, hue)), fontsize=10)
+            others = [p for p in v.varied if p not in (x, hue)]
+            ax.set_title(v.label + (f"\neach point at its best {', '.join(others)}"
+                                    if others else ""), fontsize=10)
             ax.set_xlabel(f"{X_LABELS.get(x, x)} ({xscale} scale)")
             ax.set_ylabel(f"{metric_label(v.metric)}{' (log scale)' if log_y else ''}"
                           "\n(mean over seeds, 95% CI band)")
@@ -161,13 +164,30 @@ def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
     caption = ("Lines join the mean over seeds; the band is the 95% CI (absent where a point "
                "has one finite seed; on a log axis a band that reaches zero runs off the "
                "bottom); an x on the axis marks a setting where every seed diverged. Where a "
-               "study varies other settings too, each point pools them (named under the title). "
+               "study varies other settings too, each point is the best configuration at that "
+               "value (its other settings named under the title and in the CSV), not a pool. "
                "Hollow markers: trials the pruner stopped, at their value when stopped, with "
                "the epoch (e4 = stopped after epoch 4); they are not in the lines. "
                + " ".join(ends_sentence(v, x) for v in views))
     return Chart(key, f"{x} sensitivity", question, caption, png, files,
                  ctx.write_table(pd.concat(rows, ignore_index=True), key))
 
+
+
+def _best_per_x(v: StudyView, x: str, hue: str | None) -> list[tuple[Any, pd.DataFrame]]:
+    """Per line (hue value): at each value of `x` the best configuration (no diverged seed
+    first), with its mean, CI and other settings; NaN where every seed of every one diverged."""
+    m = f"{v.metric}_mean"
+    conf = v.configs.assign(_div=v.configs["n_diverged"] > 0)
+    conf = conf.sort_values(["_div", m], ascending=[True, not higher_is_better(v.metric)],
+                            na_position="last", kind="stable")
+    out = []
+    for level, g in ([(None, conf)] if hue is None else list(conf.groupby(hue, sort=True))):
+        best = g.groupby(x, sort=True).head(1).sort_values(x)
+        best = best.assign(best_settings=[v.config_label(r, (x, hue or "")) for _, r in
+                                          best.iterrows()]).drop(columns="_div")
+        out.append((level, best))
+    return out
 
 
 def _pruned_marks(ax: Any, v: StudyView, x: str, hue: str | None,

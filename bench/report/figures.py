@@ -207,12 +207,6 @@ def log_metric(metric: str) -> bool:
     return not is_fraction_metric(metric)
 
 
-def facet_title(v: StudyView, shown: tuple[str | None, ...]) -> str:
-    """The study label, and on a second line the varied settings a panel pools over."""
-    pooled = [p for p in v.varied if p not in shown]
-    return v.label + (f"\npooled over {', '.join(pooled)}" if pooled else "")
-
-
 def legend_outside(ax: Any, title: str | None = None) -> None:
     """Legend to the right of the axes, so it never hides data."""
     if ax.get_legend_handles_labels()[0]:

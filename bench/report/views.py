@@ -183,12 +183,15 @@ def ends_sentence(v: StudyView, x: str | None = None) -> str:
     parts = []
     pruned = v.ends[v.ends["end"] == "pruned"]
     if len(pruned):
-        where = "; ".join(
-            f"{v.config_label(r, ()) if x is None else f'{x}={param_text(r[x])}'} at epoch "
-            f"{int(r['end_epoch']) if math.isfinite(r['end_epoch']) else '?'}"
-            for _, r in pruned.sort_values("end_epoch").head(8).iterrows())
-        more = f" and {len(pruned) - 8} more" if len(pruned) > 8 else ""
-        parts.append(f"{len(pruned)} trial(s) of {v.name} were pruned ({where}{more})")
+        epochs = pruned["end_epoch"].dropna().astype(int).value_counts().sort_index()
+        when = ", ".join(f"{n} at epoch {e}" for e, n in epochs.items()) or "epoch unknown"
+        shown = pruned.sort_values("end_epoch").head(4)
+        where = "; ".join(f"{x}={param_text(r[x])}" if x else v.config_label(r)
+                          for _, r in shown.iterrows())
+        more = ", ..." if len(pruned) > len(shown) else ""
+        parts.append(f"{len(pruned)} trial(s) of {v.name} were pruned ({when}; e.g. "
+                     f"{where}{more})" if more else
+                     f"{len(pruned)} trial(s) of {v.name} were pruned ({when}: {where})")
     cannot = v.ends[v.ends["end"] == "cannot_run"]
     if len(cannot):
         why = sorted({str(d).partition(": ")[2] or "no reason recorded"
