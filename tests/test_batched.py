@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from bench.catalog import registry
+from bench.engines import batched
 from bench.engines.batched import group_key, train_many
 from bench.engines.reference import train
 from bench.engines.runner import run_specs
@@ -218,3 +219,66 @@ def test_runner_dispatches_to_batched_engine() -> None:
     assert [r.spec for r in results] == specs
     timing = results[0].timing
     assert timing["train_seconds"] > 0 and timing["samples_per_second"] > 0
+
+
+# --- compaction: members that stop leave the stacked computation ---------------------------------
+
+def stop_1_and_3_after_epoch_1_and_4_after_epoch_2(report) -> list[int]:
+    """A hook: runs 1 and 3 stop after epoch 1, run 4 after epoch 2."""
+    if report.epoch == 1 and report.run in (1, 3):
+        return [report.run]
+    return [4] if report.epoch == 2 and report.run == 4 else []
+
+
+COMPACTION_CASES = [  # model, loss, task, optimizer settings, shuffle
+    ("bn_mlp_20x3", "mse", "moons", {"optimizer": "sgd", "momentum": 0.9}, True),
+    ("mlp", "bce", "moons", {"optimizer": "adam"}, False),
+    ("tanh_mlp_4", "ce", "circles", {"optimizer": "adamw", "weight_decay": 0.01}, True),
+]
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("case", COMPACTION_CASES, ids=[c[0] for c in COMPACTION_CASES])
+def test_members_that_stay_are_bit_identical_when_others_leave(case, dtype: str,
+                                                                step: str) -> None:
+    model, loss, task, optimizer, shuffle = case
+    own = {"hidden": (8, 8), "batch_norm": True} if model == "mlp" else {}
+    base = RunSpec(task=task, model=model, loss=loss, dtype=dtype, n_samples=300, epochs=4,
+                   batch_size=32, shuffle=shuffle, **optimizer, **own)
+    specs = [base.replace(seed=s, lr=0.01 * (s + 1)) for s in range(7)]
+    left: list[int] = []
+    real_compact = batched._compact
+
+    def compact(stack, opt, staying):
+        left.append(len(set(staying)))  # distinct rows: members that stay (fillers copy one)
+        return real_compact(stack, opt, staying)
+
+    full = train_many(specs, record_steps=True, keep_params=True, step=step)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(batched, "_compact", compact)
+        cut = train_many(specs, record_steps=True, keep_params=True, step=step,
+                         on_epoch=stop_1_and_3_after_epoch_1_and_4_after_epoch_2)
+    assert left == [5, 4]  # the stopped members left after epochs 1 and 2
+    for i in (0, 2, 5, 6):  # never stopped: the very same bits as without any stopping
+        assert not cut[i].stopped and cut[i].epochs_run == 4
+        assert list(cut[i].params) == list(full[i].params)
+        for key, tensor in full[i].params.items():
+            assert torch.equal(cut[i].params[key], tensor), key
+        assert torch.equal(torch.tensor(cut[i].step_losses), torch.tensor(full[i].step_losses))
+        assert cut[i].curves == full[i].curves and cut[i].metrics == full[i].metrics
+    for i, epochs in ((1, 1), (3, 1), (4, 2)):  # stopped: the first epochs of the same run
+        assert cut[i].stopped and cut[i].epochs_run == epochs
+        assert cut[i].step_losses == full[i].step_losses[:len(cut[i].step_losses)]
+        assert cut[i].curves == {name: values[:epochs] for name, values in full[i].curves.items()}
+
+
+def test_packed_rows_keep_their_alignment_and_a_whole_number_of_vectors() -> None:
+    staying = [0, 2, 5, 6, 9, 13, 30]
+    layout = batched.pack_rows(staying, 4, 16)
+    assert len(layout) == 16  # rows 0 .. 10 (13 -> 9, 30 -> 10), rounded up
+    assert sorted(r for r in layout if r is not None) == staying
+    assert all(r % 4 == p % 4 for p, r in enumerate(layout) if r is not None)
+    assert batched.pack_rows([3, 5], 1, 1) == [3, 5]
+    assert batched.row_rules("cpu", torch.float32, native=True) == (1, 1)
+    assert batched.row_rules("cpu", torch.float64, native=False) == (2, 16)

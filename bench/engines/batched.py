@@ -21,11 +21,13 @@ Members differ in seed (initial weights and shuffle order), learning rate, momen
 eps, weight decay, L1 lambda and init scale; everything else (`GROUP_FIELDS`) must be shared,
 and `train_many` splits mixed specs into groups (and large groups into memory-bounded chunks).
 A member whose epoch train or validation loss is not finite is reported diverged at that
-epoch, exactly like the reference engine, and masked from then on: its parameters, optimizer
-state and learning rate are zeroed so it affects nothing. A member the `on_epoch` hook stops is
-frozen instead (learning rate 0, optimizer state zeroed, its BatchNorm running statistics put
-back before the final metrics), so its result is that of the shorter run; it still rides along
-in the stacked step until the group ends (dropping such members is the next issue's compaction).
+epoch, exactly like the reference engine; a member the `on_epoch` hook stops ends after that
+epoch with the metrics of its model then. Either way it leaves the stacked computation at that
+epoch boundary (compaction): the members left are copied, bit for bit, into a smaller stack
+(`Stack.select`, `StackedOptimizer.select`), so the remaining epochs cost in proportion to them.
+A member that stays computes exactly the bits it would have computed had nobody left: the native
+step computes each member on its own, and on the CPU torch step rows keep their alignment and
+the row count its vector multiple (`row_rules`; filler rows, never read, make up the rest).
 The per-epoch record, divergence rule and RunResults are `bench.engines.bookkeeping`'s; the
 stacked model and step live in `bench.engines.stacked`, the optimizers in
 `bench.engines.functional_optim`.
@@ -69,6 +71,9 @@ MAX_MEMBERS = 4096
 # Bytes one chunk may use for activations, stacked parameters and gathered batches.
 MEMORY_BUDGET = {"cpu": 1 << 30, "cuda": 8 << 30}
 PREGATHER_BYTES = 256 << 20  # gather a whole epoch's shuffled inputs at once below this size
+# What a row's numbers may depend on in torch's CPU kernels (see `row_rules`): the 16-byte
+# alignment of its block, and whether it falls in a tensor's scalar tail after 2 x 64-byte vectors.
+ALIGN_BYTES, VECTOR_BYTES = 16, 128
 EVAL_ELEMENTS = 1 << 24  # elements of the widest activation per evaluation chunk
 STEPS = ("auto", "native", "torch")  # how a CPU group's step runs; auto: native when it builds
 
@@ -97,8 +102,9 @@ def train_many(specs: Sequence[RunSpec], *, on_epoch: EpochHook | None = None,
     `step` picks the step implementation: "native" (the fused C++ kernel of `bench.engines.native`,
     CPU only), "torch" (the stacked torch step below, any device) or "auto" (native where it
     is available, else torch). Both compute the same function.
-    `on_epoch` sees every member's epochs (indices into `specs`); a member it stops is frozen
-    (see `bench.engines.registry`); `data`, when given, is every spec's task data.
+    `on_epoch` sees every member's epochs (indices into `specs`); a member it stops leaves its
+    group's stacked computation after that epoch (see `bench.engines.registry`); `data`, when
+    given, is every spec's task data.
     """
     if step not in STEPS:
         raise ValueError(f"unknown step {step!r}; choose one of {', '.join(STEPS)}")
@@ -192,7 +198,7 @@ def _evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, loss_name: str,
     head = stack.head
     widest = max(layer.out_features for layer in stack.arch if isinstance(layer, Linear))
     n = x.shape[0]
-    chunk = max(1, min(n, EVAL_ELEMENTS // (stack.k * widest)))
+    chunk = max(1, min(n, EVAL_ELEMENTS // (stack.eval_k * widest)))
     transient: dict[int, Workspace] = {}
     target = encode_targets(y, head, loss_name, stack.dtype)
     loss_sum: torch.Tensor | None = None
@@ -208,13 +214,14 @@ def _evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, loss_name: str,
                     size, Workspace(stack.dtype, stack.device))
                 out = stack.forward(x[start:stop], False, ws)
             # [K, B, O] in memory: the loss and argmax run along contiguous rows of O.
-            out = out.transpose(1, 2).contiguous()
+            out = _whole_vectors(out.transpose(1, 2).contiguous())
             loss = _loss(loss_fn, out, target[start:stop], head)
             if kind == "regression":
                 score = ((out.squeeze(-1) - y[start:stop]) ** 2).sum(dim=-1)
             else:
                 score = (predict_classes(out, head) == y[start:stop]).to(out.dtype)
                 score = score.mean(dim=-1) if chunk >= n else score.sum(dim=-1)
+            loss, score = loss[:stack.k], score[:stack.k]
             if chunk >= n:
                 loss_sum, score_sum = loss, score
             else:
@@ -229,6 +236,16 @@ def _evaluate(stack: Stack, x: torch.Tensor, y: torch.Tensor, loss_name: str,
     else:
         scores["accuracy"] = score_sum if chunk >= n else score_sum / n
     return scores
+
+
+def _whole_vectors(out: torch.Tensor) -> torch.Tensor:
+    """`out` ([K, ...], on the CPU) with zero rows appended up to a multiple of
+    `VECTOR_BYTES / itemsize` rows, so that no member's loss falls in a kernel's scalar tail
+    (see `row_rules`): its numbers do not depend on how many members there are."""
+    rows = VECTOR_BYTES // out.element_size()
+    if out.device.type != "cpu" or out.shape[0] % rows == 0:
+        return out
+    return torch.cat([out, out.new_zeros(-out.shape[0] % rows, *out.shape[1:])])
 
 
 # --- one group ------------------------------------------------------------------------------------
@@ -246,15 +263,17 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
 
     states = [initial_state(plan.arch, init=s.init, init_scale=s.init_scale, seed=s.seed,
                             dtype=plan.dtype) for s in specs]
-    stack = Stack(plan, states, device)
-    opt = StackedOptimizer(stack, specs, first.epochs * n_batches)
+    period, multiple = row_rules(device, plan.dtype, native=bool(native_threads))
+    fillers = -k % multiple  # rows that only pad the stack (copies of member 0, never read)
+    stack = Stack(plan, states + states[:1] * fillers, device)
+    opt = StackedOptimizer(stack, list(specs) + list(specs[:1]) * fillers,
+                           first.epochs * n_batches)
     x = data.x_train
     y = encode_targets(data.y_train, plan.head, first.loss, plan.dtype)
     gens = [shuffle_generator(s.seed) for s in specs] if first.shuffle else []
     if native_threads:
         stack.use_native(first.loss, native_threads)
         x, y = x.contiguous(), y.contiguous()
-    step_losses = torch.empty(k, dtype=plan.dtype, device=device)
     # The torch step gathers a whole epoch's shuffled inputs at once when they are small;
     # the native step reads each member's rows straight from x.
     pregather = not native_threads and k * n * x.shape[1] * x.element_size() <= PREGATHER_BYTES
@@ -262,19 +281,31 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
     ledger = Ledger(specs, kind, data.task.default_metric, on_epoch)
     step_buffer = torch.empty((first.epochs * n_batches, k), dtype=plan.dtype, device=device) \
         if record_steps else None
-    snapshots: dict[int, dict[str, torch.Tensor]] = {}
-    frozen_bn: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}  # stopped members' BN stats
+    # rows[r]: the member (index into specs) in row r of the stack, None for a filler row
+    rows: list[int | None] = [*range(k), *[None] * fillers]
+    params: dict[int, dict[str, torch.Tensor]] = {}  # members that left, when keep_params
+    final: dict[int, dict[str, float]] = {}  # final metrics of stopped members, at their stop
     train_clock, eval_clock = Stopwatch(device), Stopwatch(device)
     step = 0
 
     for epoch in range(1, first.epochs + 1):
+        live = len(rows)
         with train_clock.measure():
             xs = ys = order = None
             if first.shuffle:
-                order = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
+                order = torch.stack([torch.arange(n) if i is None else
+                                     torch.randperm(n, generator=gens[i]) for i in rows])
+                order = order.to(device)
                 if pregather:
                     xs, ys = gather_rows(x, order), gather_rows(y, order)
-            loss_sum = torch.zeros(k, dtype=plan.dtype, device=device)
+            step_losses = torch.empty(live, dtype=plan.dtype, device=device)
+            loss_sum = torch.zeros(live, dtype=plan.dtype, device=device)
+            members = [r for r, i in enumerate(rows) if i is not None]
+            if rows == list(range(k)):
+                own, columns = slice(None), slice(None)
+            else:
+                own = torch.tensor(members, device=device)
+                columns = torch.tensor([rows[r] for r in members], device=device)
             for start in range(0, n, bs):
                 stop = min(n, start + bs)
                 if stack.native is not None:
@@ -286,68 +317,109 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
                 opt.step(stack.grad, step)
                 loss_sum += detached
                 if step_buffer is not None:
-                    step_buffer[step] = detached
+                    step_buffer[step, columns] = detached[own]
                 step += 1
         with eval_clock.measure():
             val = _evaluate(stack, data.x_val, data.y_val, first.loss, kind)
-            rows = torch.stack([loss_sum, val["loss"], *(val[m] for m in names)]).tolist()
-        for i in range(k):
-            if ledger.alive(i):
-                scores = {"loss": rows[1][i], **{m: rows[2 + j][i] for j, m in enumerate(names)}}
-                ledger.record(i, epoch, rows[0][i] / n_batches, scores, train_clock.seconds / k)
-        ended = ledger.newly_ended()
-        if ended:
+            values = torch.stack([loss_sum, val["loss"], *(val[m] for m in names)]).tolist()
+        for r, i in enumerate(rows):
+            if i is None:
+                continue
+            scores = {"loss": values[1][r], **{m: values[2 + j][r] for j, m in enumerate(names)}}
+            ledger.record(i, epoch, values[0][r] / n_batches, scores, train_clock.seconds / k)
+        ended = set(ledger.newly_ended())
+        if ended:  # they leave the stacked computation now (compaction)
+            leaving = [r for r, i in enumerate(rows) if i is not None and i in ended]
             if keep_params:
-                snapshots.update({i: stack.member_state(i, epoch * n_batches)
-                                  for i in ended if ledger.diverged(i)})
-            diverged = [i for i in ended if ledger.diverged(i)]
-            stopped = [i for i in ended if not ledger.diverged(i)]
-            if diverged:
-                opt.mask(_member_mask(k, diverged, device))
-            if stopped:  # frozen: no more updates; BN statistics put back before final metrics
-                opt.freeze(_member_mask(k, stopped, device))
-                frozen_bn.update({i: [(rm[i].clone(), rv[i].clone())
-                                      for rm, rv in stack.running.values()] for i in stopped})
-        if not ledger.any_alive():
-            break
+                params.update({rows[r]: stack.member_state(r, epoch * n_batches)
+                               for r in leaving})
+            stopped = [r for r in leaving if not ledger.diverged(rows[r])]
+            if stopped:  # the metrics of the model at its stop
+                final.update(_leaving_metrics(stack, stopped, [rows[r] for r in stopped],
+                                              data, first.loss, kind, val))
+            staying = [r for r, i in enumerate(rows) if i is not None and i not in ended]
+            if not staying:
+                rows = []
+                break
+            layout = pack_rows(staying, period, multiple)
+            kept = [staying[0] if r is None else r for r in layout]  # fillers copy a member
+            rows = [None if r is None else rows[r] for r in layout]
+            stack, opt = _compact(stack, opt, kept)
+            val = {key: v[kept] for key, v in val.items()}
 
-    for i, saved in frozen_bn.items():
-        for (rm, rv), (m, v) in zip(stack.running.values(), saved, strict=True):
-            rm[i].copy_(m)
-            rv[i].copy_(v)
     keys = final_metric_keys(kind)
-    finished = [i for i in range(k) if not ledger.diverged(i)]
-    final = _final_metrics(stack, data, first.loss, kind, val) if finished else None
+    last = [r for r, i in enumerate(rows) if i is not None]
+    if last:
+        final.update(_leaving_metrics(stack, last, [rows[r] for r in last], data, first.loss,
+                                      kind, val))
+        if keep_params:
+            params.update({rows[r]: stack.member_state(r, first.epochs * n_batches)
+                           for r in last})
     steps_cpu = step_buffer.cpu() if step_buffer is not None else None
     train_s, eval_s = train_clock.seconds / k, eval_clock.seconds / k
     results = []
     for i in range(k):
-        if final is None:
-            metrics = dict.fromkeys(keys, math.nan)
-        else:
-            metrics = {key: final[key][i] for key in keys}
-            if ledger.stopped[i]:  # validation as it was when the member stopped
-                curves = ledger.curves[i]
-                metrics.update({f"val_{m}": curves[f"val_{m}"][-1] for m in names},
-                               val_loss=curves["val_loss"][-1])
         epochs_run = ledger.epochs_run[i]
-        params = None
-        if keep_params:
-            params = snapshots.get(i) or stack.member_state(i, epochs_run * n_batches)
         results.append(ledger.result(
-            i, metrics=metrics, train_seconds=train_s, eval_seconds=eval_s, n_train=n,
-            engine="batched",
+            i, metrics=final.get(i, dict.fromkeys(keys, math.nan)), train_seconds=train_s,
+            eval_seconds=eval_s, n_train=n, engine="batched",
             step_losses=steps_cpu[:epochs_run * n_batches, i].tolist()
             if steps_cpu is not None else None,
-            params=params))
+            params=params.get(i) if keep_params else None))
     return results
 
 
-def _member_mask(k: int, members: list[int], device: str) -> torch.Tensor:
-    """A [K] boolean mask on `device`, True for `members`."""
-    mask = torch.zeros(k, dtype=torch.bool)
-    mask[members] = True
-    return mask.to(device)
+def row_rules(device: str, dtype: torch.dtype, native: bool) -> tuple[int, int]:
+    """(period, multiple): a member may only move to a row `period` rows away, and a stack has
+    a multiple of `multiple` rows (fillers make up the rest), so that a member computes the
+    same bits in whichever row it sits and however many rows there are.
+
+    On the CPU torch's kernels are not position-free: MKL's batched GEMM may sum in another
+    order when an operand starts at another 16-byte alignment (a member's block of a `[K, ...]`
+    buffer starts at row * size), and elementwise kernels run two 64-byte vectors at a time and
+    finish a tensor's last elements with scalar code, whose sigmoid, tanh, exp and log differ
+    from the vectorised ones in the last bit. Rows 16 / itemsize apart share an alignment, and
+    a row count that is a multiple of 128 / itemsize leaves no scalar tail in any `[K, ...]`
+    tensor. The native step computes each member with its own unaligned loads in fixed blocks,
+    and a CUDA thread computes an element the same way wherever it sits: (1, 1).
+    """
+    if native or not device.startswith("cpu"):
+        return 1, 1
+    return max(1, ALIGN_BYTES // dtype.itemsize), max(1, VECTOR_BYTES // dtype.itemsize)
+
+
+def pack_rows(staying: list[int], period: int, multiple: int) -> list[int | None]:
+    """Where the rows `staying` go when the others leave: for each new row, the old row it
+    takes, or None for a filler. Each row keeps its place modulo `period` and the row count is
+    rounded up to a multiple of `multiple` (see `row_rules`); within that, rows are packed as
+    tightly as they can be.
+    """
+    classes = [[r for r in staying if r % period == c] for c in range(period)]
+    length = max(period * (len(rows) - 1) + c + 1 for c, rows in enumerate(classes) if rows)
+    length += -length % multiple
+    return [classes[p % period][p // period] if p // period < len(classes[p % period]) else None
+            for p in range(length)]
+
+
+def _compact(stack: Stack, opt: StackedOptimizer,
+             staying: list[int]) -> tuple[Stack, StackedOptimizer]:
+    """The stack and optimizer of the rows `staying` alone (see `Stack.select`)."""
+    smaller = stack.select(staying)
+    return smaller, opt.select(smaller, staying)
+
+
+def _leaving_metrics(stack: Stack, leaving: list[int], members: list[int], data: TaskData,
+                     loss: str, kind: str,
+                     val: dict[str, torch.Tensor]) -> dict[int, dict[str, float]]:
+    """Final metrics of the stack's rows `leaving` (members `members`), whose last validation
+    evaluation is `val` (of every row): the whole stack when every row leaves, else a stack
+    of those rows alone."""
+    if len(leaving) < stack.k:
+        stack = stack.select(leaving)
+        val = {key: v[leaving] for key, v in val.items()}
+    metrics = _final_metrics(stack, data, loss, kind, val)
+    return {i: {key: values[r] for key, values in metrics.items()}
+            for r, i in enumerate(members)}
 
 
 def _final_metrics(stack: Stack, data: TaskData, loss: str, kind: str,

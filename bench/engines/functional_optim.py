@@ -3,6 +3,9 @@ a `Stack`'s flat parameter buffer, with one hyperparameter value per member."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
@@ -79,24 +82,24 @@ class StackedOptimizer:
         # torch's addcdiv computes p + (value * exp_avg) / denom, in that order.
         p.add_(torch.mul(self.exp_avg, per(self.neg_step_size[step_index])).div_(denom))
 
-    @torch.no_grad()
-    def freeze(self, members: torch.Tensor) -> None:
-        """Stop updating members where `members` ([K] bool) is True, keeping their parameters:
-        learning rate 0 and optimizer state zeroed (a run the `on_epoch` hook stopped)."""
-        element = self.stack.per_element(members)
-        if self.kind == "sgd":
-            self.neg_lr.masked_fill_(element, 0.0)
-            if self.buf is not None:
-                self.buf.masked_fill_(element, 0.0)
-            return
-        self.neg_step_size.masked_fill_(members.unsqueeze(0), 0.0)
-        self.exp_avg.masked_fill_(element, 0.0)
-        self.exp_avg_sq.masked_fill_(element, 0.0)
-        if self.decay is not None:
-            self.decay.masked_fill_(element, 1.0)
+    def select(self, stack: Stack, rows: Sequence[int]) -> StackedOptimizer:
+        """This optimizer for `stack`, which is `self.stack.select(rows)`: every member's
+        hyperparameters and state (momentum buffer, Adam moments) copied bit for bit."""
+        index = torch.tensor(list(rows), dtype=torch.long, device=stack.device)
+        elements = self.stack.element_index(index)
+        new = copy.copy(self)
+        new.stack = stack
+        for name in PER_ELEMENT:
+            value = getattr(self, name, None)
+            if value is not None:
+                setattr(new, name, value.index_select(0, elements))
+        for name in PER_STEP_AND_MEMBER:
+            if hasattr(self, name):
+                setattr(new, name, getattr(self, name).index_select(1, index))
+        return new
 
-    @torch.no_grad()
-    def mask(self, dead: torch.Tensor) -> None:
-        """Stop updating members where `dead` is True and zero their state (diverged runs)."""
-        self.freeze(dead)
-        self.stack.reset_members(dead)
+
+# The optimizer's [P] tensors (one value per flat element) and its [steps, K] tables.
+PER_ELEMENT = ("l1", "neg_lr", "wd", "momentum", "buf", "decay", "lerp_weight", "beta2",
+               "one_minus_beta2", "eps", "exp_avg", "exp_avg_sq")
+PER_STEP_AND_MEMBER = ("neg_step_size", "bc2_sqrt")

@@ -96,9 +96,8 @@ _ENGINES: dict[str, Engine] = {e.name: e for e in [
            stops_runs="the run ends after the epoch the request came in"),
     Engine("batched", "runs that share a shape trained as one stacked computation (fused C++ "
            "step on the CPU)", "bench.engines.batched", stacks=True,
-           stops_runs="the member is frozen after that epoch (learning rate 0, its BatchNorm "
-                      "statistics restored at the end); the group trains on until every member "
-                      "has ended"),
+           stops_runs="the member leaves the stacked computation after that epoch (the "
+                      "group is compacted; the members left train on bit for bit as before)"),
     Engine("notebook", "the notebooks' loop: per-item Dataset + DataLoader, .item() every step",
            "bench.engines.notebook", stacks=False,
            stops_runs="the run ends after the epoch the request came in"),

@@ -41,8 +41,10 @@ class Stack:
     hand-written stacked forward and backward passes (no autograd in the step loop)."""
 
     def __init__(self, plan: Plan, states: list[dict[str, torch.Tensor]], device: str) -> None:
-        self.arch, self.head, self.dtype, self.device = plan.arch, plan.head, plan.dtype, device
+        self.plan, self.arch, self.head = plan, plan.arch, plan.head
+        self.dtype, self.device = plan.dtype, device
         self.k = len(states)
+        self.eval_k = self.k  # the group size evaluation chunks are sized for (kept by `select`)
         for i, layer in enumerate(self.arch):
             if isinstance(layer, BatchNorm) and not (
                     i + 1 < len(self.arch) and isinstance(self.arch[i + 1], Linear)):
@@ -79,9 +81,11 @@ class Stack:
             for i, layer in enumerate(self.arch) if isinstance(layer, BatchNorm)}
         self._workspaces: dict[tuple[int, bool], Workspace] = {}
         self.native: native.NativeMLP | None = None
+        self._native_args: tuple[str, int] | None = None
 
     def use_native(self, loss: str, threads: int) -> None:
         """Run this stack's training steps and evaluations with the fused C++ kernel."""
+        self._native_args = (loss, threads)
         self.native = native.NativeMLP(self.arch, self.head, loss, self.k, self.flat, self.grad,
                                        {p.name: p.offset for p in self.layout}, self.running,
                                        threads)
@@ -247,13 +251,30 @@ class Stack:
                 state[f"{i}.num_batches_tracked"] = torch.tensor(steps, dtype=torch.int64)
         return {name: state[name] for name in sorted(state, key=_state_order)}
 
-    def reset_members(self, dead: torch.Tensor) -> None:
-        """Zero the parameters and reset the BN statistics of members where `dead` is True."""
-        mask = self.per_element(dead)
-        self.flat.masked_fill_(mask, 0.0)
-        for rm, rv in self.running.values():
-            rm.masked_fill_(dead.unsqueeze(1), 0.0)
-            rv.masked_fill_(dead.unsqueeze(1), 1.0)
+    def element_index(self, rows: torch.Tensor) -> torch.Tensor:
+        """Where the flat elements of members `rows` ([R] long) are, in the order a stack of just
+        those members lays them out (parameter by parameter, member by member)."""
+        return torch.cat([
+            (p.offset + rows.unsqueeze(1) * p.numel
+             + torch.arange(p.numel, device=rows.device)).reshape(-1) for p in self.layout])
+
+    def select(self, rows: Sequence[int]) -> Stack:
+        """A new stack of the members in `rows` (in that order): parameters and BatchNorm running
+        statistics copied bit for bit, the same step implementation, the same evaluation chunks.
+
+        This is how members leave a group (compaction): every kernel of the step computes a
+        member from its own parameters alone, so a member trains on exactly as before.
+        """
+        states = [{p.name: self.views[p.name][r] for p in self.layout} for r in rows]
+        new = Stack(self.plan, states, self.device)
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        for i, (rm, rv) in self.running.items():
+            new.running[i][0].copy_(rm.index_select(0, index))
+            new.running[i][1].copy_(rv.index_select(0, index))
+        new.eval_k = self.eval_k
+        if self._native_args is not None:
+            new.use_native(*self._native_args)
+        return new
 
 
 def gather_rows(x: torch.Tensor, index: torch.Tensor,
