@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import zipfile
 from pathlib import Path
 
 import optuna
@@ -247,14 +248,7 @@ def test_categories_are_compared_at_their_own_best_settings(built) -> None:
         assert shown.loc[level, "best_settings"].startswith("lr=")
     chart = next(c for c in result.charts if c.key == "optimizers")
     assert "at its own best other settings" in chart.caption and "pooled" in chart.caption
-
-
-def test_a_value_keeps_its_colour_in_every_chart_of_a_study(built) -> None:
-    _, _, url = built
-    studies = tables.load_studies(url)
-    opt = next(v for v in views.study_views(tables.runs_table(studies), studies)
-               if v.name == "opt")
-    one = views.StudyView(opt.name, opt.task, opt.model, opt.metric,
+    one = views.StudyView(opt.name, opt.task, opt.model, opt.metric,  # Adam keeps its colour
                           opt.runs[opt.runs["optimizer"] == "adam"], opt.varied, opt.configs)
     for v in (opt, one):
         assert figures.level_colors(v, "optimizer")["adam"] == figures.PALETTE["adam"]
@@ -474,14 +468,39 @@ def test_sigterm_while_building_leaves_the_old_report_and_no_temporary_folder(
     assert _leftovers(tmp_path) == []
 
 
-def test_the_report_is_readable_as_the_umask_allows(tmp_path: Path) -> None:
-    previous = os.umask(0o022)
+def test_the_report_is_readable_by_others_whatever_the_umask(tmp_path: Path) -> None:
+    previous = os.umask(0o077)
     try:
         build.build_report(None, tmp_path / "r", timing_paths=[], reproduce_path=tmp_path / "x")
     finally:
         os.umask(previous)
-    assert (tmp_path / "r").stat().st_mode & 0o777 == 0o755
-    assert (tmp_path / "r" / "index.html").stat().st_mode & 0o777 == 0o644
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777
+             for p in [tmp_path / "r", *(tmp_path / "r").rglob("*")]}
+    assert modes["r"] == 0o755 and modes["r/index.html"] == 0o644
+    assert {m for p, m in modes.items() if (tmp_path / p).is_file()} == {0o644}
+    assert {m for p, m in modes.items() if (tmp_path / p).is_dir()} == {0o755}
+
+
+def test_report_zip_writes_one_archive_with_relative_links(built, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture) -> None:
+    _, _, url = built
+    out = tmp_path / "rep"
+    assert main(["report", "--storage", url, "--out", str(out), "--no-boundaries", "--zip",
+                 "--timing", "--reproduce", str(tmp_path / "none.csv")]) == 0
+    archive = tmp_path / "rep.zip"
+    assert f"archive: {archive}" in capsys.readouterr().out
+    assert archive.stat().st_mode & 0o777 == 0o644
+    with zipfile.ZipFile(archive) as z:
+        names = set(z.namelist())
+        z.extractall(tmp_path / "unpacked")
+    files = {f"rep/{p.relative_to(out).as_posix()}" for p in out.rglob("*") if p.is_file()}
+    assert names == files - {"rep/.nnbench-report"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rep", "rep.zip", "unpacked"]
+    moved = tmp_path / "unpacked" / "rep"  # links are relative: they work wherever it lands
+    html, md = (moved / "index.html").read_text(), (moved / "report.md").read_text()
+    links = re.findall(r"href='([^'#][^']*)'", html) + re.findall(r"\]\(([^)#]+)\)", md)
+    assert links and all("://" not in x and not x.startswith("/") for x in links)
+    assert all((moved / link).is_file() for link in links)
 
 
 def test_a_file_added_to_the_old_report_while_building_is_not_deleted(
@@ -578,22 +597,3 @@ def test_pruned_diverged_and_cannot_run_trials_are_told_apart(tmp_path: Path) ->
     assert "1 trial(s) of ends were pruned (1 at epoch 2: lr=0.3)" in lr.caption
     assert "1 trial(s) of ends cannot run here (device 'cuda' is not available on h)" \
         in lr.caption
-
-
-def test_batch_sizes_are_compared_at_their_best_lr_and_full_is_named(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'o.db'}"
-    make_study(url, "bs", TINY.replace(optimizer="adam"),
-               [{"batch_size": b, "lr": lr} for b in (10, None) for lr in (0.01, 0.1)],
-               seeds=(0, 1))
-    result = build.build_report(url, tmp_path / "out", timing_paths=[], boundaries=False)
-    shown = pd.read_csv(tmp_path / "out" / "tables" / "batch_size.csv")
-    studies = tables.load_studies(url)
-    (v,) = views.study_views(tables.runs_table(studies), studies)
-    best = v.ranked().groupby("batch_size").head(1).set_index("batch_size")
-    assert sorted(shown["batch_size"]) == [10, 60]  # full batch = the 60 training examples
-    for _, row in shown.iterrows():
-        assert row["trial"] == best.loc[row["batch_size"], "trial"]
-        assert row["best_settings"].startswith("lr=")
-    chart = next(c for c in result.charts if c.key == "batch_size")
-    assert "'full' is full-batch training" in chart.caption
-    assert "only the sweep's time is shown" in chart.caption

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import optuna
 import pandas as pd
 import pytest
 
-from bench.report import answers, tables
+from bench.report import answers, build, tables, views
 from bench.spec import RunSpec
 from bench.store import write_json_atomic
 from bench.sweeps.storage import open_storage
@@ -293,3 +294,24 @@ def test_ceiling_warns_when_several_options_saturate_the_metric() -> None:
     assert answers.ceiling_sentence(loss, "optimizer", "val_loss", "x") == ""
     plain = answers.ceiling_sentence(df, None, "val_accuracy", "validation accuracy")
     assert plain.startswith("Ceiling: 2 configurations reach 0.995")
+
+
+# --- the tables behind the charts ---------------------------------------------------------------
+
+def test_batch_sizes_are_compared_at_their_best_lr_and_full_is_named(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    make_study(url, "bs", TINY.replace(optimizer="adam", epochs=4),
+               [{"batch_size": b, "lr": lr} for b in (10, None) for lr in (0.01, 0.1)],
+               seeds=(0, 1))
+    result = build.build_report(url, tmp_path / "out", timing_paths=[], boundaries=False)
+    shown = pd.read_csv(tmp_path / "out" / "tables" / "batch_size.csv")
+    studies = tables.load_studies(url)
+    (v,) = views.study_views(tables.runs_table(studies), studies)
+    best = v.ranked().groupby("batch_size").head(1).set_index("batch_size")
+    assert sorted(shown["batch_size"]) == [10, 60]  # full batch = the 60 training examples
+    for _, row in shown.iterrows():
+        assert row["trial"] == best.loc[row["batch_size"], "trial"]
+        assert row["best_settings"].startswith("lr=")
+    chart = next(c for c in result.charts if c.key == "batch_size")
+    assert "'full' is full-batch training" in chart.caption
+    assert "only the sweep's time is shown" in chart.caption

@@ -10,7 +10,7 @@ HELP = "write tables (CSV), seaborn charts, index.html and report.md from studie
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """--storage, --out, --timing, --reproduce, --no-boundaries."""
+    """--storage, --out, --timing, --reproduce, --no-boundaries, --zip."""
     parser.add_argument("--storage", metavar="URL",
                         help="Optuna storage URL (sqlite:///..., postgresql://...) or a journal "
                              "file; default: results/optuna.db, else results/optuna.journal")
@@ -25,12 +25,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="reproduction table (default: %(default)s)")
     parser.add_argument("--no-boundaries", action="store_true",
                         help="skip the decision-boundary charts (they retrain the best models)")
+    parser.add_argument("--zip", action="store_true",
+                        help="also write the report folder as one archive to send, DIR.zip "
+                             "beside it (its links are relative: it works once unpacked)")
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build the report and print where it is and what it could not show."""
+    """Build the report (and its archive with --zip); print where and what it could not show."""
     from bench.report import tables
-    from bench.report.build import build_report
+    from bench.report.build import build_report, zip_report
 
     storage = args.storage or tables.default_storage_url()
     timing = None if args.timing is None else [Path(p) for p in args.timing]
@@ -42,4 +45,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"  note: {note}")
     for m in result.missing:
         print(f"  not shown: {m.question} (needs {m.needs})")
+    if args.zip:
+        print(f"archive: {zip_report(result.out)}")
     return 0

@@ -31,6 +31,7 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -54,7 +55,7 @@ from bench.report.history import chart_history
 from bench.report.page import ReportResult, render_html, render_markdown
 from bench.report.timing_chart import chart_timing
 from bench.report.views import study_summary, study_views
-from bench.store import umask_mode, write_json_atomic, write_text_atomic
+from bench.store import write_json_atomic, write_text_atomic
 from bench.sweeps.storage import display_url
 
 # The charts in page order; each returns a Chart, a Missing (what would provide its data), or a
@@ -176,11 +177,11 @@ def build_report(storage: str | None, out: str | Path, *, timing_paths: list[Pat
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
-        tmp.chmod(umask_mode(0o777))  # readable like any folder, not owner-only as mkdtemp makes
         _write_marker(tmp, [])  # first, so a build killed with -9 is recognisably ours
         _remove_stale(out)
         result = _write_all(tmp, out, studies, runs, timing, repro, notes, shown, boundaries)
         _write_marker(tmp, [f.as_posix() for f in result.files])
+        share(tmp)
         check_out(out)  # again: a file put into the old report meanwhile is not deleted
         _swap_in(tmp, out)
     except OSError as exc:  # a full disk, a read-only folder: nothing half-written is kept
@@ -229,6 +230,43 @@ def _write_all(tmp: Path, out: Path, studies: list[tables.StudyData], runs: pd.D
     write_text_atomic(tmp / "report.md", render_markdown(result, summaries, extra, storage))
     result.files = sorted([*files, Path("index.html"), Path("report.md")])
     return result
+
+
+def share(folder: Path) -> None:
+    """Make a report folder readable by others whatever the umask (a report is meant to be
+    sent): files 0644, folders 0755 (mkdtemp and atomic writes make them owner-only)."""
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        if not path.is_symlink():
+            path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def zip_report(out: str | Path) -> Path:
+    """The report folder `out` as one archive to send, `out`.zip beside it: every file under a
+    top folder named like `out` (its links are relative, so it opens as it is once unpacked),
+    without the report's marker; written whole or not at all, readable by others."""
+    out = Path(out)
+    target = out.with_name(f"{out.name}.zip")
+    fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{target.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for path in sorted(out.rglob("*")):
+                if path.is_file() and not path.is_symlink() and path.name != REPORT_MARKER:
+                    info = zipfile.ZipInfo.from_file(path, f"{out.name}/"
+                                                           f"{path.relative_to(out).as_posix()}")
+                    info.external_attr = (0o100644 << 16)
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    archive.writestr(info, path.read_bytes())
+        tmp.chmod(0o644)
+        tmp.replace(target)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target} ({exc.strerror or exc}); the report folder "
+                         f"{out} is complete: free space or zip it by hand") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
 
 
 def _write_marker(folder: Path, files: list[str]) -> None:
