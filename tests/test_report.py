@@ -126,7 +126,7 @@ def test_page_is_self_contained_and_says_what_is_missing(built) -> None:
                                                       for s in sources)
     assert "<link" not in page and "<script" not in page
     missing = {m.key for m in result.missing}
-    assert {"losses", "l1", "batch_size"} <= missing
+    assert {"losses", "inits", "l1", "batch_size"} <= missing
     assert "sweeps <code>loss</code>" in page and "sweeps <code>l1</code>" in page
     assert "match" in page and "moons_bn_mlp" in page  # reproduction table
     md = (out / "report.md").read_text()

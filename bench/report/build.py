@@ -45,6 +45,7 @@ from bench.report.boundaries import chart_boundaries
 from bench.report.charts import (
     chart_batch_size,
     chart_curves,
+    chart_inits,
     chart_l1,
     chart_losses,
     chart_lr,
@@ -60,7 +61,7 @@ from bench.sweeps.storage import display_url
 
 # The charts in page order; each returns a Chart, a Missing (what would provide its data), or a
 # list of them (one per study).
-CHARTS: tuple[ChartFn, ...] = (chart_optimizers, chart_lr, chart_losses, chart_l1,
+CHARTS: tuple[ChartFn, ...] = (chart_optimizers, chart_lr, chart_losses, chart_inits, chart_l1,
                                chart_batch_size, chart_curves, chart_timing, chart_history,
                                chart_boundaries)
 

@@ -65,6 +65,11 @@ def chart_losses(ctx: Context) -> Chart | Missing:
 
 
 
+def chart_inits(ctx: Context) -> Chart | Missing:
+    """Weight initialisations compared, each at its best other settings (e.g. its scale)."""
+    return _categorical_chart(ctx, "init", "inits", "Which weight initialisation trains best?")
+
+
 def _categorical_chart(ctx: Context, factor: str, key: str, question: str,
                        levels: tuple[str, ...] | None = None) -> Chart | Missing:
     """Each level of `factor` at its own best other settings: the best configuration with that

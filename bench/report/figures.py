@@ -46,6 +46,8 @@ NEEDS = {
                       "`bench sweep studies/moons_lr.toml`",
     "losses": "a study that sweeps `loss` over mse and bce on a classification task, e.g. "
               "`bench sweep studies/moons_loss.toml`",
+    "inits": "a study that sweeps `init` over at least 2 schemes, e.g. "
+             "`bench sweep studies/sine_init.toml`",
     "l1": "a study that sweeps `l1` over at least 2 values (0 included), e.g. "
           "`bench sweep studies/sine_l1.toml`",
     "batch_size": "a study that sweeps `batch_size` over at least 2 values, e.g. "
