@@ -57,7 +57,7 @@ def test_hyperband_trains_fewer_member_epochs_than_no_pruning(benchmark, tmp_pat
     from bench.sweeps.sweep import sweep
 
     trials = TRIALS if not benchmark.disabled else 12
-    group = 16 if not benchmark.disabled else 4
+    group = 64 if not benchmark.disabled else 4
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     figures: dict[str, object] = {"trials": trials, "seeds": 3, "group": group, "epochs": 27}
