@@ -40,6 +40,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--torch-step", action="store_true",
                         help="also time the batched engine on its stacked torch step "
                              "(engine batched_torch) for the native step's gain in the same run")
+    parser.add_argument("--stopping", action="store_true",
+                        help="instead of the workloads: time a moons group (K = the largest "
+                             "--ks) with no stopping, with 3/4 of it stopped after epoch 2 "
+                             "(compaction) and with all of it stopped then")
+    parser.add_argument("--step", default="auto", choices=("auto", "native", "torch"),
+                        help="the batched engine's step for --stopping (default auto)")
     parser.add_argument("--out-dir", default="results/perf", help="where the JSON goes")
 
 
@@ -67,17 +73,22 @@ def run(args: argparse.Namespace) -> int:
                          f"{', '.join(perf.WORKLOADS)}")
     ensure_dir(args.out_dir, "--out-dir")  # before measuring: fail fast
     results = []
+    stopping = None
     with num_threads(args.threads) as threads:
         print(f"bench perf on {device}, {threads} thread(s), {repeats} repeats, K={ks}",
               file=sys.stderr)
-        for name in names:
+        if args.stopping:
+            stopping = perf.measure_stopping(device=device, k=max(ks), repeats=repeats,
+                                             step=args.step,
+                                             log=lambda line: print(line, file=sys.stderr))
+        for name in names if stopping is None else []:
             engines = (*perf.ENGINES, perf.TORCH_STEP) if args.torch_step else perf.ENGINES
             results.append(perf.measure_workload(
                 perf.WORKLOADS[name], device=device, ks=ks, repeats=repeats, quick=args.quick,
                 engines=engines, log=lambda line: print(line, file=sys.stderr)))
         machine = machine_info()
     commit, dirty = git_state()
-    print(perf.format_table(results))
+    print(perf.format_table(results) if stopping is None else perf.format_stopping(stopping))
     document = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "command": "bench perf " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["perf"]
@@ -89,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
                 "interleaved across engines; peak_rss_growth_mib = peak RSS of a fresh process "
                 "during one call over its RSS before it",
         "workloads": results,
+        **({"stopping": stopping} if stopping is not None else {}),
     }
     try:
         path = new_numbered_path(args.out_dir, "perf", ".json")

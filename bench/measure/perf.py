@@ -41,7 +41,7 @@ import torch
 from bench.catalog.tasks import TaskData
 from bench.engines.batched import chosen_step
 from bench.engines.clock import synchronize
-from bench.engines.registry import get_engine
+from bench.engines.registry import EpochHook, EpochReport, get_engine
 from bench.engines.setup import load_data
 from bench.notebooks.recipes import get_recipe
 from bench.spec import RunSpec
@@ -216,6 +216,78 @@ def target_verdicts(workload: str, rows: Sequence[dict[str, Any]]) -> list[dict[
                     "speedup": None if best is None else best[f"speedup_vs_{base}"],
                     "met": None if best is None else best[f"speedup_vs_{base}"] >= wanted})
     return out
+
+
+# `bench perf --stopping`: notebook 000's moons group where a hook stops members mid-training.
+STOP_AFTER, STOP_SHARE = 2, 0.75  # after epoch 2, the 3/4 with the highest validation loss
+
+
+def stop_worst_hook(k: int, after: int, share: float) -> EpochHook:
+    """An `on_epoch` hook that, once every one of K runs has reported epoch `after`, stops the
+    `share` of them with the highest validation loss (as a pruner would)."""
+    losses: dict[int, float] = {}
+
+    def hook(report: EpochReport) -> list[int]:
+        if report.epoch != after:
+            return []
+        losses[report.run] = report.val["loss"]
+        if len(losses) < k:
+            return []
+        worst = sorted(losses, key=lambda i: (-losses[i], i))[:round(share * k)]
+        losses.clear()
+        return worst
+
+    return hook
+
+
+def measure_stopping(*, device: str, k: int, repeats: int, step: str = "auto",
+                     log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Seconds per K-run group of notebook 000's moons recipe (10 epochs) with no stopping,
+    with `stop_worst_hook` stopping 3/4 after epoch 2 (they leave the stacked computation), and
+    with every run stopped after epoch 2 (the cost of the first two epochs and the final
+    metrics). The remaining epochs' cost with 1/4 of the members left, relative to all of them,
+    is (stop - stop_all) / (none - stop_all), every figure a median of the same interleaved run.
+    """
+    spec = WORKLOADS["moons"].spec.replace(device=device)
+    data = load_data(spec, device)
+    specs = [spec.replace(seed=s) for s in range(k)]
+    engine = get_engine("batched")
+
+    def group(hook: Callable[[], EpochHook | None]) -> Callable[[], int]:
+        def run() -> int:
+            engine.train(specs, data=data, on_epoch=hook(), step=step)
+            return 1  # time_trials divides by this: seconds per group
+        return run
+
+    cases = {"none": lambda: None,
+             "stop_3_of_4": lambda: stop_worst_hook(k, STOP_AFTER, STOP_SHARE),
+             "stop_all": lambda: stop_worst_hook(k, STOP_AFTER, 1.0)}
+    timed = time_trials([group(h) for h in cases.values()], device, repeats)
+    ms = {name: 1e3 * statistics.median(seconds) for name, seconds in zip(cases, timed,
+                                                                          strict=True)}
+    for name, value in ms.items():
+        log(f"  moons K={k} {name:<12} {value:10.1f} ms/group")
+    rest = (ms["stop_3_of_4"] - ms["stop_all"]) / (ms["none"] - ms["stop_all"])
+    return {"workload": "moons", "spec": spec.to_dict(), "k": k, "repeats": repeats,
+            "step": chosen_step(spec, data, step), "stop_after_epoch": STOP_AFTER,
+            "stopped_share": STOP_SHARE, "ms_per_group_median": ms,
+            "ms_per_group": {n: [1e3 * t for t in sec] for n, sec in zip(cases, timed,
+                                                                         strict=True)},
+            "ratio_stop_vs_none": ms["stop_3_of_4"] / ms["none"],
+            "remaining_epochs_ratio": rest}
+
+
+def format_stopping(result: dict[str, Any]) -> str:
+    """The stopping comparison as lines of text."""
+    ms = result["ms_per_group_median"]
+    return "\n".join([
+        f"moons K={result['k']} ({result['step']} step), median of {result['repeats']}: "
+        f"no stopping {ms['none']:.1f} ms/group, 3/4 stopped after epoch "
+        f"{result['stop_after_epoch']} {ms['stop_3_of_4']:.1f}, all stopped then "
+        f"{ms['stop_all']:.1f}",
+        f"3/4 stopped vs none: {result['ratio_stop_vs_none']:.2f}x the time; the remaining "
+        f"epochs with 1/4 of the members cost {result['remaining_epochs_ratio']:.2f} of "
+        f"all members' (expected about 0.25)"])
 
 
 def format_table(results: Sequence[dict[str, Any]]) -> str:
