@@ -47,3 +47,16 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> tuple[float, f
     n = len(_finite(values))
     t = float(_st.t.ppf(0.5 + confidence / 2, df=n - 1))
     return mean, t * sd / math.sqrt(n)
+
+
+def welch_p(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of Welch's t-test between the finite values of `a` and `b`; NaN below
+    two values on either side; with no spread on either side, 0 if the means differ, else 1."""
+    xa, xb = _finite(a), _finite(b)
+    if len(xa) < 2 or len(xb) < 2:
+        return math.nan
+    if std(xa) == 0 and std(xb) == 0:  # the test divides by the spread
+        return 0.0 if mean_sd(xa)[0] != mean_sd(xb)[0] else 1.0
+    from scipy import stats as _st  # heavy: `bench --help` imports this module
+
+    return float(_st.ttest_ind(xa, xb, equal_var=False).pvalue)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from bench import numbers
 from bench.commands._common import fmt
@@ -55,3 +56,14 @@ def test_the_commands_tables_use_the_same_rule() -> None:
     assert fmt(0.96254) == "0.9625" and fmt(13864.2, 3) == "13,900"
     assert fmt(12.3456) == "12.35" and fmt(7) == "7"
     assert fmt(math.nan) == fmt(None) == "—"
+
+
+def test_welch_p_matches_scipy_and_handles_no_spread() -> None:
+    from scipy import stats as st
+
+    from bench.stats import welch_p
+
+    a, b = [0.9, 0.92, 0.95], [0.8, 0.85, 0.83, float("nan")]
+    assert welch_p(a, b) == pytest.approx(st.ttest_ind(a, b[:3], equal_var=False).pvalue)
+    assert welch_p([1.0, 1.0], [2.0, 2.0]) == 0.0 and welch_p([1.0, 1.0], [1.0, 1.0]) == 1.0
+    assert math.isnan(welch_p([1.0], [1.0, 2.0]))

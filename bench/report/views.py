@@ -14,13 +14,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats as st
 
 from bench.catalog import registry
 from bench.numbers import fmt_ci, fmt_param, fmt_score
 from bench.report import answers, tables
 from bench.results import metric_direction
-from bench.stats import mean_ci, std
+from bench.stats import mean_ci, welch_p
 
 SIGNIFICANCE_RULE = (
     "A difference counts as beyond the seed-to-seed spread when the two 95% confidence "
@@ -68,11 +67,7 @@ def compare(a: list[float], b: list[float]) -> dict[str, Any]:
     if len(xa) < 2 or len(xb) < 2:
         return {"decidable": False, "overlap": None, "p": math.nan}
     overlap = (ma - ha) <= (mb + hb) and (mb - hb) <= (ma + ha)
-    if std(xa) == 0 and std(xb) == 0:  # Welch's test divides by the spread
-        p = 0.0 if ma != mb else 1.0
-    else:
-        p = float(st.ttest_ind(xa, xb, equal_var=False).pvalue)
-    return {"decidable": True, "overlap": bool(overlap), "p": p}
+    return {"decidable": True, "overlap": bool(overlap), "p": welch_p(xa, xb)}
 
 
 def verdict(a: list[float], b: list[float]) -> str:
