@@ -314,18 +314,19 @@ def _alone_timing(ax: Any, timing: pd.DataFrame, v: StudyView) -> bool:
     if timing.empty:
         return False
     hidden = str(v.runs["hidden"].iloc[0]) if v.runs["hidden"].nunique() == 1 else ""
-    if not hidden.isdigit():  # bench time measures one hidden layer of a given width
+    width, _, second = hidden.partition("-")
+    if not (width.isdigit() and second == width):  # bench time's MLP: two layers of one width
         return False
     t = timing[(timing["task"] == v.task) & (timing["model"] == v.model) &
                (timing["k"].fillna(1) == 1) & (timing["device"] == "cpu") &
-               (timing["width"] == int(hidden))]
+               (timing["width"] == int(width))]
     t = t.dropna(subset=["batch_size", "epoch_seconds_median"])
     if t.empty:
         return False
     for engine, g in t.groupby("engine"):
         g = g.groupby("batch_size")["epoch_seconds_median"].median()
         ax.plot(g.index.to_numpy(float), g.to_numpy(float) * 1e3, "s--", color="0.4", lw=1.4,
-                ms=4, label=f"one model alone ({engine}, bench time, width {hidden})")
+                ms=4, label=f"one model alone ({engine}, bench time, width {width})")
     return True
 
 
