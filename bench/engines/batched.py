@@ -341,6 +341,9 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
             if not staying:
                 rows = []
                 break
+            if epoch == first.epochs:  # no epoch left to save: they just drop out of the rows
+                rows = [None if i in ended else i for i in rows]
+                break
             layout = pack_rows(staying, period, multiple)
             kept = [staying[0] if r is None else r for r in layout]  # fillers copy a member
             rows = [None if r is None else rows[r] for r in layout]
