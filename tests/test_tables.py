@@ -315,3 +315,23 @@ def test_batch_sizes_are_compared_at_their_best_lr_and_full_is_named(tmp_path: P
     chart = next(c for c in result.charts if c.key == "batch_size")
     assert "'full' is full-batch training" in chart.caption
     assert "only the sweep's time is shown" in chart.caption
+
+
+def test_one_model_alone_is_bench_times_k1_cpu_measurement_at_the_studys_width() -> None:
+    from types import SimpleNamespace
+
+    from matplotlib.figure import Figure
+
+    from bench.report import charts
+
+    timing = pd.DataFrame({"task": "moons", "model": "mlp", "width": [20, 20, 20, 64],
+                           "k": [1, 8, 1, 1], "device": ["cpu", "cpu", "cuda", "cpu"],
+                           "engine": "reference", "batch_size": [16, 16, 16, 16],
+                           "epoch_seconds_median": [0.002, 0.004, 0.001, 0.009]})
+    ax = Figure().subplots()
+    two = SimpleNamespace(task="moons", model="mlp", runs=pd.DataFrame({"hidden": ["20-20"]}))
+    assert charts._alone_timing(ax, timing, two)
+    (line,) = ax.get_lines()
+    assert list(line.get_ydata()) == [pytest.approx(2.0)]  # ms, K=1 on the CPU at width 20
+    one = SimpleNamespace(task="moons", model="mlp", runs=pd.DataFrame({"hidden": ["20"]}))
+    assert not charts._alone_timing(Figure().subplots(), timing, one)
