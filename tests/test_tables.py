@@ -335,3 +335,16 @@ def test_one_model_alone_is_bench_times_k1_cpu_measurement_at_the_studys_width()
     assert list(line.get_ydata()) == [pytest.approx(2.0)]  # ms, K=1 on the CPU at width 20
     one = SimpleNamespace(task="moons", model="mlp", runs=pd.DataFrame({"hidden": ["20"]}))
     assert not charts._alone_timing(Figure().subplots(), timing, one)
+
+
+def test_labels_leave_out_parameters_that_did_not_apply() -> None:
+    """A conditional space: an Adam trial has no momentum, so its label shows none (the run
+    holds the default 0 there), while an SGD trial's label shows its momentum."""
+    from bench.report.views import StudyView
+
+    configs = pd.DataFrame({"trial": [0, 1], "optimizer": ["adam", "sgd"], "lr": [0.01, 0.1],
+                            "momentum": [0.0, 0.9]})
+    view = StudyView("s", "moons", "mlp", "val_accuracy", pd.DataFrame(),
+                     ["optimizer", "lr", "momentum"], configs, not_applied={0: {"momentum"}})
+    assert view.config_label(configs.iloc[0]) == "optimizer=adam, lr=0.01"
+    assert view.config_label(configs.iloc[1]) == "optimizer=sgd, lr=0.1, momentum=0.9"

@@ -112,6 +112,13 @@ class StudyData:
         return value if isinstance(value, str) and value else None
 
     @property
+    def searched(self) -> set[str]:
+        """The parameters the study file searches (its [space]), when nnbench stored them."""
+        stored = self.user_attrs.get("nnbench_study")
+        space = stored.get("space") if isinstance(stored, dict) else None
+        return set(space) if isinstance(space, dict) else set()
+
+    @property
     def objective(self) -> str:
         """The metric the study optimises (e.g. val_accuracy)."""
         return self.attr_text("objective") or "value"

@@ -100,6 +100,9 @@ class StudyView:
     # One row per trial however it ended: trial, varied params, end, end_detail, end_epoch and
     # the metric's mean over seeds where it has runs (a pruned trial's value when it stopped).
     ends: pd.DataFrame = field(default_factory=pd.DataFrame)
+    # Conditional spaces: per trial, the searched parameters that did not apply to it (momentum
+    # of an Adam trial); labels leave them out, since the run only holds the default there.
+    not_applied: dict[int, set[str]] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -113,7 +116,9 @@ class StudyView:
 
     def config_label(self, row: pd.Series, skip: tuple[str, ...] = ()) -> str:
         """'optimizer=adam, lr=0.01' from the varied parameters of a config row."""
-        parts = [f"{k}={param_text(row[k])}" for k in self.varied if k not in skip]
+        left_out = self.not_applied.get(int(row["trial"]), set()) if "trial" in row else set()
+        parts = [f"{k}={param_text(row[k])}" for k in self.varied
+                 if k not in skip and k not in left_out]
         return ", ".join(parts) or f"trial {row['trial']}"
 
     def ranked(self) -> pd.DataFrame:
@@ -147,9 +152,13 @@ def study_views(runs: pd.DataFrame, studies: list[tables.StudyData]) -> list[Stu
         varied = [c for c in tables.config_columns(sub) if sub[c].nunique(dropna=False) > 1]
         conf = tables.aggregate(sub, ["trial", *varied], [metric, "epoch_seconds"])
         div = sub.groupby("trial")["diverged"].sum().rename("n_diverged").reset_index()
+        conditional = s.searched & set(varied)
+        not_applied = {t.number: conditional - set(t.params) for t in s.trials
+                       if t.params and conditional - set(t.params)}
         views.append(StudyView(s.name, task, str(sub["model"].iloc[0]), metric, sub, varied,
                                conf.merge(div, on="trial"),
-                               _ends(runs[runs["study"] == s.name], task, metric, varied)))
+                               _ends(runs[runs["study"] == s.name], task, metric, varied),
+                               not_applied))
     return views
 
 
