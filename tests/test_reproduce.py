@@ -44,6 +44,33 @@ def test_missing_data_is_skipped_with_a_fix(tmp_path: Path, monkeypatch: pytest.
     assert row.verdict == "skipped" and "make data" in row.reason
 
 
+def test_a_substitute_data_set_is_never_reproduced(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """MNIST absent, Fashion-MNIST present: the MNIST recipe runs on Fashion-MNIST and says so in
+    the verdict of the row, the CSV, reproduce.md and the report's table, even where the numbers
+    would match the MNIST figure."""
+    from bench.notebooks import reproduce
+    from bench.report.tables import reproduce_table
+    from tests.conftest import write_tiny_mnist
+
+    write_tiny_mnist(tmp_path, folder="FashionMNIST")
+    monkeypatch.setattr("bench.catalog.tasks.DATA_ROOT", tmp_path)
+    monkeypatch.setattr(reproduce, "judge", lambda *a: ("reproduced", "within tolerance"))
+    row = reproduce_recipe(RECIPES["mnist_sigmoid_lr0.1"], seeds=2, epochs=2, engine="reference")
+    assert row.task == "fashion_mnist" and row.n_seeds == 2
+    assert row.verdict == "substitute (fashion_mnist)", row.verdict
+    assert "ran on fashion_mnist (mnist files absent)" in row.reason
+    assert "reproduced: within tolerance" in row.reason  # what the comparison said, kept
+    csv_path, md_path = write_tables([row], tmp_path / "out", seeds=2)
+    with open(csv_path) as fh:
+        assert [r["verdict"] for r in csv.DictReader(fh)] == ["substitute (fashion_mnist)"]
+    md_row = next(line for line in md_path.read_text().splitlines()
+                  if line.startswith("| mnist_sigmoid_lr0.1 "))
+    assert "| substitute (fashion_mnist) |" in md_row
+    table = reproduce_table(csv_path)
+    assert table is not None and list(table["verdict"]) == ["substitute (fashion_mnist)"]
+
+
 def fake_result(values: list[float], *, diverged: bool = False, acc: float = 0.5) -> RunResult:
     return RunResult(spec=RunSpec(), metrics={"train_accuracy": acc, "val_accuracy": acc},
                      curves={"train_loss": values, "val_loss": values, "val_accuracy": []},

@@ -2,7 +2,8 @@
 
 Writes `results/reproduce.csv` and `results/reproduce.md` (atomically): recipe, the notebook's
 figure, the reproduced mean with a 95% CI over seeds, and a verdict with a short reason where
-they differ.
+they differ. A recipe run on a substitute data set (its `fallback_tasks`, e.g. Fashion-MNIST where
+the MNIST files are absent) gets the verdict "substitute (fashion_mnist)", never "reproduced".
 """
 
 from __future__ import annotations
@@ -96,9 +97,18 @@ def reproduce_recipe(recipe: Recipe, seeds: int = 5, *, engine: str = "auto",
     val_mean, _ = mean_ci([r.metrics.get(val_key, math.nan) for r in results])
     verdict, reason = judge(recipe, results, mean, ci, task.n_classes)
     if task_name != recipe.spec.task:
-        reason = f"ran on {task_name} ({recipe.spec.task} files absent); {reason}".rstrip("; ")
+        verdict, reason = substitute_verdict(recipe.spec.task, task_name, verdict, reason)
     return ReproRow(recipe.name, recipe.notebook, task_name, recipe.metric, recipe.figure, mean,
                     ci, len(results), n_div, val_mean, verdict, reason)
+
+
+def substitute_verdict(task: str, substitute: str, verdict: str, reason: str) -> tuple[str, str]:
+    """(verdict, reason) for runs on a substitute data set: never "reproduced", since the
+    notebook's figure was measured on `task`; the reason keeps what the comparison said."""
+    said = f"{verdict}: {reason}" if reason else verdict
+    return (f"substitute ({substitute})",
+            f"ran on {substitute} ({task} files absent), so the {task} figure is not reproduced; "
+            f"against it: {said}")
 
 
 def judge(recipe: Recipe, results: Sequence[RunResult], mean: float, ci: float,
