@@ -87,3 +87,33 @@ def reached(value: float, target: float, metric: str) -> bool:
     if metric_direction(metric) == "maximize":
         return value >= target
     return value <= target
+
+
+MAX_STORED_PARAMS = 20_000  # final parameters kept with a run (2-D tasks' small models only)
+
+
+def encode_params(params: dict[str, torch.Tensor]) -> dict[str, Any] | None:
+    """A run's final state dict as plain JSON (base64 of each tensor's bytes, its dtype and
+    shape), so the report can draw its decision boundary without retraining; None when the
+    model has more than MAX_STORED_PARAMS numbers."""
+    import base64
+
+    if sum(int(t.numel()) for t in params.values()) > MAX_STORED_PARAMS:
+        return None
+    return {name: {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+                   "data": base64.b64encode(t.detach().cpu().contiguous().numpy().tobytes())
+                   .decode("ascii")} for name, t in params.items()}
+
+
+def decode_params(stored: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The inverse of `encode_params`: the state dict, bit for bit."""
+    import base64
+
+    import numpy as np
+    import torch
+
+    out = {}
+    for name, item in stored.items():
+        array = np.frombuffer(base64.b64decode(item["data"]), dtype=np.dtype(item["dtype"]))
+        out[name] = torch.from_numpy(array.copy()).reshape(item["shape"])
+    return out

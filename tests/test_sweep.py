@@ -349,3 +349,47 @@ def test_two_workers_with_pruning_reach_the_target_exactly_once(tmp_path):
     assert len(finished) == 12
     assert all(t.user_attrs["end"]["kind"] in ("complete", "pruned") for t in finished)
     assert all(t.state.name != "RUNNING" for t in trials)
+
+
+def test_two_d_sweeps_keep_final_parameters_that_equal_a_retrained_run(tmp_path):
+    """On a 2-D classification task each run keeps its final state dict (small models), bit
+    for bit what training produced, so the report draws boundaries without retraining."""
+    import torch
+
+    from bench.engines.reference import train
+    from bench.report.boundaries import stored_for_boundary
+    from bench.results import decode_params, encode_params
+    from bench.spec import RunSpec
+
+    path = tmp_path / "moons2d.toml"
+    path.write_text(textwrap.dedent("""
+        task = "moons"
+        trials = 2
+        seeds = 2
+        sampler = { name = "random", seed = 0 }
+        [fixed]
+        n_samples = 200
+        hidden = [8]
+        batch_norm = true
+        epochs = 3
+        batch_size = 50
+        [space]
+        lr = { low = 0.01, high = 0.5, log = true }
+    """))
+    sweep(load_study_file(path), str(tmp_path / "k.journal"), quiet=True, engine="reference")
+    run = load(tmp_path / "k.journal", "moons2d").get_trials()[0].user_attrs["runs"][1]
+    kept = decode_params(run["final_params"])
+    again = train(RunSpec.from_dict(run["spec"]), keep_params=True).params
+    assert kept.keys() == again.keys()
+    assert all(torch.equal(kept[k], again[k]) for k in kept)  # dtypes and int buffers too
+    model, head, _, data = stored_for_boundary(run)
+    assert all(torch.equal(model.state_dict()[k], again[k]) for k in again)
+    assert encode_params({"w": torch.zeros(30_000)}) is None  # large models keep nothing
+    runs = load(tmp_path / "k.journal", "moons2d").get_trials()[1].user_attrs["runs"]
+    assert all("final_params" in r for r in runs)
+    # a regression (not 2-D classification) sweep keeps none
+    path2 = study_file(tmp_path, "reg", trials=1)
+    path2.write_text(path2.read_text().replace('task = "linear"', 'task = "regression"'))
+    sweep(load_study_file(path2), str(tmp_path / "k.journal"), quiet=True)
+    assert all("final_params" not in r
+               for r in load(tmp_path / "k.journal", "reg").get_trials()[0].user_attrs["runs"])

@@ -46,6 +46,23 @@ def retrain_for_boundary(run_spec: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
     return model, plan.head, result, data
 
 
+def stored_for_boundary(run: dict[str, Any]) -> tuple[Any, Any, float, Any] | None:
+    """The model of a stored run from the final parameters the sweep kept with it, with its
+    head, its stored score for the caption and the task data; None when none were kept."""
+    if not isinstance(run.get("final_params"), dict):
+        return None
+    from bench.catalog.models import build_module
+    from bench.engines.setup import load_data, plan_run
+    from bench.results import decode_params
+
+    spec = RunSpec.from_dict(run["spec"]).replace(device="cpu")
+    data = load_data(spec, "cpu")
+    plan = plan_run(spec, data.n_train)
+    model = build_module(plan.arch).to(dtype=plan.dtype)
+    model.load_state_dict(decode_params(run["final_params"]))
+    return model, plan.head, run, data
+
+
 def boundary_grid(model: Any, head: Any, x: np.ndarray, steps: int = 200
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """P(class 1) of `model` on a grid spanning the data with a 10% margin."""
@@ -95,6 +112,7 @@ def _boundary_chart(ctx: Context, v: StudyView, question: str) -> Chart:
     best = ranked.groupby(factor, sort=False).head(1) if factor else ranked.head(1)
     fig, facets = facet_grid(len(best), ncols=3, size=(4.4, 3.9))
     rows = []
+    reused = 0
     with style():
         for (_, conf), (ax,) in zip(best.iterrows(), facets, strict=False):
             runs = v.runs[(v.runs["trial"] == conf["trial"])].dropna(subset=[v.metric])
@@ -102,7 +120,14 @@ def _boundary_chart(ctx: Context, v: StudyView, question: str) -> Chart:
             s = ctx.study(v.name)
             stored = next(r for t in s.trials if t.number == conf["trial"]
                           for r in s.runs(t) if r.get("seed") == median["seed"])
-            model, head, result, data = retrain_for_boundary(stored["spec"])
+            kept = stored_for_boundary(stored)
+            if kept is not None:  # the sweep kept its final parameters: no retraining
+                model, head, _, data = kept
+                retrained = float(stored["metrics"].get(v.metric, math.nan))
+                reused += 1
+            else:
+                model, head, result, data = retrain_for_boundary(stored["spec"])
+                retrained = result.metrics.get(v.metric, math.nan)
             xv = data.x_val.numpy()
             yv = data.y_val.numpy()
             xx, yy, p = boundary_grid(model, head, xv)
@@ -112,7 +137,6 @@ def _boundary_chart(ctx: Context, v: StudyView, question: str) -> Chart:
                 m = yv == cls
                 ax.scatter(xv[m, 0], xv[m, 1], s=9, color=color, edgecolor="white",
                            linewidth=0.3, label=f"class {cls}")
-            retrained = result.metrics.get(v.metric, math.nan)
             title = (f"{factor}={conf[factor]}, " if factor else "") + \
                 v.config_label(conf, (factor,) if factor else ())
             ax.set_title(f"{wrap(title, 44)}\nseed {int(median['seed'])}: "
@@ -129,12 +153,19 @@ def _boundary_chart(ctx: Context, v: StudyView, question: str) -> Chart:
     png, files = save(fig, ctx.folder, key)
     table = pd.DataFrame(rows)
     same = bool(np.allclose(table["stored_metric"], table["retrained_metric"], atol=1e-6))
-    caption = ("Shading: predicted probability of class 1 (black line: 0.5, the decision "
-               "boundary); dots: the validation set. Each panel retrains the seed with the "
-               "median score of the best configuration, deterministically; the retrained "
-               + ("score equals the stored one." if same else
-                  "score differs slightly from the stored one (another engine or device "
-                  "ran the sweep)."))
+    if reused == len(rows):
+        caption = ("Shading: predicted probability of class 1 (black line: 0.5, the decision "
+                   "boundary); dots: the validation set. Each panel is the seed with the median "
+                   "score of the best configuration, drawn from the final parameters the sweep "
+                   "kept with it (no retraining).")
+    else:
+        caption = ("Shading: predicted probability of class 1 (black line: 0.5, the decision "
+                   "boundary); dots: the validation set. Each panel retrains the seed with the "
+                   "median score of the best configuration, deterministically (the sweep kept "
+                   "no parameters for it); the retrained "
+                   + ("score equals the stored one." if same else
+                      "score differs slightly from the stored one (another engine or device "
+                      "ran the sweep)."))
     return Chart(key, f"boundary: {v.name}", f"{v.name}: {question[0].lower()}"
                  f"{question[1:]}", caption, png, files, ctx.write_table(table, key))
 

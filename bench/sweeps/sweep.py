@@ -43,12 +43,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.engines.registry import EpochReport
-from bench.engines.runner import run_specs
+from bench.catalog import registry
+from bench.engines.registry import EpochReport, choose_engine, train_specs
 from bench.engines.setup import load_data, plan_run
 from bench.errors import UsageError
 from bench.numbers import fmt_param, fmt_score
-from bench.results import RunResult
+from bench.results import RunResult, encode_params
 from bench.spec import RunSpec, resolve_device
 from bench.sweeps.optuna_study import TimedSampler, make_sampler, open_study, worker_seed
 from bench.sweeps.storage import (
@@ -212,6 +212,8 @@ class Worker:
         self.sampler = TimedSampler(make_sampler(spec, seed))
         self.study.sampler = self.sampler
         self.sizes = _DataSizes()
+        task = registry.get_task(spec.task)  # 2-D classification: the report draws boundaries
+        self.keep_params = task.input_dim == 2 and task.kind != "regression"
         self.on_group = on_group
         self.stats = WorkerStats()
 
@@ -290,8 +292,11 @@ class Worker:
                     specs = [s for m in on_device for s in m.specs]
                     hook = _EpochPruning(self.spec, on_device) if self.spec.pruner != "none" \
                         else None
+                    keep = self.keep_params and choose_engine(specs, self.engine) in (
+                        "batched", "reference")
                     began = time.perf_counter()
-                    results = run_specs(specs, engine=self.engine, on_epoch=hook)
+                    results = train_specs(specs, self.engine, on_epoch=hook,
+                                          **({"keep_params": True} if keep else {}))
                     self.stats.train_seconds += time.perf_counter() - began
                     for m in on_device:
                         m.results, results = results[:len(m.specs)], results[len(m.specs):]
@@ -316,6 +321,16 @@ class Worker:
             except Exception:  # best effort while another error propagates
                 continue
 
+    def _run_record(self, result: RunResult) -> dict[str, Any]:
+        """What a trial keeps of one run: its RunResult, host and device, and for 2-D tasks the
+        final parameters (small models), so the report draws boundaries without retraining."""
+        record = {**result.to_dict(), "host": self.host, "device": result.spec.device}
+        if result.params is not None:
+            encoded = encode_params(result.params)
+            if encoded is not None:
+                record["final_params"] = encoded
+        return record
+
     def _tell(self, m: _Member) -> None:
         """Record the member's runs and how the trial ended, and tell Optuna: COMPLETE, PRUNED
         (by the pruner, or it cannot run here) or FAIL (diverged). The user attribute `end`
@@ -332,8 +347,7 @@ class Worker:
             self.study.tell(trial, state=TrialState.PRUNED)
             self.stats.add("cannot_run")
             return
-        trial.set_user_attr("runs", [{**r.to_dict(), "host": self.host, "device": r.spec.device}
-                                     for r in m.results])
+        trial.set_user_attr("runs", [self._run_record(r) for r in m.results])
         if m.pruned_epoch is not None:
             trial.set_user_attr("failure_reason", f"pruned at epoch {m.pruned_epoch} by the "
                                                   f"{spec.pruner} pruner")
