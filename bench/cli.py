@@ -130,9 +130,30 @@ def threading_is_main() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _command_parser(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    """The subparser of command `name` (its prog is `bench NAME`)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return action.choices[name]
+    raise LookupError(name)
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, except that an unknown argument after the command is that command's error,
+    pointing at `bench COMMAND --help` rather than `bench --help`."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        owner = parser
+        if (args.command in argv and extras[0] in argv
+                and argv.index(args.command) < argv.index(extras[0])):
+            owner = _command_parser(parser, args.command)
+        owner.error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
 def _main(argv: list[str]) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if args.command is None:
         print("bench: error: name a command, e.g. `bench list`; see `bench --help` for all of them",
               file=sys.stderr)

@@ -126,3 +126,22 @@ def progress_bar(total: int, desc: str, enabled: bool | None = None) -> Iterator
 def add_json_flag(parser: argparse.ArgumentParser) -> None:
     """--json: machine-readable output only on stdout."""
     parser.add_argument("--json", action="store_true", help="print only JSON on stdout")
+
+
+THREADS_HELP = ("torch CPU threads while training (default: %(default)s: tiny models are bound by "
+                "per-operation overhead, and extra threads only contend; restored afterwards)")
+
+
+def add_threads_flag(parser: argparse.ArgumentParser) -> None:
+    """--threads N (default 1) for a command that trains; see `check_threads`."""
+    parser.add_argument("--threads", type=int, default=1, metavar="N", help=THREADS_HELP)
+
+
+def check_threads(threads: int) -> int:
+    """`threads` when it is a thread count torch can use, else a one-line UsageError."""
+    from bench.measure.timing import MAX_THREADS  # loads torch: only when the command runs
+
+    if not 1 <= threads <= MAX_THREADS:
+        raise UsageError(f"--threads must be between 1 and {MAX_THREADS}, got {threads}; "
+                         "e.g. --threads 1")
+    return threads

@@ -25,18 +25,21 @@ HELP = "time the notebooks' loop, the reference engine and the batched engine pe
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Device, workloads, K values, repeats, threads and output directory."""
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, cuda or auto: cuda when available (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
                         help="CI-sized: 2 repeats, K=16,64, 6,000 MNIST-sized examples")
     parser.add_argument("--ks", default=None,
                         help="batched group sizes, comma-separated (default 64,256; quick 16,64)")
     parser.add_argument("--workloads", default="moons,mnist,mnist_fixed",
-                        help="comma-separated: moons, mnist, mnist_fixed (default all)")
+                        help="comma-separated: moons, mnist, mnist_fixed (default: all, "
+                             "%(default)s)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed repeats per engine after one warm-up (default 5; quick 2)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads for every engine (default 1: on a shared "
-                             "small machine more threads make tiny ops slower)")
+                        help="torch intra-op threads for every engine (default: %(default)s: "
+                             "tiny models are bound by per-operation overhead, and extra threads "
+                             "only contend)")
     parser.add_argument("--torch-step", action="store_true",
                         help="also time the batched engine on its stacked torch step "
                              "(engine batched_torch) for the native step's gain in the same run")
@@ -45,8 +48,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "--ks) with no stopping, with 3/4 of it stopped after epoch 2 "
                              "(compaction) and with all of it stopped then")
     parser.add_argument("--step", default="auto", choices=("auto", "native", "torch"),
-                        help="the batched engine's step for --stopping (default auto)")
-    parser.add_argument("--out-dir", default="results/perf", help="where the JSON goes")
+                        help="the batched engine's step for --stopping: auto, native, torch "
+                             "(default: %(default)s)")
+    parser.add_argument("--out-dir", default="results/perf",
+                        help="where the JSON goes (default: %(default)s)")
 
 
 def run(args: argparse.Namespace) -> int:

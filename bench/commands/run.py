@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -10,6 +11,8 @@ import sys
 from bench.catalog.registry import get_task
 from bench.commands._common import (
     add_json_flag,
+    add_threads_flag,
+    check_threads,
     fmt,
     parse_batch_size,
     parse_float_pair,
@@ -19,8 +22,9 @@ from bench.commands._common import (
     progress_bar,
 )
 from bench.engines.budget import check_runs
-from bench.engines.registry import choose_engine, get_engine, train_specs
-from bench.spec import RunSpec
+from bench.engines.registry import choose_engine, engine_names, get_engine, train_specs
+from bench.errors import UsageError
+from bench.spec import ACTIVATIONS, DEVICES, DTYPES, INITS, MAX_SEED, RunSpec
 from bench.stats import mean_ci
 
 NAME = "run"
@@ -35,18 +39,72 @@ _FIELDS: dict[str, type] = {
 }
 
 
+# RunSpec field -> what its flag sets and, where fixed, its valid values. The registry's names
+# (tasks, models, losses, optimizers) load torch, so the help points at `bench list` for them.
+_HELP: dict[str, str] = {
+    "task": "the task to train on, a name from `bench list`; required unless a recipe is named",
+    "model": "the model, a name from `bench list`",
+    "activation": f"hidden-layer activation of --model mlp: {', '.join(ACTIVATIONS)}",
+    "init": f"weight initialisation: {', '.join(INITS)}",
+    "init_scale": "multiplier on the initial weights, a positive number",
+    "loss": "the loss, a name from `bench list`",
+    "optimizer": "the optimizer, a name from `bench list`",
+    "lr": "learning rate, a positive number",
+    "momentum": "SGD momentum, in [0, 1)",
+    "eps": "Adam's epsilon, a positive number",
+    "weight_decay": "L2 weight decay, >= 0",
+    "l1": "L1 penalty on the weights, >= 0",
+    "epochs": "training epochs, a positive integer",
+    "dtype": f"floating-point type: {', '.join(DTYPES)}",
+    "data_seed": f"seed of the data set's draw and split, 0 to {MAX_SEED}",
+    "n_samples": "examples drawn for a synthetic task, at least 10",
+    "device": f"{', '.join(DEVICES)} (auto: cuda when available)",
+    "engine": f"training engine: {', '.join(engine_names())} (auto: batched for several seeds, "
+              "else reference)",
+    "target": "validation-metric target for the time-to-target column",
+}
+_SPEC_DEFAULTS = {f.name: f.default for f in dataclasses.fields(RunSpec)}
+_DEFAULT_TEXT = {"hidden": "20,20,20 for mlp, else the model's own",
+                 "activation": "relu for mlp, else the model's own",
+                 "batch_norm": "off for mlp, else the model's own",
+                 "batch_size": "full", "betas": "0.9,0.999", "n_samples": "the task's own size",
+                 "target": "none", "nesterov": "off", "shuffle": "on"}
+
+
+def _default(field: str) -> str:
+    """'(default: the recipe's, else X)': the value a flag left unset takes."""
+    if field == "task":
+        return "(no default: `bench run` alone is a usage error)"
+    value = _DEFAULT_TEXT.get(field, _SPEC_DEFAULTS[field])
+    return f"(default: the recipe's, else {value})"
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Flags named after the RunSpec fields; unset flags keep the recipe's or default values."""
-    parser.add_argument("recipe", nargs="?", help="a recipe name from `bench list` (optional)")
+    parser.add_argument("recipe", nargs="?",
+                        help="a notebook recipe from `bench list` (optional: without one, "
+                             "--task is required); flags override its settings")
     for field, kind in _FIELDS.items():
-        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=None)
-    parser.add_argument("--hidden", default=None, help="hidden sizes, e.g. 20,20,20 (mlp only)")
-    parser.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None)
-    parser.add_argument("--betas", default=None, help="Adam betas, e.g. 0.9,0.999")
-    parser.add_argument("--batch-size", default=None, help="integer, or 'full' (gradient descent)")
-    parser.add_argument("--seeds", default="0", help="seeds: a range 0-4 or a list 0,1,2")
+        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=None,
+                            help=f"{_HELP[field]} {_default(field)}")
+    parser.add_argument("--hidden", default=None,
+                        help=f"hidden sizes, e.g. 20,20,20 (mlp only) {_default('hidden')}")
+    parser.add_argument("--batch-norm", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"batch normalisation after each hidden layer (mlp only) "
+                             f"{_default('batch_norm')}")
+    parser.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"Nesterov momentum (SGD with --momentum above 0) "
+                             f"{_default('nesterov')}")
+    parser.add_argument("--shuffle", action=argparse.BooleanOptionalAction, default=None,
+                        help=f"reshuffle the training set every epoch {_default('shuffle')}")
+    parser.add_argument("--betas", default=None,
+                        help=f"Adam's betas, two numbers in [0, 1) {_default('betas')}")
+    parser.add_argument("--batch-size", default=None,
+                        help="examples per step: a positive integer, or 'full' for full-batch "
+                             f"gradient descent {_default('batch_size')}")
+    parser.add_argument("--seeds", default="0",
+                        help="seeds: a range 0-4 or a list 0,1,2 (default: %(default)s)")
+    add_threads_flag(parser)
     parser.add_argument("--no-limits", action="store_true",
                         help="allow work above bench.engines.budget's bounds (hours of training); "
                              "what cannot fit in memory is refused anyway")
@@ -57,6 +115,9 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
     """The RunSpecs asked for: recipe (or defaults) + flag overrides, one per seed."""
     from bench.notebooks.recipes import get_recipe  # builds RunSpecs: loads torch
 
+    if not args.recipe and args.task is None:
+        raise UsageError("name a recipe (see `bench list`) or --task, e.g. `bench run "
+                         "moons_bn_mlp` or `bench run --task moons`")
     base = get_recipe(args.recipe).spec if args.recipe else RunSpec()
     changes: dict[str, object] = {}
     for field in _FIELDS:
@@ -79,11 +140,15 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
 
 def run(args: argparse.Namespace) -> int:
     """Train, then print a table (or JSON); exit 0 even when a run diverges (it is reported)."""
+    from bench.engines.clock import num_threads
+
+    check_threads(args.threads)
     specs = build_specs(args)
     engine = specs[0].engine
     check_runs(specs, allow_long=args.no_limits,
                together=len(specs) if get_engine(choose_engine(specs, engine)).stacks else 1)
-    with progress_bar(len(specs), "runs", enabled=None if not args.json else False) as advance:
+    with (num_threads(args.threads),
+          progress_bar(len(specs), "runs", enabled=None if not args.json else False) as advance):
         results = train_specs(specs, engine, progress=advance)
     if args.json:
         json.dump({"runs": [r.to_dict() for r in results]}, sys.stdout, indent=2)

@@ -46,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     """Grid, repeat and output options; unset options take --quick's or the full defaults."""
     d = DEFAULTS
     add = parser.add_argument
-    add("--task", help=f"comma-separated tasks (default {d['task']})")
+    add("--task", help=f"comma-separated tasks, names from `bench list` (default {d['task']})")
     add("--model", help="comma-separated registry models to time besides the widths "
                         "(e.g. bn_mlp_20x3,sigmoid_mlp_16x2; default none)")
     add("--widths", help="generic ReLU MLPs with two hidden layers of each width, or 'none' "
@@ -60,9 +60,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--k", type=int, help=f"runs trained together by the batched engine (default {d['k']})")
     add("--device", default="auto",
         help="cpu, cuda, cpu,cuda or auto: cpu, plus cuda when available (default auto)")
-    add("--dtype", default="float32", choices=("float32", "float64"))
-    add("--threads", help="comma-separated torch thread counts to measure (default: torch's "
-                          "current count); restored afterwards")
+    add("--dtype", default="float32", choices=("float32", "float64"),
+        help="floating-point type of every cell: float32, float64 (default: %(default)s)")
+    add("--threads", default="1",
+        help="comma-separated torch thread counts to measure, e.g. 1,2,4 (default: %(default)s: "
+             "tiny models are bound by per-operation overhead, and extra threads only contend); "
+             "restored afterwards")
     add("--epochs", type=int, help=f"epochs per engine call (default {d['epochs']})")
     add("--warmup", type=int, help=f"warm-up epochs dropped per cell (default {d['warmup']})")
     add("--min-time", dest="min_time", type=float,
@@ -81,7 +84,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"the same cap for CUDA cells (default {d['max_gflop_cuda']:g})")
     add("--quick", action="store_true",
         help="a sub-minute grid: moons, widths 16 and 256, batch 16 and full, K 16")
-    add("--out", default="results/timing", help="directory of the JSON files")
+    add("--out", default="results/timing",
+        help="directory of the JSON files (default: %(default)s)")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,10 @@ from tests.catalogue import Case
 
 
 def run(case: str, stderr: str, *argv: str) -> Case:
-    """`bench run ARGV`: exit 2 with one line matching `stderr`."""
+    """`bench run ARGV`: exit 2 with one line matching `stderr`. ARGV without a recipe or --task
+    gets `--task moons` first (a bare `bench run` is itself an error: tests/catalogue/cli.py)."""
+    if "--task" not in argv and (not argv or argv[0].startswith("-")):
+        argv = ("--task", "moons", *argv)
     return Case(f"run-{case}", ("run", *argv), 2, stderr=stderr)
 
 
