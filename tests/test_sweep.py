@@ -382,7 +382,7 @@ def test_two_d_sweeps_keep_final_parameters_that_equal_a_retrained_run(tmp_path)
     again = train(RunSpec.from_dict(run["spec"]), keep_params=True).params
     assert kept.keys() == again.keys()
     assert all(torch.equal(kept[k], again[k]) for k in kept)  # dtypes and int buffers too
-    model, head, _, data = stored_for_boundary(run)
+    model, _, _, _ = stored_for_boundary(run)
     assert all(torch.equal(model.state_dict()[k], again[k]) for k in again)
     assert encode_params({"w": torch.zeros(30_000)}) is None  # large models keep nothing
     runs = load(tmp_path / "k.journal", "moons2d").get_trials()[1].user_attrs["runs"]
