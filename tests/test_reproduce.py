@@ -67,6 +67,7 @@ def test_a_substitute_data_set_is_never_reproduced(tmp_path: Path,
     md_row = next(line for line in md_path.read_text().splitlines()
                   if line.startswith("| mnist_sigmoid_lr0.1 "))
     assert "| substitute (fashion_mnist) |" in md_row
+    assert "`substitute (fashion_mnist)`: the notebook's data set was absent" in md_path.read_text()
     table = reproduce_table(csv_path)
     assert table is not None and list(table["verdict"]) == ["substitute (fashion_mnist)"]
 

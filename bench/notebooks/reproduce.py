@@ -157,6 +157,11 @@ def to_markdown(rows: Sequence[ReproRow], seeds: int) -> str:
         repro = f"{_fmt(r.mean)} ± {_fmt(r.ci95)}" if math.isfinite(r.ci95) else _fmt(r.mean)
         lines.append(f"| {r.recipe} | {r.notebook} | {r.task} | {r.metric} | "
                      f"{_fmt(r.notebook_figure)} | {repro} | {r.verdict} | {r.reason} |")
+    substitutes = sorted({r.task for r in rows if r.verdict.startswith("substitute")})
+    if substitutes:
+        lines += ["", f"`substitute ({', '.join(substitutes)})`: the notebook's data set was absent, "
+                  "so the recipe ran on this one instead; its figure is not reproduced, and the "
+                  "reason says what the comparison with it gave."]
     return "\n".join(lines) + "\n"
 
 
