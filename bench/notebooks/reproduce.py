@@ -105,10 +105,11 @@ def reproduce_recipe(recipe: Recipe, seeds: int = 5, *, engine: str = "auto",
 def substitute_verdict(task: str, substitute: str, verdict: str, reason: str) -> tuple[str, str]:
     """(verdict, reason) for runs on a substitute data set: never "reproduced", since the
     notebook's figure was measured on `task`; the reason keeps what the comparison said."""
-    said = f"{verdict}: {reason}" if reason else verdict
+    said = {"reproduced": "the numbers match it", "differs": "the numbers differ from it"}.get(
+        verdict, verdict)
     return (f"substitute ({substitute})",
             f"ran on {substitute} ({task} files absent), so the {task} figure is not reproduced; "
-            f"against it: {said}")
+            f"{said}" + (f" ({reason})" if reason else ""))
 
 
 def judge(recipe: Recipe, results: Sequence[RunResult], mean: float, ci: float,
