@@ -13,45 +13,8 @@ epochs, batch, with `group` x `seeds` members trained together and every run's r
 sized by `bench.engines.budget`: what cannot fit in this machine's memory is refused, and so is work
 above `bench.engines.budget`'s bounds (hours of training) unless `allow_long = true` says it is meant.
 
-File format (every key but `task` is optional)::
-
-    description = "Does Adam beat SGD on moons?"
-    name = "moons_adam"         # optional (default: the file name's stem), 1 to 512 characters
-    task = "moons"
-    model = "mlp"
-    trials = 24                 # finished trials wanted (COMPLETE + PRUNED + diverged)
-    seeds = 3                   # each trial trains seeds 0..seeds-1; objective = mean over seeds
-    device = "cpu"              # cpu, cuda or auto; or search `device` in [space]
-    group = 64                  # trials asked from Optuna at once and trained together
-    objective = "val_accuracy"  # or a list, e.g. ["val_accuracy", "train_seconds"]
-    direction = "maximize"      # optional (derived from the metric); a list for several
-    direction_override = false  # true: allow a direction against the metric's own (minimize
-                                #   val_accuracy); otherwise that is an error
-    allow_long = false          # true: allow work above bench.engines.budget's bounds (hours)
-    sampler = { name = "tpe", seed = 0 }      # tpe, random, grid, cmaes, qmc (or just "tpe")
-    pruner = { name = "median", warmup_epochs = 2, startup_trials = 5 }
-                                # none, median, percentile (percentile = 25),
-                                # successive_halving, hyperband (min_resource, reduction_factor);
-                                # the study's epochs are the maximum resource
-
-    [fixed]                     # any RunSpec field
-    hidden = [20, 20]
-    epochs = 20
-
-    [space]                     # RunSpec fields; int/float type follows the field
-    optimizer = ["sgd", "adam"]                       # a list: categorical
-    lr = { low = 1e-3, high = 1.0, log = true }       # a range (optional `step`)
-    hidden = [[20], [20, 20]]                         # stored as the strings "20" and "20,20"
-    batch_size = [32, 100, "full"]                    # "full": full-batch gradient descent
-    momentum = { low = 0.0, high = 0.95, when = { optimizer = "sgd" } }       # conditional
-    betas = { choices = [[0.9, 0.999], [0.8, 0.99]], when = { optimizer = ["adam", "adamw"] } }
-
-Conditional spaces: `when = { parent = value }` (or a list of values; several parents must all
-hold) makes a parameter apply only when an earlier categorical parameter of [space] took one of
-those values. A trial stores only the parameters that applied (the others keep their [fixed] or
-default values); the parent must be listed before the child, and each value must be one of the
-parent's choices. TPE then models parameters that appear together jointly (`multivariate` and
-`group`); the tpe and random samplers take conditional spaces, the others refuse them.
+The file format (every key, its type and default, conditional spaces, pruners) is documented
+once, in docs/STUDIES.md, whose examples the test suite parses and runs.
 """
 
 from __future__ import annotations
