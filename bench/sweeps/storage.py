@@ -33,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -342,8 +343,6 @@ def _make_journal_file_class() -> type:
             os.ftruncate(fd, start)
             os.fsync(fd)
             self.repaired_bytes += len(tail)
-            import sys
-
             print(f"bench: note: journal {self.path} ended in a record cut off mid-write "
                   f"({len(tail)} bytes, kept in {self.path}.torn); removed it before appending",
                   file=sys.stderr)
