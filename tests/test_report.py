@@ -396,7 +396,6 @@ def test_look_alike_study_names_keep_both_charts(tmp_path: Path) -> None:
 def test_storage_password_is_never_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "hunter2-xyz"
     url = f"postgresql://bench:{secret}@db.example:5432/nnbench"
-    monkeypatch.setattr(tables, "missing_storage_reason", lambda u: None)
     monkeypatch.setattr(tables, "load_studies", lambda u, notes=None: [])
     result = build.build_report(url, tmp_path / "r", timing_paths=[],
                                  reproduce_path=tmp_path / "x")

@@ -13,7 +13,7 @@ import pytest
 from bench.report import answers, build, tables, views
 from bench.spec import RunSpec
 from bench.store import write_json_atomic
-from bench.sweeps.storage import open_storage
+from bench.sweeps.storage import default_storage_url, missing_storage_reason, open_storage
 from tests._report_study import make_study
 
 TINY = RunSpec(task="moons", n_samples=60, hidden=(4,), epochs=3, batch_size=None, loss="bce")
@@ -92,16 +92,16 @@ def test_configs_trials_and_curves_tables(storage: str) -> None:
 
 def test_missing_storage_is_reported_and_never_created(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'none.db'}"
-    assert "no SQLite storage file" in tables.missing_storage_reason(url)
+    assert "no SQLite storage file" in missing_storage_reason(url)
     with pytest.raises(tables.UsageError, match="make sweep"):
         tables.load_studies(url)
     assert not (tmp_path / "none.db").exists()
-    assert tables.default_storage_url(tmp_path) is None
+    assert default_storage_url(tmp_path) is None
     (tmp_path / "results").mkdir()
     optuna.create_study(storage=f"sqlite:///{tmp_path / 'results' / 'optuna.db'}")
-    assert tables.default_storage_url(tmp_path).startswith("sqlite:///")
+    assert default_storage_url(tmp_path).startswith("sqlite:///")
     (tmp_path / "results" / "optuna.journal").write_text("")
-    assert tables.default_storage_url(tmp_path).endswith("optuna.journal")
+    assert default_storage_url(tmp_path).endswith("optuna.journal")
 
 
 def test_unreadable_storage_url_is_a_usage_error() -> None:

@@ -32,10 +32,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report (and its archive with --zip); print where and what it could not show."""
-    from bench.report import tables
     from bench.report.build import build_report, zip_report
+    from bench.sweeps.storage import default_storage_url
 
-    storage = args.storage or tables.default_storage_url()
+    storage = args.storage or default_storage_url()
     timing = None if args.timing is None else [Path(p) for p in args.timing]
     result = build_report(storage, args.out, timing_paths=timing,
                           reproduce_path=args.reproduce, boundaries=not args.no_boundaries)

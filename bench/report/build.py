@@ -57,7 +57,7 @@ from bench.report.page import ReportResult, render_html, render_markdown
 from bench.report.timing_chart import chart_timing
 from bench.report.views import study_summary, study_views
 from bench.store import write_json_atomic, write_text_atomic
-from bench.sweeps.storage import display_url
+from bench.sweeps.storage import display_url, missing_storage_reason
 
 # The charts in page order; each returns a Chart, a Missing (what would provide its data), or a
 # list of them (one per study).
@@ -153,7 +153,7 @@ def build_report(storage: str | None, out: str | Path, *, timing_paths: list[Pat
     if storage is None:
         notes.append("No Optuna storage found (results/optuna.db or results/optuna.journal): "
                      "run `make sweep` or pass --storage URL.")
-    elif reason := tables.missing_storage_reason(storage):
+    elif reason := missing_storage_reason(storage):
         notes.append(f"{reason}: run `make sweep` or pass --storage URL.")
     else:
         studies = tables.load_studies(storage, notes)

@@ -67,17 +67,6 @@ def _spec_fields() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(RunSpec) if f.name not in ("seed", "engine"))
 
 
-# --- storage --------------------------------------------------------------------------------
-# One definition of storages (bench.sweeps.storage); these names stay for the report's callers.
-default_storage_url = storage.default_storage_url
-missing_storage_reason = storage.missing_storage_reason
-
-
-def open_storage(url: str) -> Any:
-    """An Optuna storage opened for reading: nothing is created or repaired."""
-    return storage.open_storage(url, create=False)
-
-
 @dataclass
 class StudyData:
     """One study as read from the storage: its attributes and its frozen trials.
@@ -220,10 +209,7 @@ def load_studies(url: str, notes: list[str] | None = None) -> list[StudyData]:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    reason = missing_storage_reason(url)
-    if reason:
-        raise UsageError(f"{reason}; run `make sweep` first or pass --storage URL")
-    store = open_storage(url)
+    store = storage.open_storage(url, create=False)  # reading: nothing created or repaired
     try:
         names = sorted(optuna.get_all_study_names(store))
     except Exception as exc:  # not an Optuna database, server gone meanwhile

@@ -408,8 +408,8 @@ def _check_journal_path(path: Path, create: bool) -> None:
         raise UsageError(f"storage {label} is not a regular file; give a journal file path such "
                          f"as {DEFAULT_STORAGE}")
     if not path.exists() and not create:
-        raise UsageError(f"no journal storage file at {label}; run `bench sweep` first or pass "
-                         "--storage")
+        raise UsageError(f"no journal storage file at {label}; run `make sweep` (or `bench "
+                         "sweep`) first or pass --storage")
     parent = path.parent
     for p in (parent, *parent.parents):
         if p.exists():
@@ -457,8 +457,8 @@ def open_storage(url: str | None, *, create: bool = True,
         if create:
             db.parent.mkdir(parents=True, exist_ok=True)
         elif not db.exists():
-            raise UsageError(f"no SQLite storage file at {db}; run `bench sweep` first or pass "
-                             "--storage")
+            raise UsageError(f"no SQLite storage file at {db}; run `make sweep` (or `bench "
+                             "sweep`) first or pass --storage")
         engine_kwargs = {"connect_args": {"timeout": 60}}
     error: BaseException | None = None
     for attempt in range(5):  # workers starting together race to create the schema
