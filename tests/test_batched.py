@@ -11,7 +11,7 @@ from bench.catalog import registry
 from bench.engines import batched
 from bench.engines.batched import group_key, train_many
 from bench.engines.reference import train
-from bench.engines.runner import run_specs
+from bench.engines.registry import train_specs
 from bench.spec import RunSpec
 
 # Members differ in seed, learning rate, momentum, betas, eps, weight decay, L1 and init scale.
@@ -214,7 +214,7 @@ def test_chunking_gives_the_same_results() -> None:
 def test_runner_dispatches_to_batched_engine() -> None:
     specs = [small_spec("logistic", seed=s) for s in range(3)]
     seen: list[int] = []
-    results = run_specs(specs, engine="batched", progress=seen.append)
+    results = train_specs(specs, "batched", progress=seen.append)
     assert [r.engine for r in results] == ["batched"] * 3 and sum(seen) == 3
     assert [r.spec for r in results] == specs
     timing = results[0].timing

@@ -111,15 +111,6 @@ def test_a_stop_request_for_a_run_not_started_yet_ends_it_after_its_first_epoch(
     assert results[2].stopped
 
 
-def test_run_specs_stays_a_thin_wrapper_over_the_registry() -> None:
-    from bench.engines.runner import run_specs
-
-    seen: list[int] = []
-    results = run_specs(SPECS[:2], engine="reference", on_epoch=lambda r: seen.append(r.run))
-    assert [r.engine for r in results] == ["reference", "reference"]
-    assert sorted(set(seen)) == [0, 1]
-
-
 # --- the shared bookkeeping -------------------------------------------------------------------
 
 def test_the_ledger_diverges_on_a_non_finite_validation_loss_alone() -> None:

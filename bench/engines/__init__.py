@@ -7,8 +7,8 @@ validation loss, time to target, RunResult), the shared set-up (`setup`: data, p
 the clock (`clock`), and the engines: the reference engine (`reference`, the readable definition
 of a run), the batched engine (`batched`, its stacked model and step in `stacked`, its functional
 optimizers in `functional_optim`, its fused C++ CPU step in `native`) and the notebooks'
-DataLoader loop (`notebook`). `runner.run_specs` is the registry's `train_specs` under its former
-name; `budget` is the memory and work estimate. `import bench.engines.registry` loads no torch.
+DataLoader loop (`notebook`); `budget` is the memory and work estimate.
+`import bench.engines.registry` loads no torch.
 
 Layer: above `bench.spec`, `bench.results` and `bench.catalog`; below sweeps, measure, notebooks
 and report, which it never imports.

@@ -4,7 +4,7 @@
 
 End to end = `bench.sweeps.sweep.sweep` on a fresh journal file: TPE sampler, storage writes (every
 trial keeps its five runs' curves, metrics and timings), and training through
-`bench.engines.runner.run_specs` (the batched engine when present). The notebook side trains the same
+`bench.engines.registry.train_specs` (the batched engine when present). The notebook side trains the same
 trials' specs one by one with `bench.engines.notebook.train_with_dataloader` (per-item Dataset +
 DataLoader); it is measured on a sample of the study's trials and extrapolated to all of them
 (the sample size is printed). The sampler-plus-storage share is the sweep's wall time outside
@@ -53,7 +53,7 @@ def test_sweep_512x5_moons_vs_notebook_loop(benchmark, tmp_path):
     import torch
 
     from bench.engines.notebook import train_with_dataloader
-    from bench.engines.runner import choose_engine
+    from bench.engines.registry import choose_engine
     from bench.sweeps.storage import open_storage
     from bench.sweeps.study import load_study_file
     from bench.sweeps.sweep import sweep
