@@ -1,7 +1,7 @@
 """Optuna sweeps: storage, sampler, pruner, ask/tell in groups, seeded repeats, workers, resume.
 
 A worker asks Optuna for a group of trials, expands each trial into one RunSpec per seed, trains
-the whole group with `bench.engines.runner.run_specs` (the batched engine when present) and tells each
+the whole group with `bench.engines.registry.train_specs` (the batched engine when present) and tells each
 trial the mean over its seeds of the objective metric(s). Everything a run produced is kept on
 its trial (user attribute "runs"), so the study is the single record of the sweep and stays
 readable by plain Optuna tooling (`optuna.load_study`, `trials_dataframe()`, optuna-dashboard).
@@ -91,7 +91,7 @@ class WorkerStats:
     """What one worker did and where its time went."""
 
     told: dict[str, int] = field(default_factory=dict)  # "complete", "pruned", ... -> count
-    train_seconds: float = 0.0  # inside run_specs (the engine)
+    train_seconds: float = 0.0  # inside train_specs (the engine)
     sampler_seconds: float = 0.0  # inside the sampler (choosing parameters, after_trial)
     storage_seconds: float = 0.0  # asking, telling, syncing and counting, less the sampler
     total_seconds: float = 0.0  # the whole worker loop
@@ -216,6 +216,7 @@ class Worker:
         self.keep_params = task.input_dim == 2 and task.kind != "regression"
         self.on_group = on_group
         self.stats = WorkerStats()
+        self._asked: list[Any] = []  # trials of the current group not yet told
 
     def run(self) -> WorkerStats:
         """Loop: fail stale trials, ask what is missing, train, tell; stop at the target."""
@@ -223,18 +224,24 @@ class Worker:
         stats = self.stats
         while True:
             began = time.perf_counter()
-            fail_stale_trials(self.study, self.storage)
-            trials = self.study.get_trials(deepcopy=False)
-            room = self.spec.trials - sum(is_finished(t) or is_running(t) for t in trials)
-            group = self._ask(min(room, self.spec.group)) if room > 0 else []
-            stats.storage_seconds += time.perf_counter() - began
-            if room <= 0:
-                break
-            if group:
-                engine_before = stats.train_seconds
-                self._train_and_tell(group)
-                stats.groups.append((len(group), time.perf_counter() - began
-                                     - (stats.train_seconds - engine_before)))
+            try:
+                fail_stale_trials(self.study, self.storage)
+                trials = self.study.get_trials(deepcopy=False)
+                room = self.spec.trials - sum(is_finished(t) or is_running(t) for t in trials)
+                group = self._ask(min(room, self.spec.group)) if room > 0 else []
+                stats.storage_seconds += time.perf_counter() - began
+                if room <= 0:
+                    break
+                if group:
+                    engine_before = stats.train_seconds
+                    self._train_and_tell(group)
+                    stats.groups.append((len(group), time.perf_counter() - began
+                                         - (stats.train_seconds - engine_before)))
+            except BaseException as exc:  # an error, Ctrl-C, SIGTERM: fail what is not told
+                first = str(exc).splitlines()[0] if str(exc) else ""
+                self._fail_untold(f"stopped before it was told: {type(exc).__name__}: {first}")
+                raise
+            self._asked = []
             if self.on_group is not None:
                 self.on_group(self.study)
         stats.total_seconds = time.perf_counter() - start
@@ -250,6 +257,7 @@ class Worker:
         for _ in range(k):
             with quiet_optuna_warnings():
                 trial = self.spec.ask(self.study)
+            self._asked.append(trial)  # failed by `run` if the worker stops before telling it
             trial.set_user_attr("worker", {"host": self.host, "pid": os.getpid()})
             asked.append(trial)
         numbers = {t.number for t in asked}
@@ -286,24 +294,19 @@ class Worker:
         members = [self._expand(t) for t in trials]
         runnable = [m for m in members if m.invalid is None]
         with heartbeats(self.storage, self.study, [m.trial.number for m in members]):
-            try:
-                for device in sorted({m.specs[0].device for m in runnable}):
-                    on_device = [m for m in runnable if m.specs[0].device == device]
-                    specs = [s for m in on_device for s in m.specs]
-                    hook = _EpochPruning(self.spec, on_device) if self.spec.pruner != "none" \
-                        else None
-                    keep = self.keep_params and choose_engine(specs, self.engine) in (
-                        "batched", "reference")
-                    began = time.perf_counter()
-                    results = train_specs(specs, self.engine, on_epoch=hook,
-                                          **({"keep_params": True} if keep else {}))
-                    self.stats.train_seconds += time.perf_counter() - began
-                    for m in on_device:
-                        m.results, results = results[:len(m.specs)], results[len(m.specs):]
-            except BaseException as exc:
-                self._fail_untold(members, f"error while training: {type(exc).__name__}: "
-                                           f"{str(exc).splitlines()[0] if str(exc) else ''}")
-                raise
+            for device in sorted({m.specs[0].device for m in runnable}):
+                on_device = [m for m in runnable if m.specs[0].device == device]
+                specs = [s for m in on_device for s in m.specs]
+                hook = _EpochPruning(self.spec, on_device) if self.spec.pruner != "none" \
+                    else None
+                keep = self.keep_params and choose_engine(specs, self.engine) in (
+                    "batched", "reference")
+                began = time.perf_counter()
+                results = train_specs(specs, self.engine, on_epoch=hook,
+                                      **({"keep_params": True} if keep else {}))
+                self.stats.train_seconds += time.perf_counter() - began
+                for m in on_device:
+                    m.results, results = results[:len(m.specs)], results[len(m.specs):]
         began = time.perf_counter()
         with storage_batch(self.storage):
             for m in members:
@@ -311,15 +314,18 @@ class Worker:
         sync_storage(self.storage)
         self.stats.storage_seconds += time.perf_counter() - began
 
-    def _fail_untold(self, members: list[_Member], reason: str) -> None:
+    def _fail_untold(self, reason: str) -> None:
+        """Fail the trials this worker asked and has not told (best effort, as another error
+        propagates); told ones are left as they are."""
         from optuna.trial import TrialState
 
-        for m in members:
-            try:
-                m.trial.set_user_attr("failure_reason", reason)
-                self.study.tell(m.trial, state=TrialState.FAIL, skip_if_finished=True)
-            except Exception:  # best effort while another error propagates
+        for trial in self._asked:
+            try:  # a told trial refuses the attribute: it is left as it is
+                trial.set_user_attr("failure_reason", reason)
+                self.study.tell(trial, state=TrialState.FAIL, skip_if_finished=True)
+            except Exception:
                 continue
+        self._asked = []
 
     def _run_record(self, result: RunResult) -> dict[str, Any]:
         """What a trial keeps of one run: its RunResult, host and device, and for 2-D tasks the
