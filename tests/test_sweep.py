@@ -222,8 +222,13 @@ def test_killed_worker_then_rerun_with_two_workers_loses_and_duplicates_nothing(
     assert len(complete) == 8 and sum(is_finished(t) for t in trials) == 8
     assert {n: v for n, v in complete.items() if n in before} == before
     for t in trials:
-        if t.state.name == "FAIL":  # the killed worker's trial in flight, failed on rerun
-            assert "stopped before finishing" in t.user_attrs["failure_reason"]
+        reason = t.user_attrs.get("failure_reason", "")
+        if t.state.name == "FAIL" and reason.startswith("skipped"):
+            # the two new workers raced for the last trials: the one beyond the target is told
+            # FAIL before any training (as on PostgreSQL, tests/test_sweep_postgres.py)
+            assert "runs" not in t.user_attrs
+        elif t.state.name == "FAIL":  # the killed worker's trial in flight, failed on rerun
+            assert "stopped before finishing" in reason
         else:
             assert len(t.user_attrs["runs"]) == 2
     hosts_pids = {tuple(t.user_attrs["worker"].values()) for t in trials}
