@@ -67,11 +67,15 @@ class ModelDef:
     batch_norm: bool | None  # None: taken from the RunSpec
     mse_head: str = "sigmoid"  # output activation under MSE on a classification task
     fixed_outputs: int | None = None
+    # A network given as code: `factory(input_shape, n_outputs) -> nn.Module` (plugins, CNNs).
+    # None for the layer-list networks above, which `architecture` describes.
+    factory: Callable[[tuple[int, ...], int], nn.Module] | None = None
+    origin: str = "built-in"  # where the entry comes from: "built-in", a plugin path or module
 
     @property
     def configurable(self) -> bool:
         """True when hidden sizes, activation and batch norm come from the RunSpec."""
-        return self.hidden is None
+        return self.hidden is None and self.factory is None
 
 
 MODELS: dict[str, ModelDef] = {

@@ -42,6 +42,7 @@ class Task:
     default_metric: str  # "accuracy" (maximise) or "mse" (minimise)
     default_n_samples: int | None  # training-set size of synthetic tasks; None for real data
     make: Callable[[int, int | None, Path], Splits]
+    origin: str = "built-in"  # where the entry comes from: "built-in", a data file, a plugin
 
     @property
     def input_shape(self) -> tuple[int, ...]:
