@@ -90,14 +90,16 @@ class RunSpec:
         self._resolve_architecture(registry.get_model(self.model))
         registry.get_loss(self.loss)
         registry.get_optimizer(self.optimizer)
-        _check_choice("activation", self.activation, ACTIVATIONS)
+        if self.activation is not None:  # None: a model given as code has no such setting
+            _check_choice("activation", self.activation, ACTIVATIONS)
         _check_choice("init", self.init, INITS)
         _check_choice("dtype", self.dtype, DTYPES)
         _check_choice("device", self.device, DEVICES)
         _check_choice("engine", self.engine, ENGINES)
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if self.hidden is not None:
+            object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        if any(h <= 0 for h in self.hidden):
+        if self.hidden is not None and any(h <= 0 for h in self.hidden):
             raise UsageError(f"hidden sizes must be positive integers, got {self.hidden}; "
                              "use e.g. --hidden 20,20")
         _positive("lr", self.lr, "--lr 0.1")
@@ -157,7 +159,21 @@ class RunSpec:
                              f"search it only where it applies (when = {{ optimizer = [{where}] }})")
 
     def _resolve_architecture(self, model: Any) -> None:
-        """Fill hidden/activation/batch_norm: MLP defaults, or the fixed model's own layers."""
+        """Fill hidden/activation/batch_norm: MLP defaults, or the fixed model's own layers.
+
+        A model given as code (`ModelDef.factory`) has none of them: they stay None, a value
+        given is a UsageError, and so is an `init` scheme other than the module's own."""
+        if model.factory is not None:
+            given = [name for name in ARCH_FIELDS if getattr(self, name) is not None]
+            if given:
+                raise UsageError(f"{' and '.join(given)} applies to layer-list models only: "
+                                 f"model {model.name!r} is defined in code ({model.origin}); "
+                                 f"drop {' and '.join(given)}")
+            if self.init != "default":
+                raise UsageError(f"init {self.init!r} applies to layer-list models only: model "
+                                 f"{model.name!r} initialises itself (init_scale still "
+                                 "multiplies its parameters); use init default")
+            return
         if model.configurable:
             for name, default in MLP_DEFAULTS.items():
                 if getattr(self, name) is None:

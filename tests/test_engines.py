@@ -139,3 +139,35 @@ def test_the_notebook_loop_diverges_on_the_validation_loss_too(monkeypatch) -> N
     assert math.isfinite(result.curves["train_loss"][1])
     assert result.diverged and result.diverged_epoch == 2 and result.epochs_run == 2
     assert all(math.isnan(v) for v in result.metrics.values())
+
+
+# --- networks given as code -------------------------------------------------------------------
+
+class Residual(torch.nn.Module):
+    """A plugin-style network with a skip connection: x -> h + tanh(W h), h = relu(A x)."""
+
+    def __init__(self, inputs: int, outputs: int) -> None:
+        super().__init__()
+        self.inp, self.mid, self.out = (torch.nn.Linear(inputs, 8), torch.nn.Linear(8, 8),
+                                        torch.nn.Linear(8, outputs))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.inp(x))
+        return self.out(h + torch.tanh(self.mid(h)))
+
+
+def test_the_reference_engine_trains_a_network_given_as_code(monkeypatch) -> None:
+    from bench.catalog.models import MODELS, ModelDef, factory_module
+
+    monkeypatch.setitem(MODELS, "residual", ModelDef(
+        "residual", "test", None, None, None, factory=lambda shape, n: Residual(shape[0], n),
+        origin="tests/test_engines.py"))
+    spec = RunSpec(task="moons", n_samples=200, model="residual", optimizer="adam", lr=0.01,
+                   batch_size=50, epochs=8, dtype="float64", seed=3)
+    first = train(spec, keep_params=True)
+    again = registry.train_specs([spec], "reference", keep_params=True)[0]
+    assert first.curves == again.curves and first.metrics == again.metrics
+    start = factory_module(MODELS["residual"], (2,), 1, seed=3, dtype=torch.float64)
+    assert list(first.params) == list(start.state_dict())
+    assert first.curves["train_loss"][-1] < 0.6 * first.curves["train_loss"][0]
+    assert first.metrics["test_accuracy"] > 0.8

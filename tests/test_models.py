@@ -1,4 +1,5 @@
-"""Models: the notebooks' parameter counts, shapes, heads and seeded initialisation."""
+"""Models: the notebooks' parameter counts, shapes, heads and seeded initialisation; networks
+given as code (factories) and the built-in LeNet-5."""
 
 from __future__ import annotations
 
@@ -13,13 +14,17 @@ from bench.catalog.models import (
     BatchNorm,
     Head,
     Linear,
+    ModelDef,
     architecture,
     build_module,
+    factory_module,
     initial_state,
+    module_size,
     output_head,
     parameter_count,
 )
 from bench.errors import UsageError
+from bench.spec import RunSpec
 
 
 def arch_for(model: str, task: str = "moons", loss: str = "mse", **kw):
@@ -39,8 +44,8 @@ def test_notebook_parameter_counts() -> None:
     assert parameter_count(arch) == 2 * 500 + 500 + 500 * 500 + 500 + 501
 
 
-@pytest.mark.parametrize("model", list(MODELS))
-def test_every_model_builds_and_runs(model: str) -> None:
+@pytest.mark.parametrize("model", [name for name, m in MODELS.items() if m.factory is None])
+def test_every_layer_list_model_builds_and_runs(model: str) -> None:
     task = "mnist_synthetic" if model == "sigmoid_mlp_16x2" else "moons"
     arch, head = arch_for(model, task=task)
     net = build_module(arch)
@@ -96,3 +101,73 @@ def test_float32_state_is_the_float64_draw_rounded() -> None:
     s64 = initial_state(arch, init="default", init_scale=1.0, seed=5, dtype=torch.float64)
     s32 = initial_state(arch, init="default", init_scale=1.0, seed=5, dtype=torch.float32)
     assert torch.equal(s64["0.weight"].float(), s32["0.weight"])
+
+
+# --- networks given as code -----------------------------------------------------------------------
+
+def tanh_net(input_shape: tuple[int, ...], n_outputs: int) -> torch.nn.Module:
+    """A plugin-style factory: a small tanh network."""
+    return torch.nn.Sequential(torch.nn.Linear(input_shape[0], 6), torch.nn.Tanh(),
+                               torch.nn.Linear(6, n_outputs))
+
+
+TANH = ModelDef("tanh_net", "test network", None, None, None, factory=tanh_net,
+                origin="tests/test_models.py")
+
+
+def test_a_factory_model_is_seeded_the_same_in_every_dtype_and_leaves_the_global_stream() -> None:
+    before = torch.random.get_rng_state()
+    a64 = factory_module(TANH, (2,), 1, seed=4, dtype=torch.float64)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    a32 = factory_module(TANH, (2,), 1, seed=4, dtype=torch.float32)
+    again = factory_module(TANH, (2,), 1, seed=4, dtype=torch.float64)
+    other = factory_module(TANH, (2,), 1, seed=5, dtype=torch.float64)
+    for p64, p32, p_again, p_other in zip(a64.parameters(), a32.parameters(), again.parameters(),
+                                          other.parameters(), strict=True):
+        assert p64.dtype == torch.float64 and p32.dtype == torch.float32
+        assert torch.equal(p64.float(), p32) and torch.equal(p64, p_again)
+        assert not torch.equal(p64, p_other)
+    scaled = factory_module(TANH, (2,), 1, seed=4, init_scale=0.5, dtype=torch.float64)
+    for p, half in zip(a64.parameters(), scaled.parameters(), strict=True):
+        assert torch.equal(half, p * 0.5)
+
+
+def test_a_factory_that_fails_or_returns_no_module_is_one_usage_error() -> None:
+    def broken(shape, outputs):
+        raise ValueError("bad width")
+
+    for factory, words in ((broken, "ValueError: bad width"), (lambda s, o: 3, "not a torch.nn")):
+        model = ModelDef("plug", "", None, None, None, factory=factory, origin="plug.py")
+        with pytest.raises(UsageError) as err:
+            factory_module(model, (2,), 1, seed=0)
+        assert words in str(err.value) and "plug.py" in str(err.value)
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("shape, params", [((784,), 61706), ((64,), 19754), ((1, 28, 28), 61706),
+                                           ((8, 8), 19754)])
+def test_lenet5_takes_28x28_and_8x8_images_flat_or_not(shape, params) -> None:
+    net = factory_module(MODELS["lenet5"], shape, 10, seed=0)
+    assert sum(p.numel() for p in net.parameters()) == params  # 61706: LeCun's count for 28x28
+    assert net(torch.randn(3, *shape)).shape == (3, 10)
+    size = module_size(MODELS["lenet5"], shape, 10)
+    assert size.parameters == params and size.multiply_adds > size.parameters
+
+
+@pytest.mark.parametrize("shape", [(2,), (100,), (3, 8, 8), (28, 27)])
+def test_lenet5_refuses_other_inputs_in_one_line(shape) -> None:
+    with pytest.raises(UsageError, match="lenet5 takes 28x28 or 8x8") as err:
+        factory_module(MODELS["lenet5"], shape, 10, seed=0)
+    assert "\n" not in str(err.value)
+
+
+def test_a_spec_of_a_factory_model_refuses_layer_settings_and_other_inits() -> None:
+    spec = RunSpec(task="digits", model="lenet5")
+    assert (spec.hidden, spec.activation, spec.batch_norm) == (None, None, None)
+    assert RunSpec.from_dict(spec.to_dict()) == spec
+    for changes, words in (({"hidden": (3,)}, "drop hidden"),
+                           ({"activation": "tanh"}, "drop activation"),
+                           ({"batch_norm": True}, "drop batch_norm"),
+                           ({"init": "normal"}, "use init default")):
+        with pytest.raises(UsageError, match=words):
+            RunSpec(task="digits", model="lenet5", **changes)

@@ -78,6 +78,31 @@ class ModelDef:
         return self.hidden is None and self.factory is None
 
 
+def lenet5(input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
+    """LeNet-5 for one-channel 28x28 or 8x8 images, flat ([784] / [64]) or not ([1, H, W]).
+
+    28x28: conv 5x5 (pad 2) 6 channels, pool, conv 5x5 16 channels, pool, 400-120-84-outputs.
+    8x8 (digits): the same with 3x3 convolutions (pad 1), so 16 x 2 x 2 = 64 features reach
+    the linear layers. ReLU after every hidden layer, 2x2 average pooling (LeCun's subsampling).
+    """
+    pixels = math.prod(input_shape)
+    side = {784: 28, 64: 8}.get(pixels)
+    if side is None or len(input_shape) not in (1, 2, 3) or (
+            len(input_shape) > 1 and input_shape[-2:] != (side, side)) or (
+            len(input_shape) == 3 and input_shape[0] != 1):
+        raise UsageError(f"lenet5 takes 28x28 or 8x8 one-channel images (784 or 64 inputs), "
+                         f"not input shape {tuple(input_shape)}; use --model mlp for this task")
+    kernel, pad, flat = (5, 2, 16 * 5 * 5) if side == 28 else (3, 1, 16 * 2 * 2)
+    return nn.Sequential(
+        nn.Unflatten(1, (1, side, side)) if len(input_shape) == 1 else
+        nn.Unflatten(1, (1, side)) if len(input_shape) == 2 else nn.Identity(),
+        nn.Conv2d(1, 6, kernel, padding=pad), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Conv2d(6, 16, kernel, padding=pad if side == 8 else 0), nn.ReLU(), nn.AvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(flat, 120), nn.ReLU(), nn.Linear(120, 84), nn.ReLU(),
+        nn.Linear(84, n_outputs))
+
+
 MODELS: dict[str, ModelDef] = {
     m.name: m
     for m in [
@@ -99,6 +124,9 @@ MODELS: dict[str, ModelDef] = {
                  (4,), "tanh", False, mse_head="tanh"),
         ModelDef("sigmoid_mlp_10", "2-10-1 sigmoid network (notebook 004)", (10,), "sigmoid",
                  False),
+        ModelDef("lenet5", "LeNet-5 CNN (2 conv + 3 linear, ReLU, average pooling) for 28x28 "
+                 "(mnist, fashion_mnist) or 8x8 (digits) images", None, None, None,
+                 factory=lenet5),
     ]
 }
 
@@ -211,3 +239,88 @@ def initial_state(arch: Architecture, *, init: str, init_scale: float, seed: int
             state[f"{i}.running_var"] = torch.ones(layer.features, dtype=dtype)
             state[f"{i}.num_batches_tracked"] = torch.zeros((), dtype=torch.int64)
     return state
+
+
+# --- networks given as code -----------------------------------------------------------------------
+
+def factory_module(model: ModelDef, input_shape: tuple[int, ...], n_outputs: int, *, seed: int,
+                   init_scale: float = 1.0, dtype: torch.dtype = torch.float32,
+                   device: str | torch.device = "cpu") -> nn.Module:
+    """`model.factory(input_shape, n_outputs)` built deterministically for `seed`.
+
+    The factory runs on the CPU with float64 as the default dtype and torch's global generator
+    seeded with `seed` (its state restored afterwards), then the module is cast to `dtype` and
+    moved to `device`: like `initial_state`, a seed gives the same initial weights in every
+    engine, dtype and device. The module's own initialisation is the "default" init scheme;
+    `init_scale` multiplies every parameter (not the buffers). The module outputs raw scores:
+    the head belongs to the loss (`output_head`).
+    """
+    if model.factory is None:
+        raise ValueError(f"model {model.name!r} is a layer list; use build_module")
+    previous = torch.get_default_dtype()
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        torch.manual_seed(int(seed))
+        torch.set_default_dtype(torch.float64)
+        try:
+            module = model.factory(tuple(input_shape), int(n_outputs))
+        except UsageError:
+            raise
+        except Exception as exc:  # a plugin's bug: one line naming the model and the error
+            raise UsageError(f"model {model.name!r} ({model.origin}) failed to build for input "
+                             f"shape {tuple(input_shape)} and {n_outputs} outputs: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            torch.set_default_dtype(previous)
+    if not isinstance(module, nn.Module):
+        raise UsageError(f"model {model.name!r} ({model.origin}) returned "
+                         f"{type(module).__name__}, not a torch.nn.Module; its factory must "
+                         "return the network")
+    if init_scale != 1.0:
+        with torch.no_grad():
+            for p in module.parameters():
+                p.mul_(init_scale)
+    return module.to(device=device, dtype=dtype)
+
+
+
+@dataclass(frozen=True)
+class ModuleSize:
+    """What sizing needs of a network given as code, per member and per example."""
+
+    parameters: int
+    activations: int  # output elements of every leaf module for one example
+    multiply_adds: int  # of the forward pass for one example (linear and conv layers)
+    widest: int  # the largest leaf output for one example
+
+
+def module_size(model: ModelDef, input_shape: tuple[int, ...], n_outputs: int) -> ModuleSize:
+    """Parameters, activations and multiply-adds of `model.factory`'s module, measured by one
+    forward pass of one example on the meta device (nothing is allocated or computed)."""
+    with torch.device("meta"):
+        module = model.factory(tuple(input_shape), int(n_outputs)) if model.factory else None
+    if not isinstance(module, nn.Module):
+        raise UsageError(f"model {model.name!r} ({model.origin}) returned "
+                         f"{type(module).__name__}, not a torch.nn.Module")
+    outputs: list[int] = []
+    macs = 0
+
+    def hook(mod: nn.Module, _inputs: object, out: object) -> None:
+        nonlocal macs
+        if isinstance(out, torch.Tensor):
+            outputs.append(out.numel())
+            weight = getattr(mod, "weight", None)
+            if isinstance(mod, nn.Linear | nn.Conv1d | nn.Conv2d | nn.Conv3d) and weight is not None:
+                macs += out.numel() * (weight.numel() // weight.shape[0])
+
+    leaves = [m for m in module.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        module(torch.zeros((1, *input_shape), device="meta"))
+    except Exception:  # a forward the meta device cannot run: size by parameters alone
+        outputs, macs = [], 0
+    finally:
+        for h in handles:
+            h.remove()
+    params = sum(p.numel() for p in module.parameters())
+    return ModuleSize(params, sum(outputs) or params, macs or params,
+                      max(outputs, default=n_outputs))

@@ -119,6 +119,15 @@ def train_many(specs: Sequence[RunSpec], *, on_epoch: EpochHook | None = None,
         device = resolve_device(first.device)
         data = load_data(first, device) if given is None else given.to(device, first.torch_dtype)
         plan = plan_run(first, data.n_train)
+        if plan.arch is None:  # a network given as code: trained one by one for now
+            from bench.engines import reference
+            trained = reference.train_specs([specs[i] for i in indices], data=data,
+                                            record_steps=record_steps, keep_params=keep_params,
+                                            on_epoch=relay(on_epoch, indices, pending),
+                                            progress=progress)
+            for i, result in zip(indices, trained, strict=True):
+                results[i] = result
+            continue
         limit = max_members or members_per_chunk(plan, data, first.shuffle)
         # The native kernel runs on its own threads (torch's count); torch itself drops to one
         # thread meanwhile, or its idle OpenMP workers spin against the kernel's.

@@ -87,18 +87,31 @@ def estimate(spec: RunSpec, *, runs: int = 1, together: int = 1, stored_runs: in
     with `stored_runs` run records held in memory besides them. Pure arithmetic: nothing is
     allocated, so an absurd request (a billion seeds) is sized and refused at once."""
     # models and the batched engine load torch; sizing a request must not
-    from bench.catalog.models import Linear, architecture, output_head, parameter_count
+    from bench.catalog.models import (
+        Linear,
+        architecture,
+        module_size,
+        output_head,
+        parameter_count,
+    )
     from bench.engines.batched import MEMORY_BUDGET
 
     task = registry.get_task(spec.task)
     model = registry.get_model(spec.model)
     head = output_head(model, task.kind, task.n_classes, spec.loss)
-    arch = architecture(model, task.input_dim, head, hidden=spec.hidden,
-                        activation=spec.activation, batch_norm=spec.batch_norm)
-    linears = [layer for layer in arch if isinstance(layer, Linear)]
-    params = parameter_count(arch)
-    widths = [layer.out_features for layer in linears]
-    macs = sum(layer.in_features * layer.out_features for layer in linears)
+    if model.factory is not None:  # a network given as code: sized by a meta-device pass
+        size = module_size(model, task.input_shape, head.n_outputs)
+        params, macs, largest = size.parameters, size.multiply_adds, size.parameters
+        widths, width = [size.activations // 2], size.widest  # autograd: ~3 per unit
+    else:
+        arch = architecture(model, task.input_dim, head, hidden=spec.hidden,
+                            activation=spec.activation, batch_norm=spec.batch_norm)
+        linears = [layer for layer in arch if isinstance(layer, Linear)]
+        params = parameter_count(arch)
+        widths = [layer.out_features for layer in linears]
+        macs = sum(layer.in_features * layer.out_features for layer in linears)
+        largest = max((layer.in_features * layer.out_features for layer in linears), default=0)
+        width = max(widths, default=1)
     elem = DTYPE_BYTES[spec.dtype]
     n_train = training_examples(spec)
     n_eval = max(n_train // 2, 200)  # synthetic validation and test sets (at most this size)
@@ -109,9 +122,8 @@ def estimate(spec: RunSpec, *, runs: int = 1, together: int = 1, stored_runs: in
     # optimizer state (8 per parameter), batch activations (6 per unit), the gathered batch.
     weights = elem * 8 * params
     activations = elem * (6 * batch * sum(widths) + batch * task.input_dim)
-    largest = max((layer.in_features * layer.out_features for layer in linears), default=0)
     init = 3 * 8 * largest  # float64 draws of the largest weight matrix (rand, scaled, cast)
-    evaluation = 2 * elem * n_train * max(widths, default=1)  # the final pass over train
+    evaluation = 2 * elem * n_train * width  # the final pass over train
     budget = MEMORY_BUDGET["cuda" if spec.device == "cuda" else "cpu"]
     chunk = max(1, min(together, budget // max(weights + activations, 1)))
     parts = {

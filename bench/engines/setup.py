@@ -10,7 +10,16 @@ import torch
 
 from bench.catalog import registry
 from bench.catalog.losses import apply_head, encode_targets, predict_classes, regression_scores
-from bench.catalog.models import Architecture, BatchNorm, Head, architecture, build_module, initial_state
+from bench.catalog.models import (
+    Architecture,
+    BatchNorm,
+    Head,
+    ModelDef,
+    architecture,
+    build_module,
+    factory_module,
+    initial_state,
+)
 from bench.catalog.models import output_head as _output_head
 from bench.catalog.tasks import TaskData, load_task
 from bench.errors import UsageError
@@ -19,13 +28,18 @@ from bench.spec import RunSpec, resolve_device
 
 @dataclass(frozen=True)
 class Plan:
-    """What a spec resolves to on given data: head, layers, batch size, device, dtype."""
+    """What a spec resolves to on given data: head, layers, batch size, device, dtype.
+
+    `arch` is the layer list of a layer-list model, None for a model given as code
+    (`ModelDef.factory`), which `build_model` builds from `model`."""
 
     head: Head
-    arch: Architecture
+    arch: Architecture | None
     batch_size: int
     device: str
     dtype: torch.dtype
+    model: ModelDef | None = None
+    input_shape: tuple[int, ...] = ()
 
 
 
@@ -40,17 +54,42 @@ def plan_run(spec: RunSpec, n_train: int) -> Plan:
     """Resolve a spec against its training-set size; impossible combinations are UsageErrors."""
     task = registry.get_task(spec.task)
     head = output_head(spec)
-    arch = architecture(registry.get_model(spec.model), task.input_dim, head,
-                        hidden=spec.hidden, activation=spec.activation,
-                        batch_norm=spec.batch_norm)
+    model = registry.get_model(spec.model)
+    arch = None if model.factory is not None else architecture(
+        model, task.input_dim, head, hidden=spec.hidden, activation=spec.activation,
+        batch_norm=spec.batch_norm)
     batch_size = spec.batch_size or n_train
     if batch_size > n_train:
         raise UsageError(f"batch size {batch_size} is above the training set of {spec.task} "
                          f"({n_train} examples); use --batch-size {n_train} or less")
-    if any(isinstance(layer, BatchNorm) for layer in arch) and n_train % batch_size == 1:
+    if n_train % batch_size == 1 and (
+            any(isinstance(layer, BatchNorm) for layer in arch) if arch is not None
+            else has_batch_norm(factory_module(model, task.input_shape, head.n_outputs, seed=0,
+                                               dtype=spec.torch_dtype))):
         raise UsageError(f"batch size {batch_size} leaves a last batch of 1 example of "
                          f"{n_train}, which batch norm cannot normalise; choose another size")
-    return Plan(head, arch, batch_size, resolve_device(spec.device), spec.torch_dtype)
+    return Plan(head, arch, batch_size, resolve_device(spec.device), spec.torch_dtype, model,
+                tuple(task.input_shape))
+
+
+def has_batch_norm(module: torch.nn.Module) -> bool:
+    """Whether a module holds a batch-norm layer (its training batches need 2+ examples)."""
+    kinds = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d)
+    return any(isinstance(m, kinds) for m in module.modules())
+
+
+def build_model(spec: RunSpec, plan: Plan) -> torch.nn.Module:
+    """The spec's module with its seeded initial weights, on the plan's device and dtype: the
+    layer list built and loaded from `initial_state`, or the factory's module built under the
+    seed (`factory_module`)."""
+    if plan.arch is None:
+        assert plan.model is not None
+        return factory_module(plan.model, plan.input_shape, plan.head.n_outputs, seed=spec.seed,
+                              init_scale=spec.init_scale, dtype=plan.dtype, device=plan.device)
+    model = build_module(plan.arch).to(device=plan.device, dtype=plan.dtype)
+    model.load_state_dict(initial_state(plan.arch, init=spec.init, init_scale=spec.init_scale,
+                                        seed=spec.seed, dtype=plan.dtype))
+    return model
 
 
 
@@ -111,9 +150,7 @@ def prepare_run(spec: RunSpec, data: TaskData | None = None) -> PreparedRun:
     device = resolve_device(spec.device)
     data = load_data(spec, device) if data is None else data.to(device, spec.torch_dtype)
     plan = plan_run(spec, data.n_train)
-    model = build_module(plan.arch).to(device=device, dtype=plan.dtype)
-    model.load_state_dict(initial_state(plan.arch, init=spec.init, init_scale=spec.init_scale,
-                                        seed=spec.seed, dtype=plan.dtype))
+    model = build_model(spec, plan)
     params = list(model.parameters())
     optimizer = registry.get_optimizer(spec.optimizer).build(params, spec)
     targets = encode_targets(data.y_train, plan.head, spec.loss, plan.dtype)
