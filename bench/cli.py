@@ -28,6 +28,9 @@ from typing import Any
 from bench.errors import UsageError
 from bench.sweeps.storage import os_reason, password_of
 
+PLUGIN_HELP = ("load tasks and models from a Python file or module (repeatable; plugins are code: "
+               "only what you name is loaded, plus installed nnbench.plugins entry points)")
+
 # Subcommand order in --help; commands not listed come after, alphabetically.
 ORDER = ("list", "run", "reproduce", "sweep", "time", "perf", "report", "check")
 
@@ -56,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         module = importlib.import_module(f"bench.commands.{module_name}")
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.configure(p)
+        p.add_argument("--plugin", action="append", default=None, metavar="PATH|MODULE",
+                       help=PLUGIN_HELP)
         p.set_defaults(_module=module)
     return parser
 
@@ -158,6 +163,10 @@ def _main(argv: list[str]) -> int:
         print("bench: error: name a command, e.g. `bench list`; see `bench --help` for all of them",
               file=sys.stderr)
         return 2
+    if args.plugin:
+        from bench.catalog.plugins import load_plugins
+
+        load_plugins(args.plugin)
     return int(args._module.run(args) or 0)
 
 

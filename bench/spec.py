@@ -81,12 +81,15 @@ class RunSpec:
     device: str = "cpu"
     engine: str = "auto"
     target: float | None = None  # validation-metric target for time-to-target
+    # A data-file task's sha256 (filled from the file; None for named tasks): every stored run
+    # says which contents of the file it trained on.
+    task_sha256: str | None = None
 
     def __post_init__(self) -> None:
         for name, matches in _checkers().items():
             if not matches(getattr(self, name)):
                 raise UsageError(f"{name} {type_problem(name, getattr(self, name))}")
-        registry.get_task(self.task)
+        self._resolve_task(registry.get_task(self.task))
         self._resolve_architecture(registry.get_model(self.model))
         registry.get_loss(self.loss)
         registry.get_optimizer(self.optimizer)
@@ -158,6 +161,16 @@ class RunSpec:
                              f"{', '.join(used)}); drop {' and '.join(ignored)}, or in a study "
                              f"search it only where it applies (when = {{ optimizer = [{where}] }})")
 
+    def _resolve_task(self, task: Any) -> None:
+        """A data file task: its reference made absolute (`task.name`) and its hash recorded."""
+        if task.name != self.task:
+            object.__setattr__(self, "task", task.name)
+        if task.sha256 is None and self.task_sha256 is not None:
+            raise UsageError(f"task_sha256 applies to data file tasks only; {self.task!r} is "
+                             "not one: drop task_sha256")
+        if self.task_sha256 is None:
+            object.__setattr__(self, "task_sha256", task.sha256)
+
     def _resolve_architecture(self, model: Any) -> None:
         """Fill hidden/activation/batch_norm: MLP defaults, or the fixed model's own layers.
 
@@ -202,6 +215,8 @@ class RunSpec:
         if "model" in changes and changes["model"] != self.model:
             for name in ARCH_FIELDS:
                 changes.setdefault(name, None)
+        if "task" in changes and changes["task"] != self.task:
+            changes.setdefault("task_sha256", None)
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,7 +258,14 @@ class RunSpec:
             for key in _optional_settings():
                 if key not in used:
                     values.pop(key, None)
-        return cls(**values)
+        spec = cls(**values)
+        if strict and "task_sha256" in data and data["task_sha256"] is not None:
+            current = registry.get_task(spec.task).sha256
+            if current is not None and current != data["task_sha256"]:
+                raise UsageError(f"data file {spec.task} has changed: its sha256 is now "
+                                 f"{current[:12]}..., the record says {data['task_sha256'][:12]}"
+                                 "...; restore the file, or drop task_sha256 to use it as it is")
+        return spec
 
     @property
     def torch_dtype(self):

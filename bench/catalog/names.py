@@ -9,10 +9,11 @@ from bench.errors import UsageError
 T = TypeVar("T")
 
 
-def lookup(kind: str, table: dict[str, T], name: str, plural: str = "") -> T:
-    """`table[name]`, or a UsageError naming the valid names (one message for every lookup)."""
+def lookup(kind: str, table: dict[str, T], name: str, plural: str = "", also: str = "") -> T:
+    """`table[name]`, or a UsageError naming the valid names (one message for every lookup);
+    `also` names what else is valid (e.g. a data file's path for a task)."""
     try:
         return table[name]
     except KeyError:
         raise UsageError(f"unknown {kind} {name!r}; valid {plural or kind + 's'}: "
-                         f"{', '.join(table)}") from None
+                         f"{', '.join(table)}{also}") from None

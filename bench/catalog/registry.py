@@ -1,5 +1,8 @@
 """The registry: plain dicts of tasks, models, losses and optimizers, with lookups.
 
+Tasks and models include those plugins registered (`bench.catalog.plugins`); a task may also
+be a data file's path (`bench.catalog.datafile`).
+
 A lookup miss raises a `UsageError` that lists the valid names. Heavy modules are imported
 lazily so that `bench list` and the timing command stay light.
 """
@@ -16,18 +19,28 @@ if TYPE_CHECKING:
     from bench.catalog.optimizers import OptimizerDef
     from bench.catalog.tasks import Task
 
-def tasks() -> dict[str, Task]:
-    """All tasks by name."""
-    from bench.catalog.tasks import TASKS
+def _plugins_loaded() -> None:
+    """Installed packages' `nnbench.plugins` entry points, loaded on the first lookup."""
+    from bench.catalog.plugins import load_entry_points
 
-    return TASKS
+    load_entry_points()
+
+
+def tasks() -> dict[str, Task]:
+    """All named tasks: the built-ins, then the plugins' (data files are looked up by path)."""
+    from bench.catalog.tasks import PLUGIN_TASKS, TASKS, plugin_task
+
+    _plugins_loaded()
+    return {**TASKS, **{name: plugin_task(name) for name in list(PLUGIN_TASKS)}}
 
 
 def models() -> dict[str, ModelDef]:
-    """All models by name."""
+    """All models by name: the built-ins, then the plugins'."""
     from bench.catalog.models import MODELS
+    from bench.catalog.plugins import PLUGIN_MODELS
 
-    return MODELS
+    _plugins_loaded()
+    return {**MODELS, **PLUGIN_MODELS}
 
 
 def losses() -> dict[str, LossDef]:
@@ -45,13 +58,24 @@ def optimizers() -> dict[str, OptimizerDef]:
 
 
 def get_task(name: str) -> Task:
-    """The task called `name`, or a UsageError listing the tasks."""
-    return lookup("task", tasks(), name)
+    """The task called `name` (built-in or a plugin's) or the data file `name` is a path to
+    (.csv, .npz; cached per file content), or a UsageError listing the tasks."""
+    from bench.catalog.tasks import resolve_task
+
+    _plugins_loaded()
+    return resolve_task(name)
 
 
 def get_model(name: str) -> ModelDef:
     """The model called `name`, or a UsageError listing the models."""
     return lookup("model", models(), name)
+
+
+def task_display_name(name: str) -> str:
+    """The short name of a task for tables: a data file's stem, else the name (needs no file)."""
+    from bench.catalog.datafile import display_name
+
+    return display_name(name)
 
 
 def get_loss(name: str) -> LossDef:

@@ -21,6 +21,8 @@ from typing import Literal
 import numpy as np
 import torch
 
+from bench.catalog import datafile
+from bench.catalog.datafile import display_name
 from bench.catalog.names import lookup
 from bench.errors import DataUnavailableError, UsageError
 
@@ -43,11 +45,18 @@ class Task:
     default_n_samples: int | None  # training-set size of synthetic tasks; None for real data
     make: Callable[[int, int | None, Path], Splits]
     origin: str = "built-in"  # where the entry comes from: "built-in", a data file, a plugin
+    shape: tuple[int, ...] | None = None  # one example's shape when not (input_dim,)
+    sha256: str | None = None  # a data file task's content hash (None for the others)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one example."""
-        return (self.input_dim,)
+        return self.shape if self.shape is not None else (self.input_dim,)
+
+    @property
+    def display_name(self) -> str:
+        """The short name tables show (a data file's stem; else the name)."""
+        return display_name(self.name)
 
     @property
     def synthetic(self) -> bool:
@@ -287,9 +296,91 @@ TASKS: dict[str, Task] = {
 }
 
 
+# --- tasks given as data: data files and plugins ------------------------------------------
+
+# Plugin tasks by name (`bench.catalog.plugins` fills it): a Task, or a function that makes it
+# on first use (a plugin's data is drawn only when a task is looked up, not when it loads).
+PLUGIN_TASKS: dict[str, Task | Callable[[], Task]] = {}
+
+
+def split_arrays(x: np.ndarray, y: np.ndarray, kind: str, data_seed: int) -> Splits:
+    """Split one data set 60/20/20 by the data seed as the built-in real data sets are split
+    (stratified by class; a plain seeded split for regression)."""
+    if kind != "regression":
+        return _stratified_split(x, y, (0.2, 0.2), data_seed)
+    from sklearn.model_selection import train_test_split
+
+    x_rest, x_te, y_rest, y_te = train_test_split(x, y, test_size=0.2, random_state=data_seed)
+    x_tr, x_va, y_tr, y_va = train_test_split(x_rest, y_rest, test_size=0.25,
+                                              random_state=data_seed)
+    return x_tr, y_tr, x_va, y_va, x_te, y_te
+
+
+def standardise(splits: Splits) -> Splits:
+    """Features scaled by the training split's mean and standard deviation (a constant feature
+    keeps scale 1), so no statistic of the validation or test set leaks into training."""
+    x_tr, y_tr, x_va, y_va, x_te, y_te = splits
+    mean = x_tr.mean(axis=0)
+    std = x_tr.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    return (x_tr - mean) / std, y_tr, (x_va - mean) / std, y_va, (x_te - mean) / std, y_te
+
+
+_FILE_TASKS: dict[tuple[str, int, int], Task] = {}  # (reference, mtime_ns, size) -> its Task
+
+
+def file_task(name: str) -> Task:
+    """The Task of a data file reference (path, ?label=, ?kind=), read and validated; cached
+    per file state and content hash, so a changed file is a new task."""
+    ref = datafile.parse_ref(name)
+    try:
+        stat = ref.path.stat()
+        key = (ref.key(), stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        key = None
+    if key is not None and key in _FILE_TASKS:
+        return _FILE_TASKS[key]
+    data = datafile.read(ref)
+
+    def make(data_seed: int, n_samples: int | None, root: Path) -> Splits:
+        del n_samples, root
+        return standardise(split_arrays(data.x, data.y, data.kind, data_seed))
+
+    shape = tuple(int(d) for d in data.x.shape[1:])
+    task = Task(ref.key(), data.description, data.kind, int(np.prod(shape)), data.n_classes,
+                "mse" if data.kind == "regression" else "accuracy", None, make,
+                origin=f"data file {ref.path}", shape=shape if len(shape) > 1 else None,
+                sha256=data.sha256)
+    if key is not None:
+        _FILE_TASKS[key] = task
+    return task
+
+
+def plugin_task(name: str) -> Task | None:
+    """A plugin's task, made on first use; None when no plugin registered `name`."""
+    entry = PLUGIN_TASKS.get(name)
+    if entry is None or isinstance(entry, Task):
+        return entry
+    task = entry()
+    PLUGIN_TASKS[name] = task
+    return task
+
+
+def resolve_task(name: str) -> Task:
+    """The task `name` names: built-in, a plugin's, or a data file's path; else a UsageError
+    listing the tasks."""
+    if name in TASKS:
+        return TASKS[name]
+    if name in PLUGIN_TASKS:
+        return plugin_task(name)  # type: ignore[return-value]
+    if isinstance(name, str) and datafile.looks_like_path(name):
+        return file_task(name)
+    return lookup("task", {**TASKS, **PLUGIN_TASKS}, name,
+                  also="; or the path of a .csv or .npz data file")
+
+
 @functools.lru_cache(maxsize=32)
-def _cpu_splits(name: str, data_seed: int, n_samples: int | None, root: str) -> TaskData:
-    task = TASKS[name]
+def _cpu_splits(task: Task, data_seed: int, n_samples: int | None, root: str) -> TaskData:
     arrays = task.make(data_seed, n_samples, Path(root))
     tensors = [torch.as_tensor(np.ascontiguousarray(a)) for a in arrays]
     x_dtype = torch.float64
@@ -303,17 +394,17 @@ def load_task(name: str, *, data_seed: int = 0, n_samples: int | None = None,
               device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
               root: Path | None = None) -> TaskData:
     """Load (or generate) a task's splits as tensors on `device` in `dtype`."""
-    task = lookup("task", TASKS, name)
+    task = resolve_task(name)
     if n_samples is not None and not task.synthetic:
         raise UsageError(f"n_samples applies to synthetic tasks only; {name!r} has a fixed size: "
                          "drop --n-samples")
     root = Path(root) if root is not None else DATA_ROOT
-    return _cpu_splits(name, data_seed, n_samples, str(root)).to(device, dtype)
+    return _cpu_splits(task, data_seed, n_samples, str(root)).to(device, dtype)
 
 
 def training_set_size(name: str, n_samples: int | None) -> int | None:
     """Training-set size known without loading data (synthetic tasks), else None."""
-    task = TASKS[name]
+    task = resolve_task(name)
     if task.synthetic:
         return n_samples or task.default_n_samples
     return None

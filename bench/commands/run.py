@@ -8,6 +8,7 @@ import json
 import math
 import sys
 
+from bench.catalog.datafile import KINDS, looks_like_path, make_ref, parse_ref
 from bench.catalog.registry import get_task
 from bench.commands._common import (
     add_json_flag,
@@ -42,7 +43,8 @@ _FIELDS: dict[str, type] = {
 # RunSpec field -> what its flag sets and, where fixed, its valid values. The registry's names
 # (tasks, models, losses, optimizers) load torch, so the help points at `bench list` for them.
 _HELP: dict[str, str] = {
-    "task": "the task to train on, a name from `bench list`; required unless a recipe is named",
+    "task": "the task to train on: a name from `bench list`, or the path of a .csv (header row) "
+            "or .npz (arrays x, y) data file; required unless a recipe is named",
     "model": "the model, a name from `bench list`",
     "activation": f"hidden-layer activation of --model mlp: {', '.join(ACTIVATIONS)}",
     "init": f"weight initialisation: {', '.join(INITS)}",
@@ -104,6 +106,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              f"gradient descent {_default('batch_size')}")
     parser.add_argument("--seeds", default="0",
                         help="seeds: a range 0-4 or a list 0,1,2 (default: %(default)s)")
+    parser.add_argument("--label-column", default=None, metavar="COLUMN",
+                        help="a .csv task's label column (default: label, target, y or class, "
+                             "else the last column)")
+    parser.add_argument("--task-kind", default=None, choices=KINDS,
+                        help="a data file task's kind (default: inferred: two integer classes "
+                             "binary, more multiclass, floats regression)")
     add_threads_flag(parser)
     parser.add_argument("--no-limits", action="store_true",
                         help="allow work above bench.engines.budget's bounds (hours of training); "
@@ -133,9 +141,22 @@ def build_specs(args: argparse.Namespace) -> list[RunSpec]:
         changes["betas"] = parse_float_pair(args.betas, "--betas")
     if args.batch_size is not None:
         changes["batch_size"] = parse_batch_size(args.batch_size)
+    if args.label_column is not None or args.task_kind is not None or (
+            args.task is not None and looks_like_path(args.task)):
+        changes["task"] = file_task_reference(args.task, args.label_column, args.task_kind)
     # RunSpec itself refuses --hidden/--activation/--batch-norm that a fixed model lacks.
     spec = base.replace(**changes) if changes else base
     return [spec.replace(seed=s) for s in parse_seeds(args.seeds)]
+
+
+def file_task_reference(task: str | None, label_column: str | None, kind: str | None) -> str:
+    """The task reference of a data file given by --task PATH with --label-column and
+    --task-kind (which apply to data files only)."""
+    if task is None or not looks_like_path(task):
+        raise UsageError("--label-column and --task-kind apply to a data file task; give "
+                         "--task PATH.csv or PATH.npz")
+    ref = parse_ref(task)
+    return make_ref(ref.path, label_column or ref.label_column, kind or ref.kind).key()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -164,7 +185,7 @@ def run(args: argparse.Namespace) -> int:
              fmt(r.timing["samples_per_second"], 3),
              f"at epoch {r.diverged_epoch}" if r.diverged else "no"] for r in results]
     s = specs[0]
-    print(f"{s.task} / {s.model} / {s.loss} / {s.optimizer} lr={s.lr} "
+    print(f"{task.display_name} / {s.model} / {s.loss} / {s.optimizer} lr={s.lr} "
           f"batch={s.batch_size or 'full'} epochs={s.epochs} device={s.device} "
           f"engine={results[0].engine}")
     print_table(headers, rows)

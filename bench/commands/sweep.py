@@ -38,6 +38,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
                              "what cannot fit in memory is refused anyway)")
 
 
+def _store_plugins(specs: list, storage_url: str | None) -> None:
+    """Each study that used plugins records them (user attribute "plugins")."""
+    if not any(spec.plugins for spec in specs):
+        return
+    import optuna
+
+    from bench.sweeps.storage import open_storage
+    from bench.sweeps.study import store_plugins
+
+    storage = open_storage(storage_url)
+    for spec in specs:
+        if spec.plugins:
+            store_plugins(spec, optuna.load_study(study_name=spec.name, storage=storage))
+
+
 def run(args: argparse.Namespace) -> int:
     """Parse every study first (all errors before anything runs), then sweep each in turn."""
     from bench.engines.clock import num_threads
@@ -61,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         summaries = [sweep(spec, args.storage, workers=args.workers, quiet=args.quiet,
                            engine=args.engine, threads=args.threads, echo=not args.quiet)
                      for spec in specs]
+    _store_plugins(specs, args.storage)
     for spec, summary in zip(specs, summaries, strict=True):
         if not summary.ok:
             ok = False

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.catalog import registry
+from bench.catalog.datafile import KINDS, looks_like_path, make_ref, parse_ref
+from bench.catalog.plugins import load_plugins, sources_of
 from bench.engines import budget
 from bench.engines.budget import Estimate, estimate
 from bench.errors import UsageError
@@ -49,7 +51,7 @@ PRUNERS = ("none", "median", "percentile", "successive_halving", "hyperband")
 DIRECTIONS = ("maximize", "minimize")
 TOP_KEYS = ("description", "name", "task", "model", "trials", "seeds", "device", "group",
             "objective", "direction", "direction_override", "allow_long", "sampler", "pruner",
-            "fixed", "space")
+            "fixed", "space", "plugins", "label_column", "task_kind")
 SAMPLER_KEYS = ("name", "seed", "startup_trials")
 PRUNER_KEYS = ("name", "warmup_epochs", "startup_trials", "reduction_factor", "percentile",
                "min_resource")
@@ -88,9 +90,18 @@ class StudySpec:
     pruner_percentile: float = 25.0  # percentile pruner: prune below this percentile
     pruner_min_resource: int | None = None  # successive halving, hyperband: first rung (epochs)
     allow_long: bool = False  # work above bench.engines.budget's bounds is meant (not stored: no setting)
+    # The plugins this study uses ({"source", "sha256"}: those it names and those its task or
+    # model come from); stored as the study's user attribute "plugins", not in nnbench_study.
+    plugins: tuple[dict[str, str], ...] = ()
 
     def __hash__(self) -> int:
         return hash((self.name, self.path))
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickling (a `--workers N` process is spawned with the spec) loads the study's
+        plugins first, so its task and model exist there too."""
+        load_plugins([r["source"] for r in state.get("plugins", ())])
+        self.__dict__.update(state)
 
     @property
     def objective(self) -> str:
@@ -232,7 +243,8 @@ def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = Fal
     reader.unknown(data, TOP_KEYS, "")
     if "task" not in data:
         raise reader.error("task", "missing; name the task, e.g. task = \"moons\"")
-    task = reader.string("task", data["task"])
+    listed = _load_plugins(reader, data.get("plugins", []), path.parent)
+    task = _task_reference(reader, data, path.parent)
     model = reader.string("model", data.get("model", "mlp"))
     for key, lookup, value in (("task", registry.get_task, task),
                                ("model", registry.get_model, model)):
@@ -304,6 +316,7 @@ def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = Fal
         pruner_min_resource=None if pruner.get("min_resource") is None else reader.integer(
             "pruner.min_resource", pruner["min_resource"], 1),
         allow_long=reader.boolean("allow_long", data.get("allow_long", False)) or no_limits,
+        plugins=_plugins_used(listed, task_def.origin, registry.get_model(model).origin),
     )
     _check_sampler(reader, spec)
     _check_pruner(reader, spec)
@@ -312,6 +325,50 @@ def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = Fal
     _check_run_specs(reader, spec)
     check_budget(spec)
     return spec
+
+
+def _load_plugins(reader: Reader, raw: Any, base: Path) -> list[dict[str, str]]:
+    """Load the study's `plugins` (paths relative to the study file, or module names)."""
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+        raise reader.error("plugins", f"must be a list of .py paths or module names, got {raw!r}")
+    try:
+        return load_plugins(raw, base=base)
+    except UsageError as exc:
+        raise reader.error("plugins", str(exc)) from None
+
+
+def _task_reference(reader: Reader, data: dict[str, Any], base: Path) -> str:
+    """`task`: a name, or a data file's path relative to the study file (with `label_column`
+    and `task_kind`, which apply to data files only) as its absolute task reference."""
+    task = reader.string("task", data["task"])
+    label = data.get("label_column")
+    kind = data.get("task_kind")
+    if label is None and kind is None and not looks_like_path(task):
+        return task
+    if not looks_like_path(task):
+        raise reader.error("label_column" if label is not None else "task_kind",
+                           "applies to a data file task (task = \"data.csv\"); drop it")
+    label = None if label is None else reader.string("label_column", label)
+    kind = None if kind is None else reader.string("task_kind", kind, KINDS)
+    try:
+        ref = parse_ref(task, base=base)
+        return make_ref(ref.path, label or ref.label_column, kind or ref.kind).key()
+    except UsageError as exc:
+        raise reader.error("task", str(exc)) from None
+
+
+def _plugins_used(listed: list[dict[str, str]], *origins: str) -> tuple[dict[str, str], ...]:
+    """The study's own plugins and those its task or model come from, each once."""
+    out = {r["source"]: r for r in [*listed, *sources_of(list(origins))]}
+    return tuple(out.values())
+
+
+def store_plugins(spec: StudySpec, study: Any) -> None:
+    """Record the study's plugins on its Optuna study as user attribute "plugins" (a list of
+    {"source", "sha256"}), so a report can name what to load; only when there are some."""
+    records = [dict(r) for r in spec.plugins]
+    if records and study.user_attrs.get("plugins") != records:
+        study.set_user_attr("plugins", records)
 
 
 def _percentile(reader: Reader, pruner: dict[str, Any]) -> float:
