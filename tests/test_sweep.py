@@ -20,7 +20,7 @@ from bench.sweeps.optuna_study import open_study
 from bench.sweeps.storage import open_storage
 from bench.sweeps.study import load_study_file
 from bench.sweeps.sweep import sweep
-from bench.sweeps.trials import is_finished
+from bench.sweeps.trials import decode_runs, is_finished
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -73,7 +73,7 @@ def test_storage_schema_and_objective_is_mean_over_seeds(tmp_path):
     assert len(trials) == 3 and all(t.state.name == "COMPLETE" for t in trials)
     for t in trials:
         assert set(t.params) == {"optimizer", "lr"}
-        runs = t.user_attrs["runs"]
+        runs = decode_runs(t.user_attrs["runs"])
         assert [r["seed"] for r in runs] == [0, 1]
         assert t.user_attrs["objective_metric"] == "val_accuracy"
         for r in runs:
@@ -129,7 +129,7 @@ def test_diverged_trial_is_failed_with_reason_and_counted(tmp_path):
         assert t.state.name == "FAIL"
         assert t.user_attrs["failure_reason"].startswith("diverged at epoch ")
         assert "(seeds 0, 1)" in t.user_attrs["failure_reason"]
-        assert all(r["diverged"] for r in t.user_attrs["runs"])
+        assert all(r["diverged"] for r in decode_runs(t.user_attrs["runs"]))
 
 
 def test_cuda_trials_without_cuda_are_pruned_with_reason(tmp_path):
@@ -169,7 +169,7 @@ def test_pruner_verdict_is_recorded_after_training(tmp_path):
     assert [t.params["lr"] for t in pruned] == [1e-6, 1e-6], [(t.params, t.state) for t in trials]
     for t in pruned:
         assert t.user_attrs["failure_reason"].startswith("pruned at epoch ")
-        assert t.intermediate_values and t.user_attrs["runs"]
+        assert t.intermediate_values and decode_runs(t.user_attrs["runs"])
 
 
 def test_study_loads_in_a_separate_process_with_plain_optuna(tmp_path):
@@ -202,11 +202,13 @@ def test_killed_worker_then_rerun_with_two_workers_loses_and_duplicates_nothing(
         done: dict[int, tuple] = {}
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.3)
-            if storage.exists():
-                done = {t.number: (t.params, t.value) for t in load(storage).trials
-                        if t.state.name == "COMPLETE"}
-                if len(done) >= 2:
-                    break
+            try:  # the journal file exists a moment before the study is written into it
+                trials = load(storage).trials if storage.exists() else []
+            except KeyError:
+                trials = []
+            done = {t.number: (t.params, t.value) for t in trials if t.state.name == "COMPLETE"}
+            if len(done) >= 2:
+                break
         assert proc.poll() is None, f"worker ended before it could be killed: {proc.stderr}"
         os.kill(proc.pid, signal.SIGKILL)
     finally:
@@ -230,7 +232,7 @@ def test_killed_worker_then_rerun_with_two_workers_loses_and_duplicates_nothing(
         elif t.state.name == "FAIL":  # the killed worker's trial in flight, failed on rerun
             assert "stopped before finishing" in reason
         else:
-            assert len(t.user_attrs["runs"]) == 2
+            assert len(decode_runs(t.user_attrs["runs"])) == 2
     hosts_pids = {tuple(t.user_attrs["worker"].values()) for t in trials}
     assert len(hosts_pids) >= 2  # the killed worker and at least one of the new ones
 
@@ -272,7 +274,7 @@ def test_conditional_space_stores_only_the_parameters_that_applied(tmp_path):
         expected = {"optimizer", "lr", "momentum" if t.params["optimizer"] == "sgd" else "betas"}
         assert set(t.params) == expected
         kinds.add(t.params["optimizer"])
-        run = t.user_attrs["runs"][0]["spec"]
+        run = decode_runs(t.user_attrs["runs"])[0]["spec"]
         if t.params["optimizer"] == "adam":
             assert run["momentum"] == 0.0
         else:
@@ -325,7 +327,7 @@ def test_pruning_stops_trials_mid_training_and_records_why(tmp_path, engine):
         assert end["kind"] == "pruned" and end["pruner"] == "percentile"
         assert 2 <= end["epoch"] < 8  # warm-up: never at epoch 1; before the last epoch
         assert sorted(t.intermediate_values) == list(range(1, end["epoch"] + 1))
-        runs = t.user_attrs["runs"]
+        runs = decode_runs(t.user_attrs["runs"])
         # the batched engine trains the seeds together: all stop at once; the reference engine
         # trains them one after another, so the mean is known (and the stop comes) at the last
         stopped = runs if engine == "batched" else runs[-1:]
@@ -335,7 +337,7 @@ def test_pruning_stops_trials_mid_training_and_records_why(tmp_path, engine):
     for t in complete:
         assert t.user_attrs["end"] == {"kind": "complete"}
         assert sorted(t.intermediate_values) == list(range(1, 9))
-        assert all(run["epochs_run"] == 8 for run in t.user_attrs["runs"])
+        assert all(run["epochs_run"] == 8 for run in decode_runs(t.user_attrs["runs"]))
 
 
 @pytest.mark.slow
@@ -382,7 +384,7 @@ def test_two_d_sweeps_keep_final_parameters_that_equal_a_retrained_run(tmp_path)
         lr = { low = 0.01, high = 0.5, log = true }
     """))
     sweep(load_study_file(path), str(tmp_path / "k.journal"), quiet=True, engine="reference")
-    run = load(tmp_path / "k.journal", "moons2d").get_trials()[0].user_attrs["runs"][1]
+    run = decode_runs(load(tmp_path / "k.journal", "moons2d").get_trials()[0].user_attrs["runs"])[1]
     kept = decode_params(run["final_params"])
     again = train(RunSpec.from_dict(run["spec"]), keep_params=True).params
     assert kept.keys() == again.keys()
@@ -390,11 +392,11 @@ def test_two_d_sweeps_keep_final_parameters_that_equal_a_retrained_run(tmp_path)
     model, _, _, _ = stored_for_boundary(run)
     assert all(torch.equal(model.state_dict()[k], again[k]) for k in again)
     assert encode_params({"w": torch.zeros(30_000)}) is None  # large models keep nothing
-    runs = load(tmp_path / "k.journal", "moons2d").get_trials()[1].user_attrs["runs"]
+    runs = decode_runs(load(tmp_path / "k.journal", "moons2d").get_trials()[1].user_attrs["runs"])
     assert all("final_params" in r for r in runs)
     # a regression (not 2-D classification) sweep keeps none
     path2 = study_file(tmp_path, "reg", trials=1)
     path2.write_text(path2.read_text().replace('task = "linear"', 'task = "regression"'))
     sweep(load_study_file(path2), str(tmp_path / "k.journal"), quiet=True)
     assert all("final_params" not in r
-               for r in load(tmp_path / "k.journal", "reg").get_trials()[0].user_attrs["runs"])
+               for r in decode_runs(load(tmp_path / "k.journal", "reg").get_trials()[0].user_attrs["runs"]))

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from bench.sweeps.storage import postgres_driver_url
-from bench.sweeps.trials import is_finished
+from bench.sweeps.trials import decode_runs, is_finished
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -122,7 +122,7 @@ def test_three_workers_on_one_postgres_complete_every_trial_once(postgres_url, t
             assert t.user_attrs["failure_reason"].startswith("skipped")
             assert "runs" not in t.user_attrs
         else:
-            assert [r["seed"] for r in t.user_attrs["runs"]] == [0, 1]
+            assert [r["seed"] for r in decode_runs(t.user_attrs["runs"])] == [0, 1]
     params = [tuple(sorted(t.params.items())) for t in complete]
     assert len(set(params)) == len(params)  # no trial trained twice
     assert study.user_attrs["objective"] == "val_accuracy"

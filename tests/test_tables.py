@@ -14,6 +14,7 @@ from bench.report import answers, build, tables, views
 from bench.spec import RunSpec
 from bench.store import write_json_atomic
 from bench.sweeps.storage import default_storage_url, missing_storage_reason, open_storage
+from bench.sweeps.trials import decode_runs
 from tests._report_study import make_study
 
 TINY = RunSpec(task="moons", n_samples=60, hidden=(4,), epochs=3, batch_size=None, loss="bce")
@@ -62,7 +63,7 @@ def test_runs_table_has_one_row_per_trial_and_seed_with_documented_columns(stora
     assert (runs["host"] == "testhost").all()
     # values are the stored RunResult values, not recomputed
     trial = studies[0].trials[1]
-    stored = [r["metrics"]["val_accuracy"] for r in trial.user_attrs["runs"]]
+    stored = [r["metrics"]["val_accuracy"] for r in decode_runs(trial.user_attrs["runs"])]
     assert runs.loc[runs["trial"] == 1, "val_accuracy"].tolist() == stored
     diverged = runs[runs["lr"] == 1e6]
     assert diverged["diverged"].all() and diverged["val_accuracy"].isna().all()

@@ -29,6 +29,7 @@ from bench.errors import UsageError
 from bench.spec import RunSpec
 from bench.stats import mean_ci, std
 from bench.sweeps import storage
+from bench.sweeps.trials import decode_runs
 
 TIMING_GLOBS = ("results/timing/*.json", "results/baselines/timing*.json")
 DEFAULT_REPRODUCE = Path("results/reproduce.csv")
@@ -87,7 +88,7 @@ class StudyData:
     def __post_init__(self) -> None:
         self.runs_of, self.skipped = {}, []
         for t in self.trials:
-            runs, problems = clean_runs(t.user_attrs.get("runs"))
+            runs, problems = clean_runs(decode_runs(t.user_attrs.get("runs")))
             self.runs_of[t.number] = runs
             self.skipped += [f"trial {t.number}: {p}" for p in problems]
 

@@ -1,10 +1,16 @@
 """Optuna sweeps: storage, sampler, pruner, ask/tell in groups, seeded repeats, workers, resume.
 
 A worker asks Optuna for a group of trials, expands each trial into one RunSpec per seed, trains
-the whole group with `bench.engines.registry.train_specs` (the batched engine when present) and tells each
-trial the mean over its seeds of the objective metric(s). Everything a run produced is kept on
-its trial (user attribute "runs"), so the study is the single record of the sweep and stays
-readable by plain Optuna tooling (`optuna.load_study`, `trials_dataframe()`, optuna-dashboard).
+the whole group with `bench.engines.registry.train_specs` (the batched engine when present) and
+tells each trial the mean over its seeds of the objective metric(s). Everything a run produced is
+kept on its trial (user attribute "runs", JSON text read by `bench.sweeps.trials.decode_runs`),
+so the study is the single record of the sweep and stays readable by plain Optuna tooling
+(`optuna.load_study`, `trials_dataframe()`, optuna-dashboard).
+
+Sampling. A group's asks all see the same finished trials, so a TPE study's sampler
+(`bench.sweeps.group_tpe.GroupTPESampler`) fits once per group and draws the whole group from
+that fit, as Optuna's TPE would draw them one ask at a time; the group's asks and tells each
+hold the storage lock once.
 
 Counting. A trial is *finished* when it is COMPLETE, PRUNED, or FAIL with a "failure_reason"
 that starts with "diverged". Other FAIL trials (a worker killed mid-trial, a group skipped
@@ -18,11 +24,9 @@ exists is failed at once; on an RDB storage (PostgreSQL, SQLite) workers also se
 heartbeats, and trials whose heartbeat stops for `grace_period` seconds are failed by any
 worker on any host (`optuna.storages.fail_stale_trials`).
 
-Pruning. The batched engine trains a group to the end in one call, so the per-epoch
-validation curve (mean over seeds) is reported to the pruner after training and the pruner's
-verdict is recorded: a pruned trial is marked PRUNED exactly as if it had been stopped, but
-its epochs were trained anyway (pruning saves no compute here; it keeps the pruner's
-semantics for the sampler and the report).
+Pruning. The engines call `_EpochPruning` after every epoch: each trial reports the mean over
+its seeds of the objective and asks the pruner; a pruned trial's seeds leave the batched group
+at once (the engine compacts it), and the trial is told PRUNED with the epoch and the pruner.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from bench.sweeps.study import StudySpec, check_grid_size
 from bench.sweeps.trials import (
     DIVERGED_PREFIX,
     count_finished,
+    encode_runs,
     fail_stale_trials,
     heartbeats,
     is_finished,
@@ -254,12 +259,14 @@ class Worker:
         from optuna.trial import TrialState
 
         asked = []
-        for _ in range(k):
-            with quiet_optuna_warnings():
-                trial = self.spec.ask(self.study)
-            self._asked.append(trial)  # failed by `run` if the worker stops before telling it
-            trial.set_user_attr("worker", {"host": self.host, "pid": os.getpid()})
-            asked.append(trial)
+        self.sampler.draw_group(self.study, k)
+        with storage_batch(self.storage):  # the group's records under one lock acquisition
+            for _ in range(k):
+                with quiet_optuna_warnings():
+                    trial = self.spec.ask(self.study)
+                self._asked.append(trial)  # failed by `run` if the worker stops before telling
+                trial.set_user_attr("worker", {"host": self.host, "pid": os.getpid()})
+                asked.append(trial)
         numbers = {t.number for t in asked}
         counted = sorted(t.number for t in self.study.get_trials(deepcopy=False)
                          if (is_finished(t) or is_running(t)) and t.number not in numbers)
@@ -346,14 +353,14 @@ class Worker:
         trial, spec = m.trial, self.spec
         trial.set_user_attr("objective_metric", spec.objective)
         if m.invalid is not None:
-            trial.set_user_attr("runs", [])
+            trial.set_user_attr("runs", encode_runs([]))
             trial.set_user_attr("failure_reason", f"cannot run here: {m.invalid}")
             trial.set_user_attr("end", {"kind": "cannot_run", "why": m.invalid,
                                         "host": self.host})
             self.study.tell(trial, state=TrialState.PRUNED)
             self.stats.add("cannot_run")
             return
-        trial.set_user_attr("runs", [self._run_record(r) for r in m.results])
+        trial.set_user_attr("runs", encode_runs([self._run_record(r) for r in m.results]))
         if m.pruned_epoch is not None:
             trial.set_user_attr("failure_reason", f"pruned at epoch {m.pruned_epoch} by the "
                                                   f"{spec.pruner} pruner")

@@ -21,6 +21,30 @@ ORPHAN_SECONDS = 120  # a RUNNING trial with no worker record this old is failed
 DIVERGED_PREFIX = "diverged"
 
 
+def encode_runs(runs: list[dict[str, Any]]) -> str:
+    """A trial's runs as the JSON text kept in its user attribute "runs".
+
+    One string rather than nested lists and dicts: Optuna copies a trial deeply whenever it is
+    told or read, and a string is copied in constant time (at 5 seeds, the nested form made
+    `study.tell` cost several milliseconds per trial). Any JSON reader gets the same data."""
+    import json
+
+    return json.dumps(runs, separators=(",", ":"), allow_nan=True)
+
+
+def decode_runs(raw: Any) -> Any:
+    """The runs kept on a trial: JSON text (this version) decoded, a list (earlier versions) as
+    it is; anything else is returned unchanged for the caller to report."""
+    import json
+
+    if isinstance(raw, str):
+        try:
+            return json.loads(raw)
+        except ValueError:
+            return raw
+    return raw
+
+
 
 def is_finished(trial: Any) -> bool:
     """COMPLETE, PRUNED, or FAIL because it diverged: the trials that count to the target."""
