@@ -400,3 +400,15 @@ def test_two_d_sweeps_keep_final_parameters_that_equal_a_retrained_run(tmp_path)
     sweep(load_study_file(path2), str(tmp_path / "k.journal"), quiet=True)
     assert all("final_params" not in r
                for r in decode_runs(load(tmp_path / "k.journal", "reg").get_trials()[0].user_attrs["runs"]))
+
+
+def test_with_seed_equals_the_validated_replace():
+    from bench.spec import RunSpec
+    from bench.sweeps.sweep import with_seed
+
+    spec = RunSpec(task="moons", model="mlp", hidden=(8, 4), lr=0.3, epochs=2, seed=0)
+    for seed in (1, 7, 2**32 - 1):
+        fast = with_seed(spec, seed)
+        assert fast == spec.replace(seed=seed)
+        assert fast.to_dict() == spec.replace(seed=seed).to_dict()
+    assert spec.seed == 0  # the original is untouched

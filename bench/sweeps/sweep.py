@@ -31,6 +31,7 @@ at once (the engine compacts it), and the trial is told PRUNED with the epoch an
 
 from __future__ import annotations
 
+import copy
 import math
 import multiprocessing
 import os
@@ -135,6 +136,16 @@ def _metric(result: RunResult, name: str) -> float:
     if name in result.metrics:
         return float(result.metrics[name])
     return float(result.timing[name])
+
+
+def with_seed(spec: RunSpec, seed: int) -> RunSpec:
+    """`spec.replace(seed=seed)` without validating again: only the seed differs, and a study's
+    seeds (0..seeds-1) are bounded when it is loaded. A sweep makes thousands of these, and
+    validation was most of what expanding trials into runs cost (tests/test_sweep.py checks the
+    result equals `replace`)."""
+    out = copy.copy(spec)
+    object.__setattr__(out, "seed", seed)
+    return out
 
 
 class _DataSizes:
@@ -286,13 +297,12 @@ class Worker:
         """The trial's RunSpecs, one per seed, on a resolved device; or why they are invalid."""
         member = _Member(trial)
         try:
-            specs = [self.spec.run_spec(trial.params, seed) for seed in range(self.spec.seeds)]
-            device = specs[0].device
-            if device == "cuda" and not torch.cuda.is_available():
+            first = self.spec.run_spec(trial.params, 0)
+            if first.device == "cuda" and not torch.cuda.is_available():
                 raise UsageError(f"device 'cuda' is not available on {self.host}")
-            device = resolve_device(device)
-            member.specs = [s.replace(device=device, engine="auto") for s in specs]
-            self.sizes.check(member.specs[0])
+            first = first.replace(device=resolve_device(first.device), engine="auto")
+            self.sizes.check(first)
+            member.specs = [first] + [with_seed(first, seed) for seed in range(1, self.spec.seeds)]
         except UsageError as exc:
             member.invalid = str(exc)
         return member
