@@ -88,3 +88,29 @@ def test_bad_perf_options_fail_before_measuring(argv: list[str], message: str,
     assert main(["perf", "--quick", *argv]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["perf", "--sweep", "0"], "between 1 and 100,000"),
+    (["perf", "--sweep", "4", "--pruning", "4"], "give one of them"),
+])
+def test_sweep_benchmark_bad_input_is_one_line_exit_2(argv, expected, tmp_path, capsys):
+    from bench.cli import main
+
+    assert main([*argv, "--out-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # nothing measured, nothing written
+
+
+def test_sweep_benchmark_reports_the_split_and_overhead_figures(tmp_path):
+    from bench.sweeps.speed import measure_sweep
+
+    figures = measure_sweep(trials=6, seeds=2, group=4, folder=tmp_path)
+    assert figures["finished"] == 6
+    parts = [figures[k] for k in ("engine_seconds", "sampler_seconds", "storage_seconds",
+                                  "other_seconds")]
+    assert all(p >= 0 for p in parts) and figures["engine_seconds"] > 0
+    assert sum(parts) <= figures["sweep_seconds"] * 1.05
+    assert 0 < figures["outside_engine_share"] < 1
+    assert figures["overhead_ms_per_trial_first_256"] > 0

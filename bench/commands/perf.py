@@ -47,6 +47,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="instead of the workloads: time a moons group (K = the largest "
                              "--ks) with no stopping, with 3/4 of it stopped after epoch 2 "
                              "(compaction) and with all of it stopped then")
+    parser.add_argument("--sweep", type=int, default=None, metavar="TRIALS",
+                        help="instead of the workloads: a TPE sweep of notebook 000's recipe "
+                             "with TRIALS trials x 5 seeds, group 64 (issue 14 uses 2048): "
+                             "its time split and overhead per trial, first and last 256")
+    parser.add_argument("--pruning", type=int, default=None, metavar="TRIALS",
+                        help="instead of the workloads: the same 27-epoch TPE moons study of "
+                             "TRIALS trials x 3 seeds with hyperband and with no pruner "
+                             "(issue 13 uses 192): member-epochs, wall time, best value")
     parser.add_argument("--step", default="auto", choices=("auto", "native", "torch"),
                         help="the batched engine's step for --stopping: auto, native, torch "
                              "(default: %(default)s)")
@@ -77,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown workload(s) {', '.join(unknown) or '(none)'}; choose from "
                          f"{', '.join(perf.WORKLOADS)}")
     ensure_dir(args.out_dir, "--out-dir")  # before measuring: fail fast
+    if args.sweep is not None or args.pruning is not None:
+        return _sweep_workload(args)
     results = []
     stopping = None
     with num_threads(args.threads) as threads:
@@ -112,5 +122,40 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(path, document)
     except OSError as exc:  # a full disk, a read-only folder
         raise write_error(args.out_dir, exc, "the table above was not saved") from None
+    print(f"wrote {path}")
+    return 0
+
+
+MAX_SWEEP_TRIALS = 100_000
+
+
+def _sweep_workload(args: argparse.Namespace) -> int:
+    """`--sweep N` or `--pruning N`: one sweep benchmark (bench.sweeps.speed), printed and
+    written as JSON beside the engine figures."""
+    import json
+
+    from bench.sweeps import speed
+
+    if args.sweep is not None and args.pruning is not None:
+        raise UsageError("--sweep and --pruning are separate runs; give one of them")
+    trials = args.sweep if args.sweep is not None else args.pruning
+    if not 1 <= trials <= MAX_SWEEP_TRIALS:
+        raise UsageError(f"the number of trials must be between 1 and {MAX_SWEEP_TRIALS:,}, "
+                         f"got {trials}; e.g. --sweep 2048")
+    kind = "sweep" if args.sweep is not None else "pruning"
+    print(f"bench perf --{kind} {trials}: one torch thread, a fresh journal file",
+          file=sys.stderr)
+    figures = (speed.measure_sweep(trials) if kind == "sweep"
+               else speed.measure_pruning(trials))
+    print(json.dumps(figures, indent=2))
+    commit, dirty = git_state()
+    document = {"created": datetime.now(UTC).isoformat(timespec="seconds"),
+                "command": f"bench perf --{kind} {trials}", "machine": machine_info(),
+                "git_commit": commit, "git_dirty": dirty, kind: figures}
+    try:
+        path = new_numbered_path(args.out_dir, kind, ".json")
+        write_json_atomic(path, document)
+    except OSError as exc:
+        raise write_error(args.out_dir, exc, "the figures above were not saved") from None
     print(f"wrote {path}")
     return 0

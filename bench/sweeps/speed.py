@@ -1,0 +1,165 @@
+"""Sweep benchmarks, shared by `bench perf --sweep/--pruning` and tests/perf.
+
+- `measure_sweep`: a TPE study of notebook 000's recipe (moons, bn_mlp_20x3, MSE, SGD with
+  momentum, batch 100, 10 epochs; lr x momentum), `trials` x `seeds`, group 64, on a fresh
+  journal file: end-to-end seconds, the time split (engine, sampler, storage, other) and the
+  time outside the engine per trial over the first and the last 256 trials.
+- `measure_pruning`: the same network for 27 epochs, 3 seeds, with `hyperband` and with `none`
+  (same sampler seed): member-epochs trained (each stored run's `epochs_run`), wall time and
+  best value of each, and their ratios.
+
+Both warm up first (imports, data) and run on one torch thread in this process.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+SWEEP_STUDY = """
+description = "speed benchmark: notebook 000's moons recipe, lr x momentum"
+task = "moons"
+model = "bn_mlp_20x3"
+trials = {trials}
+seeds = {seeds}
+group = {group}
+sampler = {{ name = "tpe", seed = 0 }}
+
+[fixed]
+loss = "mse"
+optimizer = "sgd"
+batch_size = 100
+epochs = 10
+
+[space]
+lr = {{ low = 1e-3, high = 1.0, log = true }}
+momentum = {{ low = 0.0, high = 0.95 }}
+"""
+
+PRUNING_STUDY = """
+description = "pruning benchmark: notebook 000's moons network, lr x momentum, 27 epochs"
+task = "moons"
+model = "bn_mlp_20x3"
+trials = {trials}
+seeds = 3
+group = {group}
+sampler = {{ name = "tpe", seed = 0 }}
+pruner = {pruner}
+
+[fixed]
+loss = "mse"
+optimizer = "sgd"
+batch_size = 100
+epochs = 27
+
+[space]
+lr = {{ low = 1e-4, high = 1.0, log = true }}
+momentum = {{ low = 0.0, high = 0.95 }}
+"""
+
+HYPERBAND = '{ name = "hyperband", min_resource = 1, reduction_factor = 3 }'
+
+
+def _study(folder: Path, name: str, text: str) -> Any:
+    from bench.sweeps.study import load_study_file
+
+    path = folder / f"{name}.toml"
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return load_study_file(path)
+
+
+def _one_thread() -> Callable[[], None]:
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    return lambda: torch.set_num_threads(threads)
+
+
+def measure_sweep(trials: int = 2048, seeds: int = 5, group: int = 64,
+                  folder: str | Path | None = None,
+                  run: Callable[[Callable[[], Any]], Any] | None = None) -> dict[str, Any]:
+    """Figures of one TPE sweep of `trials` x `seeds` (see the module docstring).
+
+    `run` calls the timed sweep (pytest-benchmark's pedantic runner passes itself here)."""
+    from bench.sweeps.sweep import sweep
+
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        work = Path(tmp)
+        spec = _study(work, "speed", SWEEP_STUDY.format(trials=trials, seeds=seeds, group=group))
+        restore = _one_thread()
+        try:
+            sweep(spec.with_overrides(trials=2), str(work / "warmup.journal"), quiet=True)
+            storage = str(work / "optuna.journal")
+            began = time.perf_counter()
+            summary = (run or (lambda f: f()))(lambda: sweep(spec, storage, quiet=True))
+            seconds = time.perf_counter() - began
+        finally:
+            restore()
+    stats = summary.stats
+    outside = seconds - stats.train_seconds
+    return {
+        "trials": trials, "seeds": seeds, "group": group, "finished": summary.finished,
+        "sweep_seconds": round(seconds, 2), "engine_seconds": round(stats.train_seconds, 2),
+        "sampler_seconds": round(stats.sampler_seconds, 2),
+        "storage_seconds": round(stats.storage_seconds, 2),
+        "other_seconds": round(stats.other_seconds, 2),
+        "outside_engine_share": round(outside / seconds, 3),
+        "overhead_ms_per_trial_first_256": round(1e3 * stats.overhead_per_trial(first=True), 2),
+        "overhead_ms_per_trial_last_256": round(1e3 * stats.overhead_per_trial(first=False), 2),
+        "split": stats.split_line(),
+    }
+
+
+def member_epochs(study: Any) -> int:
+    """Epochs trained over every stored run of a study (pruned runs stop early)."""
+    from bench.sweeps.trials import decode_runs
+
+    return sum(int(run["epochs_run"]) for t in study.get_trials(deepcopy=False)
+               for run in decode_runs(t.user_attrs.get("runs", [])) or [])
+
+
+def measure_pruning(trials: int = 192, group: int = 64, folder: str | Path | None = None,
+                    run: Callable[[Callable[[], Any]], Any] | None = None) -> dict[str, Any]:
+    """`hyperband` against `none` on the same study and sampler seed (module docstring); `run`
+    calls the timed hyperband sweep."""
+    import optuna
+
+    from bench.sweeps.storage import open_storage
+    from bench.sweeps.sweep import sweep
+
+    figures: dict[str, Any] = {"trials": trials, "seeds": 3, "group": group, "epochs": 27}
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        work = Path(tmp)
+        restore = _one_thread()
+        try:
+            warm = _study(work, "warm", PRUNING_STUDY.format(trials=2, group=2, pruner='"none"'))
+            sweep(warm, str(work / "warm.journal"), quiet=True)
+            for pruner, setting in (("none", '"none"'), ("hyperband", HYPERBAND)):
+                spec = _study(work, pruner, PRUNING_STUDY.format(trials=trials, group=group,
+                                                                 pruner=setting))
+                storage = str(work / f"{pruner}.journal")
+                began = time.perf_counter()
+                def call(s: Any = spec, u: str = storage) -> Any:
+                    return sweep(s, u, quiet=True)
+
+                summary = (run or (lambda f: f()))(call) if pruner == "hyperband" else call()
+                seconds = time.perf_counter() - began
+                study = optuna.load_study(study_name=spec.name, storage=open_storage(storage))
+                figures[pruner] = {
+                    "finished": summary.finished, "seconds": round(seconds, 2),
+                    "member_epochs": member_epochs(study), "best": round(study.best_value, 4),
+                    "pruned": sum(t.state.name == "PRUNED" for t in study.get_trials()),
+                    "engine_seconds": round(summary.stats.train_seconds, 2),
+                    "split": summary.stats.split_line()}
+        finally:
+            restore()
+    none, band = figures["none"], figures["hyperband"]
+    figures["member_epochs_ratio"] = round(none["member_epochs"] / band["member_epochs"], 2)
+    figures["time_ratio"] = round(none["seconds"] / band["seconds"], 2)
+    figures["best_gap"] = round(none["best"] - band["best"], 4)
+    return figures
