@@ -50,14 +50,20 @@ import torch
 
 from bench.catalog import registry
 from bench.catalog.losses import encode_targets, predict_classes
-from bench.catalog.models import Head, Linear, initial_state, parameter_count
+from bench.catalog.models import Head, Linear, initial_state, module_size, parameter_count
 from bench.catalog.tasks import TaskData
 from bench.engines import native
 from bench.engines.bookkeeping import Ledger, final_metric_keys, relay
 from bench.engines.clock import Stopwatch, num_threads
 from bench.engines.functional_optim import StackedOptimizer
 from bench.engines.registry import EpochHook, Progress
-from bench.engines.setup import Plan, load_data, plan_run, shuffle_generator
+from bench.engines.setup import (
+    Plan,
+    final_metric_table,
+    load_data,
+    plan_run,
+    shuffle_generator,
+)
 from bench.engines.stacked import Stack, Workspace, gather_rows, torch_step
 from bench.results import RunResult, metric_names
 from bench.spec import RunSpec, resolve_device
@@ -119,16 +125,12 @@ def train_many(specs: Sequence[RunSpec], *, on_epoch: EpochHook | None = None,
         device = resolve_device(first.device)
         data = load_data(first, device) if given is None else given.to(device, first.torch_dtype)
         plan = plan_run(first, data.n_train)
-        if plan.arch is None:  # a network given as code: trained one by one for now
-            from bench.engines import reference
-            trained = reference.train_specs([specs[i] for i in indices], data=data,
-                                            record_steps=record_steps, keep_params=keep_params,
-                                            on_epoch=relay(on_epoch, indices, pending),
-                                            progress=progress)
-            for i, result in zip(indices, trained, strict=True):
-                results[i] = result
-            continue
         limit = max_members or members_per_chunk(plan, data, first.shuffle)
+        if plan.arch is None:  # a network given as code: the torch.func path
+            _train_factory_group(specs, indices, data, plan, limit, results, pending,
+                                 record_steps=record_steps, keep_params=keep_params,
+                                 on_epoch=on_epoch, progress=progress)
+            continue
         # The native kernel runs on its own threads (torch's count); torch itself drops to one
         # thread meanwhile, or its idle OpenMP workers spin against the kernel's.
         use_native = _use_native(step, plan, data.x_train.shape[1], first.shuffle)
@@ -147,9 +149,38 @@ def train_many(specs: Sequence[RunSpec], *, on_epoch: EpochHook | None = None,
     return [r for r in results if r is not None]
 
 
+def _train_factory_group(specs: Sequence[RunSpec], indices: list[int], data: TaskData,
+                         plan: Plan, limit: int, results: list[RunResult | None],
+                         pending: set[int], *, record_steps: bool, keep_params: bool,
+                         on_epoch: EpochHook | None, progress: Progress | None) -> None:
+    """A group of a model given as code, in chunks of `limit` members: `functional.train_group`,
+    or the reference engine when its module cannot be vmapped (said once, on stderr)."""
+    from bench.engines import functional, reference  # torch.func loads only when needed
+
+    stackable = True
+    for start in range(0, len(indices), limit):
+        chunk = indices[start:start + limit]
+        chunk_specs = [specs[i] for i in chunk]
+        hook = relay(on_epoch, chunk, pending)
+        trained = functional.train_group(chunk_specs, data, plan, record_steps=record_steps,
+                                         keep_params=keep_params, on_epoch=hook) \
+            if stackable else None
+        if trained is None:
+            stackable = False
+            trained = reference.train_specs(chunk_specs, data=data, record_steps=record_steps,
+                                            keep_params=keep_params, on_epoch=hook)
+        for i, result in zip(chunk, trained, strict=True):
+            results[i] = result
+        if progress is not None:
+            progress(len(chunk))
+
+
 def chosen_step(spec: RunSpec, data: TaskData, step: str = "auto") -> str:
-    """Which step implementation ("native" or "torch") `train_many` runs for spec's group."""
+    """Which step implementation ("native", "torch", or "torch.func" for a model given as
+    code) `train_many` runs for spec's group."""
     plan = plan_run(spec, data.n_train)
+    if plan.arch is None:
+        return "torch.func"
     return "native" if _use_native(step, plan, data.x_train.shape[1], spec.shuffle) else "torch"
 
 
@@ -174,12 +205,19 @@ def _use_native(step: str, plan: Plan, in_dim: int, shuffle: bool) -> bool:
 def members_per_chunk(plan: Plan, data: TaskData, shuffle: bool) -> int:
     """How many members fit the memory budget of the plan's device (at least 1)."""
     elem = plan.dtype.itemsize
+    budget = MEMORY_BUDGET["cuda" if plan.device.startswith("cuda") else "cpu"]
+    if plan.arch is None:  # a model given as code: autograd keeps ~3 values per activation
+        assert plan.model is not None
+        size = module_size(plan.model, plan.input_shape, plan.head.n_outputs)
+        per_member = elem * (8 * size.parameters + 3 * plan.batch_size * size.activations)
+        if shuffle:
+            per_member += elem * plan.batch_size * math.prod(data.x_train.shape[1:])
+        return int(max(1, min(MAX_MEMBERS, budget // per_member)))
     widths = [layer.out_features for layer in plan.arch if isinstance(layer, Linear)]
     in_dim = data.x_train.shape[1]
     per_member = elem * (8 * parameter_count(plan.arch) + 6 * plan.batch_size * sum(widths))
     if shuffle:
         per_member += elem * plan.batch_size * in_dim
-    budget = MEMORY_BUDGET["cuda" if plan.device.startswith("cuda") else "cpu"]
     return int(max(1, min(MAX_MEMBERS, budget // per_member)))
 
 
@@ -441,18 +479,5 @@ def _final_metrics(stack: Stack, data: TaskData, loss: str, kind: str,
     `val` is the last epoch's validation evaluation of these very parameters (the
     parameters have not changed since), so it is reused rather than recomputed.
     """
-    names = metric_names(kind)
-    keys: list[str] = []
-    values: list[torch.Tensor] = []
-    for split, xs, ys in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val),
-                          ("test", data.x_test, data.y_test)):
-        scores = val if split == "val" else _evaluate(stack, xs, ys, loss, kind, keep=False)
-        for m in names:
-            keys.append(f"{split}_{m}")
-            values.append(scores[m])
-        if split == "val":
-            keys.append("val_loss")
-            values.append(scores["loss"])
-    rows = torch.stack(values).tolist()
-    return dict(zip(keys, rows, strict=True))
-
+    return final_metric_table(lambda xs, ys: _evaluate(stack, xs, ys, loss, kind, keep=False),
+                              data, kind, val)

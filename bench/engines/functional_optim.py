@@ -1,16 +1,33 @@
 """The batched engine's optimizers: torch.optim's SGD / Adam / AdamW as functional updates of
-a `Stack`'s flat parameter buffer, with one hyperparameter value per member."""
+a stack's flat parameter buffer, with one hyperparameter value per member. A stack is the layer
+list's `Stack` or the torch.func path's `ModuleStack`: anything with the `FlatStack` members."""
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from bench.engines.stacked import Stack
 from bench.spec import RunSpec
+
+
+class FlatStack(Protocol):
+    """What the optimizers need of a stack: K members' parameters in one flat `[P]` buffer."""
+
+    flat: torch.Tensor
+    device: torch.device | str
+    dtype: torch.dtype
+
+    def per_element(self, values: torch.Tensor) -> torch.Tensor:
+        """One value per member ([K]) expanded to one per flat element ([P])."""
+        ...
+
+    def element_index(self, rows: torch.Tensor) -> torch.Tensor:
+        """Where the flat elements of members `rows` are, in a stack of just those members."""
+        ...
 
 
 class StackedOptimizer:
@@ -22,7 +39,7 @@ class StackedOptimizer:
     the update torch.optim would make for that run.
     """
 
-    def __init__(self, stack: Stack, specs: list[RunSpec], total_steps: int) -> None:
+    def __init__(self, stack: FlatStack, specs: list[RunSpec], total_steps: int) -> None:
         self.stack, self.kind = stack, specs[0].optimizer
         self.nesterov = specs[0].nesterov
         dev, dt = stack.device, stack.dtype
@@ -82,7 +99,7 @@ class StackedOptimizer:
         # torch's addcdiv computes p + (value * exp_avg) / denom, in that order.
         p.add_(torch.mul(self.exp_avg, per(self.neg_step_size[step_index])).div_(denom))
 
-    def select(self, stack: Stack, rows: Sequence[int]) -> StackedOptimizer:
+    def select(self, stack: FlatStack, rows: Sequence[int]) -> StackedOptimizer:
         """This optimizer for `stack`, which is `self.stack.select(rows)`: every member's
         hyperparameters and state (momentum buffer, Adam moments) copied bit for bit."""
         index = torch.tensor(list(rows), dtype=torch.long, device=stack.device)

@@ -95,9 +95,11 @@ _ENGINES: dict[str, Engine] = {e.name: e for e in [
            "bench.engines.reference", stacks=False,
            stops_runs="the run ends after the epoch the request came in"),
     Engine("batched", "runs that share a shape trained as one stacked computation (fused C++ "
-           "step on the CPU)", "bench.engines.batched", stacks=True,
+           "step on the CPU; torch.func for networks given as code)", "bench.engines.batched",
+           stacks=True,
            stops_runs="the member leaves the stacked computation after that epoch (the "
-                      "group is compacted; the members left train on bit for bit as before)"),
+                      "group is compacted; the members left train on bit for bit as before, "
+                      "to rounding on the torch.func path)"),
     Engine("notebook", "the notebooks' loop: per-item Dataset + DataLoader, .item() every step",
            "bench.engines.notebook", stacks=False,
            stops_runs="the run ends after the epoch the request came in"),

@@ -3,6 +3,7 @@ model and optimizer, and evaluation (the per-epoch record is `bookkeeping`'s).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ from bench.catalog.models import (
 from bench.catalog.models import output_head as _output_head
 from bench.catalog.tasks import TaskData, load_task
 from bench.errors import UsageError
+from bench.results import metric_names
 from bench.spec import RunSpec, resolve_device
 
 
@@ -163,3 +165,23 @@ def predict(model: torch.nn.Module, x: torch.Tensor, head: Head) -> torch.Tensor
     model.eval()
     with torch.no_grad():
         return apply_head(model(x), head)
+
+
+def final_metric_table(evaluate: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+                       data: TaskData, kind: str,
+                       val: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """Final train / val / test metrics of K stacked members, each key a list over members (one
+    host sync). `evaluate(x, y)` scores every member on a split ([K] tensors); `val` is the
+    last epoch's validation evaluation of these very parameters, reused, not recomputed."""
+    keys: list[str] = []
+    values: list[torch.Tensor] = []
+    for split, xs, ys in (("train", data.x_train, data.y_train), ("val", data.x_val, data.y_val),
+                          ("test", data.x_test, data.y_test)):
+        scores = val if split == "val" else evaluate(xs, ys)
+        for m in metric_names(kind):
+            keys.append(f"{split}_{m}")
+            values.append(scores[m])
+        if split == "val":
+            keys.append("val_loss")
+            values.append(scores["loss"])
+    return dict(zip(keys, torch.stack(values).tolist(), strict=True))
