@@ -241,7 +241,8 @@ def test_threshold_is_the_largest_value_within_the_best_ci() -> None:
                   ("l1", "val_accuracy_mean", "val_accuracy_ci95"))
     said = answers.threshold_sentence(df, "l1", "val_accuracy", higher=True)
     assert said == ("How much l1: the largest l1 within the best's seed spread is l1=0.0003 "
-                    "(0.921 ± 0.010; best l1=1e-05, 0.930 ± 0.010, 95% CI down to 0.920).")
+                    "(0.921 ± 0.010; best l1=1e-05, 0.930 ± 0.010, 95% CI down to 0.920). "
+                    "From l1=0.01 on it collapses: 0.600 ± 0.050 at best.")
     # lower is better (a loss): within means at most best + CI
     loss = df.assign(val_loss_mean=[0.1, 0.09, 0.095, 0.2, 1.0], val_loss_ci95=0.01)
     said = answers.threshold_sentence(loss, "l1", "val_loss", higher=False)

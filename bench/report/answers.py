@@ -5,7 +5,8 @@ metric's `<metric>_mean` and `<metric>_ci95` over seeds, as `views.StudyView.con
 them) and returns one sentence, or '' when it has nothing to say:
 
 - `threshold_sentence` ("how much?"): the largest value of a numeric setting (l1, lr, ...)
-  whose best configuration scores within the best configuration's 95% CI over seeds;
+  whose best configuration scores within the best configuration's 95% CI over seeds, and the
+  smallest larger value where it collapses (fails against the best by the rule below);
 - `collapse_sentence` ("which option holds up?"): the range of a numeric setting where one
   option fails (worse by more than `COLLAPSE_MARGIN` for accuracy-like metrics, twice as bad
   for losses, beyond both CIs, or every seed diverged) while another does not;
@@ -28,6 +29,7 @@ from bench.numbers import fmt_ci, fmt_param, fmt_score, is_fraction_metric
 
 HOW_MUCH = ("l1", "weight_decay", "lr", "init_scale", "momentum")  # "how much can it take?"
 CEILING = 0.995  # accuracy or R² at which a task no longer tells options apart
+_ROUNDING = 1e-9  # a mean of five 0.995s is 0.99499...: it still reaches the ceiling
 COLLAPSE_MARGIN = 0.1  # accuracy-like metrics: worse by this much (absolute) counts as failing
 COLLAPSE_RATIO = 2.0  # losses and errors: this many times worse counts as failing
 
@@ -49,8 +51,9 @@ def _within(value: float, best: float, half: float, higher: bool) -> bool:
 
 
 def threshold_sentence(configs: pd.DataFrame, factor: str, metric: str, higher: bool) -> str:
-    """'The largest l1 within the best's seed spread is l1=0.0003 (0.912 ± 0.010; best
-    l1=1e-05, 0.925 ± 0.015, 95% CI down to 0.910).' ('' with fewer than two values)."""
+    """'How much l1: the largest l1 within the best's seed spread is l1=0.0003 (0.912 ± 0.010;
+    best l1=1e-05, 0.925 ± 0.015, 95% CI down to 0.910). From l1=0.01 on it collapses: 0.600 ±
+    0.050 at best.' ('' with fewer than two values; see `_breaking_point` for the last part)."""
     m, c = _cols(metric)
     per = best_per(configs, [factor], metric, higher)
     if per[factor].nunique() < 2:
@@ -65,12 +68,41 @@ def threshold_sentence(configs: pd.DataFrame, factor: str, metric: str, higher: 
     top = inside.loc[inside[factor].astype(float).idxmax()]
     bound = float(best[m]) - half if higher else float(best[m]) + half
     edge = "down to" if higher else "up to"
+    breaks = _breaking_point(configs, factor, float(top[factor]), best, metric, higher)
     if top[factor] == best[factor]:
         return (f"How much {factor}: no larger {factor} scores within the best's 95% CI "
-                f"({best_text}, CI {edge} {fmt_score(bound, metric)}).")
+                f"({best_text}, CI {edge} {fmt_score(bound, metric)}).{breaks}")
     return (f"How much {factor}: the largest {factor} within the best's seed spread is "
             f"{factor}={fmt_param(top[factor])} ({fmt_ci(top[m], top[c], metric=metric)}; "
-            f"{best_text}, 95% CI {edge} {fmt_score(bound, metric)}).")
+            f"{best_text}, 95% CI {edge} {fmt_score(bound, metric)}).{breaks}")
+
+
+def _breaking_point(configs: pd.DataFrame, factor: str, above: float, best: pd.Series,
+                    metric: str, higher: bool) -> str:
+    """' From l1=0.01 on it collapses: 0.600 ± 0.050 at best.': the smallest value of `factor`
+    above `above` whose best configuration fails against `best` (`_fails`: every configuration
+    diverged, or worse by the collapse margin beyond both CIs); 'From ... on' when every larger
+    value fails too, 'First at' when a larger one holds again; a note when none of the larger
+    values tried fails ('' when there is none larger)."""
+    m, c = _cols(metric)
+    grid = configs.sort_values(m, ascending=not higher, na_position="last", kind="stable") \
+        .groupby(factor, sort=False).head(1)
+    grid = grid[grid[factor].astype(float) > above]
+    grid = grid.iloc[np.argsort(grid[factor].astype(float).to_numpy(), kind="stable")]
+    if grid.empty:
+        return ""
+    failed = [_fails(float(r[m]), float(r[c]), float(best[m]), float(best[c]), metric, higher)
+              for _, r in grid.iterrows()]
+    if not any(failed):
+        return (f" No larger {factor} tried collapses (up to {factor}="
+                f"{fmt_param(grid[factor].iloc[-1])}).")
+    first = failed.index(True)
+    row = grid.iloc[first]
+    at = f"{factor}={fmt_param(row[factor])}"
+    where = f"From {at} on" if all(failed[first:]) else f"First at {at}"
+    if not math.isfinite(float(row[m])):
+        return f" {where} every configuration diverges."
+    return f" {where} it collapses: {fmt_ci(row[m], row[c], metric=metric)} at best."
 
 
 def _fails(a_mean: float, a_half: float, b_mean: float, b_half: float, metric: str,
@@ -163,11 +195,11 @@ def ceiling_sentence(configs: pd.DataFrame, option: str | None, metric: str,
     m, _ = _cols(metric)
     if option:
         top = best_per(configs, [option], metric, True)
-        top = top[top[m] >= CEILING]
+        top = top[top[m] >= CEILING - _ROUNDING]
         names = [f"{fmt_param(o)} ({fmt_score(s, metric)})" for o, s in zip(top[option], top[m],
                                                                              strict=True)]
     else:
-        top = configs[configs[m] >= CEILING]
+        top = configs[configs[m] >= CEILING - _ROUNDING]
         names = [f"{len(top)} configurations"] if len(top) >= 2 else []
     if len(top) < 2:
         return ""
