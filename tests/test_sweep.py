@@ -75,7 +75,7 @@ def test_storage_schema_and_objective_is_mean_over_seeds(tmp_path):
         assert set(t.params) == {"optimizer", "lr"}
         runs = decode_runs(t.user_attrs["runs"])
         assert [r["seed"] for r in runs] == [0, 1]
-        assert t.user_attrs["objective_metric"] == "val_accuracy"
+        assert t.user_attrs["end"]["objective"] == "val_accuracy"
         for r in runs:
             assert r["host"] and r["device"] == "cpu"
             assert r["spec"]["lr"] == t.params["lr"] and r["spec"]["optimizer"] == \

@@ -361,11 +361,11 @@ class Worker:
         from optuna.trial import TrialState
 
         trial, spec = m.trial, self.spec
-        trial.set_user_attr("objective_metric", spec.objective)
+        said = {"objective": spec.objective}  # in `end`: one record fewer per trial
         if m.invalid is not None:
             trial.set_user_attr("runs", encode_runs([]))
             trial.set_user_attr("failure_reason", f"cannot run here: {m.invalid}")
-            trial.set_user_attr("end", {"kind": "cannot_run", "why": m.invalid,
+            trial.set_user_attr("end", {**said, "kind": "cannot_run", "why": m.invalid,
                                         "host": self.host})
             self.study.tell(trial, state=TrialState.PRUNED)
             self.stats.add("cannot_run")
@@ -374,7 +374,7 @@ class Worker:
         if m.pruned_epoch is not None:
             trial.set_user_attr("failure_reason", f"pruned at epoch {m.pruned_epoch} by the "
                                                   f"{spec.pruner} pruner")
-            trial.set_user_attr("end", {"kind": "pruned", "epoch": m.pruned_epoch,
+            trial.set_user_attr("end", {**said, "kind": "pruned", "epoch": m.pruned_epoch,
                                         "pruner": spec.pruner})
             self.study.tell(trial, state=TrialState.PRUNED)
             self.stats.add("pruned")
@@ -390,11 +390,12 @@ class Worker:
                       f"{', '.join(map(str, seeds))})" if diverged else
                       f"{DIVERGED_PREFIX}: objective not finite ({values})")
             trial.set_user_attr("failure_reason", reason)
-            trial.set_user_attr("end", {"kind": "diverged", "epoch": epoch, "seeds": seeds})
+            trial.set_user_attr("end", {**said, "kind": "diverged", "epoch": epoch,
+                                        "seeds": seeds})
             self.study.tell(trial, state=TrialState.FAIL)
             self.stats.add("diverged")
             return
-        trial.set_user_attr("end", {"kind": "complete"})
+        trial.set_user_attr("end", {**said, "kind": "complete"})
         self.study.tell(trial, values)
         self.stats.add("complete")
 
