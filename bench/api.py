@@ -73,7 +73,7 @@ def _specs(task: str, model: str, seeds: Any, label_column: str | None, task_kin
 
 def run(task: str, model: str = "mlp", seeds: int | range | Iterable[int] = 1, *,
         label_column: str | None = None, task_kind: str | None = None,
-        allow_long: bool = False, **settings: Any) -> pd.DataFrame:
+        allow_long: bool = False, threads: int | None = 1, **settings: Any) -> pd.DataFrame:
     """Train `model` on `task` once per seed; one DataFrame row per seed.
 
     `task` is a task name or a .csv/.npz path (`label_column`, `task_kind` as on the command
@@ -82,18 +82,21 @@ def run(task: str, model: str = "mlp", seeds: int | range | Iterable[int] = 1, *
     Columns: every RunSpec field, the metrics (val_accuracy, test_accuracy, ...), the timings
     (train_seconds, ...), engine, diverged, epochs_run; `curves` holds each run's per-epoch
     curves, which `curves(df)` unfolds. Work above `bench.engines.budget`'s bounds is refused
-    unless `allow_long`.
+    unless `allow_long`. `threads`: torch CPU threads while training (1, as `bench run`: tiny
+    models only contend with more; None keeps torch's setting).
     """
     import pandas as pd
 
     from bench.engines.budget import check_runs
+    from bench.engines.clock import num_threads
     from bench.engines.registry import choose_engine, get_engine, train_specs
 
     specs = _specs(task, model, seeds, label_column, task_kind, settings)
     engine = specs[0].engine
     check_runs(specs, allow_long=allow_long, what="bench.run",
                together=len(specs) if get_engine(choose_engine(specs, engine)).stacks else 1)
-    results = train_specs(specs, engine)
+    with num_threads(threads):
+        results = train_specs(specs, engine)
     return pd.DataFrame([_row(r) for r in results])
 
 
@@ -153,19 +156,22 @@ def _study_spec(study: str | Path | dict[str, Any], trials: int | None) -> Any:
 
 
 def sweep(study: str | Path | dict[str, Any], *, storage: str | None = None,
-          trials: int | None = None) -> optuna.Study:
+          trials: int | None = None, threads: int | None = 1) -> optuna.Study:
     """Run (or resume) one study until it has its trials, as `bench sweep` does, and return
     the Optuna study. `study` is a study file's path or the same keys as a dict (docs/
     STUDIES.md); `storage` an Optuna storage URL or journal path (default
-    results/optuna.journal); `trials` overrides the study's trial count."""
+    results/optuna.journal); `trials` overrides the study's trial count; `threads` as in
+    `run`."""
     import optuna
 
+    from bench.engines.clock import num_threads
     from bench.sweeps.storage import open_storage
     from bench.sweeps.study import store_plugins
     from bench.sweeps.sweep import sweep as run_sweep
 
     spec = _study_spec(study, trials)
-    run_sweep(spec, storage, quiet=True)
+    with num_threads(threads):
+        run_sweep(spec, storage, quiet=True, threads=threads or 1)
     loaded = optuna.load_study(study_name=spec.name, storage=open_storage(storage))
     store_plugins(spec, loaded)
     return loaded
