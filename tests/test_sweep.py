@@ -335,7 +335,7 @@ def test_pruning_stops_trials_mid_training_and_records_why(tmp_path, engine):
             assert len(run["curves"]["val_accuracy"]) == run["epochs_run"] >= end["epoch"]
         assert all(run["epochs_run"] == end["epoch"] for run in stopped)
     for t in complete:
-        assert t.user_attrs["end"] == {"kind": "complete"}
+        assert t.user_attrs["end"] == {"objective": "val_accuracy", "kind": "complete"}
         assert sorted(t.intermediate_values) == list(range(1, 9))
         assert all(run["epochs_run"] == 8 for run in decode_runs(t.user_attrs["runs"]))
 
