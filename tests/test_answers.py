@@ -88,12 +88,12 @@ def test_moons_weight_decay_summary_names_the_threshold_and_the_collapse() -> No
 
 
 def test_breaking_point_says_first_at_when_a_larger_value_holds_again() -> None:
-    # l1=3 is below the best's spread but within the margin: it holds, so 1 is not 'from on'
+    # l1=3 is below the best's spread but within the margin: it holds, so not 'from l1=1 on'
     seeds = {0.0: [0.9, 0.91, 0.92], 0.1: [0.9, 0.9, 0.91], 1.0: [0.6, 0.62, 0.61],
              3.0: [0.85, 0.86, 0.85], 10.0: [0.5, 0.5, 0.5]}
     said = answers.threshold_sentence(_configs(seeds, ["l1"]), "l1", "val_accuracy", True)
     assert said.endswith("is l1=0.1 (0.903 ± 0.014; best l1=0, 0.910 ± 0.025, 95% CI down to "
-                         "0.885). First at l1=1 it collapses: 0.610 ± 0.025 at best.")
+                         "0.885). It first collapses at l1=1: 0.610 ± 0.025 at best.")
 
 
 def test_breaking_point_of_a_value_where_every_configuration_diverged() -> None:
@@ -102,6 +102,10 @@ def test_breaking_point_of_a_value_where_every_configuration_diverged() -> None:
     df = _configs(seeds, ["optimizer", "lr"])
     said = answers.threshold_sentence(df, "lr", "val_accuracy", True)
     assert said.endswith(" From lr=10 on every configuration diverges.")
+    # a larger lr that trains again: the diverging one is named alone
+    again = _configs({**seeds, ("sgd", 30.0): [0.85, 0.86, 0.85]}, ["optimizer", "lr"])
+    said = answers.threshold_sentence(again, "lr", "val_accuracy", True)
+    assert said.endswith(" At lr=10 every configuration diverges.")
 
 
 def test_breaking_point_when_nothing_larger_collapses() -> None:

@@ -82,8 +82,9 @@ def _breaking_point(configs: pd.DataFrame, factor: str, above: float, best: pd.S
     """' From l1=0.01 on it collapses: 0.600 ± 0.050 at best.': the smallest value of `factor`
     above `above` whose best configuration fails against `best` (`_fails`: every configuration
     diverged, or worse by the collapse margin beyond both CIs); 'From ... on' when every larger
-    value fails too, 'First at' when a larger one holds again; a note when none of the larger
-    values tried fails ('' when there is none larger)."""
+    value fails too, 'first collapses at' when a larger one is not shown to fail (it holds
+    again, or its CI is too wide to tell); a note when none of the larger values tried fails
+    ('' when there is none larger)."""
     m, c = _cols(metric)
     grid = configs.sort_values(m, ascending=not higher, na_position="last", kind="stable") \
         .groupby(factor, sort=False).head(1)
@@ -99,10 +100,13 @@ def _breaking_point(configs: pd.DataFrame, factor: str, above: float, best: pd.S
     first = failed.index(True)
     row = grid.iloc[first]
     at = f"{factor}={fmt_param(row[factor])}"
-    where = f"From {at} on" if all(failed[first:]) else f"First at {at}"
     if not math.isfinite(float(row[m])):
+        where = f"From {at} on" if all(failed[first:]) else f"At {at}"
         return f" {where} every configuration diverges."
-    return f" {where} it collapses: {fmt_ci(row[m], row[c], metric=metric)} at best."
+    what = f"{fmt_ci(row[m], row[c], metric=metric)} at best"
+    if all(failed[first:]):
+        return f" From {at} on it collapses: {what}."
+    return f" It first collapses at {at}: {what}."
 
 
 def _fails(a_mean: float, a_half: float, b_mean: float, b_half: float, metric: str,
