@@ -165,16 +165,16 @@ def sweep(study: str | Path | dict[str, Any], *, storage: str | None = None,
     import optuna
 
     from bench.engines.clock import num_threads
+    from bench.sweeps.optuna_study import open_study
     from bench.sweeps.storage import open_storage
     from bench.sweeps.study import store_plugins
     from bench.sweeps.sweep import sweep as run_sweep
 
     spec = _study_spec(study, trials)
+    store_plugins(spec, open_study(spec, open_storage(storage)))  # before training: see sweep
     with num_threads(threads):
         run_sweep(spec, storage, quiet=True, threads=threads or 1)
-    loaded = optuna.load_study(study_name=spec.name, storage=open_storage(storage))
-    store_plugins(spec, loaded)
-    return loaded
+    return optuna.load_study(study_name=spec.name, storage=open_storage(storage))
 
 
 def load_runs(storage: str | None = None) -> pd.DataFrame:

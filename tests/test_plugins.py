@@ -275,3 +275,24 @@ def test_bench_sweep_stores_the_plugins_it_used(tmp_path: Path,
     study = optuna.load_study(study_name="ring", storage=open_storage("j.journal"))
     assert study.user_attrs["plugins"] == [{"source": str(plugin.resolve()),
                                             "sha256": sha(plugin)}]
+
+
+def test_the_plugins_are_stored_before_training_so_an_interrupted_sweep_has_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import optuna
+
+    import bench.sweeps.sweep
+    from bench.sweeps.storage import open_storage
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(bench.sweeps.sweep, "sweep", interrupted)
+    plugin = write(tmp_path / "p.py", PLUGIN)
+    write(tmp_path / "ring.toml", 'plugins = ["p.py"]\ntask = "ring"\n[fixed]\nloss = "bce"\n')
+    assert main(["sweep", "ring.toml", "--storage", "j.journal", "--quiet"]) == 130
+    study = optuna.load_study(study_name="ring", storage=open_storage("j.journal"))
+    assert study.user_attrs["plugins"] == [{"source": str(plugin.resolve()),
+                                            "sha256": sha(plugin)}]
+    assert study.trials == []

@@ -39,18 +39,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _store_plugins(specs: list, storage_url: str | None) -> None:
-    """Each study that used plugins records them (user attribute "plugins")."""
+    """Each study that uses plugins records them (user attribute "plugins") before it trains,
+    so an interrupted sweep's report can still name them."""
     if not any(spec.plugins for spec in specs):
         return
-    import optuna
-
+    from bench.sweeps.optuna_study import open_study
     from bench.sweeps.storage import open_storage
     from bench.sweeps.study import store_plugins
 
     storage = open_storage(storage_url)
     for spec in specs:
         if spec.plugins:
-            store_plugins(spec, optuna.load_study(study_name=spec.name, storage=storage))
+            store_plugins(spec, open_study(spec, storage))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,11 +72,11 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     ok = True
+    _store_plugins(specs, args.storage)
     with num_threads(args.threads):
         summaries = [sweep(spec, args.storage, workers=args.workers, quiet=args.quiet,
                            engine=args.engine, threads=args.threads, echo=not args.quiet)
                      for spec in specs]
-    _store_plugins(specs, args.storage)
     for spec, summary in zip(specs, summaries, strict=True):
         if not summary.ok:
             ok = False
