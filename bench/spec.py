@@ -165,6 +165,13 @@ class RunSpec:
         """A data file task: its reference made absolute (`task.name`) and its hash recorded."""
         if task.name != self.task:
             object.__setattr__(self, "task", task.name)
+        shape = task.input_shape
+        if len(shape) > 1 and registry.get_model(self.model).factory is None:
+            raise UsageError(f"model {self.model!r} takes flat inputs, but task "
+                             f"{task.display_name!r} has examples shaped "
+                             f"{'x'.join(map(str, shape))}; use a model given as code (a "
+                             "plugin's, or lenet5 for 28x28 and 8x8 images), or give x as "
+                             "[N, features]")
         if task.sha256 is None and self.task_sha256 is not None:
             raise UsageError(f"task_sha256 applies to data file tasks only; {self.task!r} is "
                              "not one: drop task_sha256")

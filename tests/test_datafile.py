@@ -99,6 +99,9 @@ def test_npz_keeps_the_example_shape_and_regression_targets(tmp_path: Path) -> N
     task = registry.get_task(str(tmp_path / "img.npz"))
     assert (task.kind, task.input_shape, task.input_dim) == ("regression", (1, 4, 4), 16)
     assert tasks.load_task(task.name).x_train.shape == (36, 1, 4, 4)
+    with pytest.raises(UsageError, match=r"model 'mlp' takes flat inputs, but task 'img' has "
+                                         r"examples shaped 1x4x4; use a model given as code"):
+        RunSpec(task=task.name)
 
 
 def test_the_file_hash_is_recorded_in_the_spec_and_a_changed_file_is_a_new_task(

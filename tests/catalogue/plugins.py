@@ -112,6 +112,10 @@ CASES = [
         files={"bad.npz": b"PK\x03\x04 not really a zip"}),
     run("npz-rows-differ", r"len\.npz: x has 20 rows but y has 19 labels", "--task", "len.npz",
         setup=_npz("len.npz", x=[[i] for i in range(20)], y=[i % 2 for i in range(19)])),
+    run("image-shaped-with-mlp", r"model 'mlp' takes flat inputs, but task 'img' has examples "
+        r"shaped 1x2x2", "--task", "img.npz", "--loss", "ce",
+        setup=_npz("img.npz", x=[[[[i, 1], [2, 3]]] for i in range(30)], y=[i % 3 for i in
+                                                                             range(30)])),
     run("n-samples", r"n_samples applies to synthetic tasks only", "--task", "p.csv",
         "--n-samples", "50", files={"p.csv": _csv()}),
     # --- plugins ------------------------------------------------------------------------------
