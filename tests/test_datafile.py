@@ -179,6 +179,27 @@ def test_other_bad_files(tmp_path: Path) -> None:
         registry.get_task(f"{tmp_path / 'three.npz'}?kind=binary")
 
 
+def test_labels_shaped_n_by_1_are_read_and_other_shapes_refused(tmp_path: Path) -> None:
+    np.savez(tmp_path / "col.npz", x=np.arange(40.0).reshape(20, 2), y=(np.arange(20) % 2)[:, None])
+    assert registry.get_task(str(tmp_path / "col.npz")).kind == "binary"
+    np.savez(tmp_path / "grid.npz", x=np.zeros((20, 2)), y=np.zeros((20, 2)))
+    with pytest.raises(UsageError, match=r"y has shape \[20, 2\]; give one label per example"):
+        registry.get_task(str(tmp_path / "grid.npz"))
+
+
+def test_an_unreadable_file_is_one_usage_error(csv_file: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.catalog import datafile
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(datafile, "open", refuse, raising=False)
+    with pytest.raises(UsageError, match=r"blobs\.csv: cannot read it: Permission denied; fix "
+                                         r"its permissions"):
+        registry.get_task(str(csv_file))
+
+
 def test_bench_run_on_a_csv_records_its_hash_in_json(csv_file: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["run", "--task", str(csv_file), "--loss", "bce", "--epochs", "2", "--seeds",

@@ -245,7 +245,12 @@ def check_xy(x: Any, labels: Any, kind: str | None, where: str,
     import numpy as np
 
     x = np.asarray(x.detach().cpu().numpy() if hasattr(x, "detach") else x)
-    raw = labels.detach().cpu().numpy() if hasattr(labels, "detach") else labels
+    raw = np.asarray(labels.detach().cpu().numpy() if hasattr(labels, "detach") else labels)
+    if raw.ndim == 2 and raw.shape[1] == 1:
+        raw = raw[:, 0]
+    if raw.ndim != 1:
+        raise UsageError(f"{where}: y has shape {list(raw.shape)}; give one label per example "
+                         "(shape [N])")
     if x.dtype.kind not in "biuf":
         raise UsageError(f"{where}: x has dtype {x.dtype}; features must be numbers")
     x = x.astype(np.float64)
