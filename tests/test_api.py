@@ -111,3 +111,20 @@ def test_load_runs_without_a_storage_names_the_fix(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     with pytest.raises(UsageError, match="no storage given"):
         bench.load_runs()
+
+
+def test_the_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+    import shutil
+
+    shutil.copytree(ROOT / "studies", tmp_path / "studies")
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"^```python\n(.*?)^```", text, re.M | re.S)
+    assert blocks, "README has no python example"
+    names: dict[str, object] = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), names)  # our own docs
+    df, study, runs = names["df"], names["study"], names["runs"]
+    assert len(df) == 5 and len(study.trials) == 8  # type: ignore[arg-type, attr-defined]
+    assert len(runs) == 8 * study.user_attrs["nnbench_study"]["seeds"]  # type: ignore[attr-defined]
