@@ -17,7 +17,18 @@ import pandas as pd
 from bench.catalog import registry
 from bench.errors import UsageError
 from bench.numbers import fmt_score
-from bench.report.figures import NEEDS, Chart, Context, Missing, facet_grid, save, slug, style, wrap
+from bench.report.figures import (
+    NEEDS,
+    Chart,
+    Context,
+    Missing,
+    Skipped,
+    facet_grid,
+    save,
+    slug,
+    style,
+    wrap,
+)
 from bench.report.views import StudyView, metric_label
 from bench.spec import RunSpec
 
@@ -85,17 +96,29 @@ def boundary_grid(model: Any, head: Any, x: np.ndarray, steps: int = 200
     return xx, yy, p.reshape(xx.shape)
 
 
-def chart_boundaries(ctx: Context) -> list[Chart | Missing]:
-    """Decision boundary of the best model per optimizer on each 2-D task, data overlaid."""
+def chart_boundaries(ctx: Context) -> list[Chart | Missing | Skipped]:
+    """Decision boundary of the best model per optimizer on each 2-D task, data overlaid.
+
+    A study whose task or model is not available here (a plugin not loaded, a data file gone)
+    cannot be redrawn: it gets one `Skipped` line naming why and the fix, the rest stands."""
     question = "What did the best model learn? (decision boundary, as the notebooks draw it)"
-    views = [v for v in ctx.views
-             if registry.get_task(v.task).input_dim == 2
-             and registry.get_task(v.task).kind != "regression" and not v.ranked().empty]
+    skipped: list[Chart | Missing | Skipped] = []
+    views = []
+    for v in ctx.views:
+        if v.ranked().empty:
+            continue
+        if problem := ctx.study(v.name).rebuild_problem():
+            skipped.append(Skipped(f"boundary_{slug(v.name)}", f"decision boundaries of study "
+                                   f"{v.name!r} skipped: {problem}"))
+            continue
+        task = registry.get_task(v.task)
+        if task.input_dim == 2 and task.kind != "regression":
+            views.append(v)
     if not views:
-        return [Missing("boundaries", question, NEEDS["boundaries"])]
+        return [Missing("boundaries", question, NEEDS["boundaries"]), *skipped]
     if not ctx.boundaries:
         return [Missing("boundaries", question, "a report run without --no-boundaries")]
-    out: list[Chart | Missing] = []
+    out: list[Chart | Missing | Skipped] = list(skipped)
     for v in views:
         try:
             out.append(_boundary_chart(ctx, v, question))
@@ -150,7 +173,7 @@ def _boundary_chart(ctx: Context, v: StudyView, question: str) -> Chart:
     fig.suptitle(wrap(f"{v.label}: decision boundary of the best model"
                        + (f" per {factor}" if factor else ""), 48 * len(best)), fontsize=10)
     key = f"boundary_{slug(v.name)}"
-    png, files = save(fig, ctx.folder, key)
+    png, files = save(fig, ctx.folder, key, svg=ctx.svg)
     table = pd.DataFrame(rows)
     same = bool(np.allclose(table["stored_metric"], table["retrained_metric"], atol=1e-6))
     if reused == len(rows):

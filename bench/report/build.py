@@ -6,8 +6,9 @@ reproduction table, and writes into one folder:
 
 - `tables/*.csv`: tidy tables (`runs.csv` one row per trial x seed; `configs.csv` mean, std and
   95% CI over seeds per trial; `trials.csv`, `curves.csv`, `timing.csv`, and each chart's data);
-- `charts/*.png` and `*.svg`: one chart per question the notebooks ask, drawn only when the
-  data to answer it exists (otherwise the page says which study would provide it);
+- `charts/*.png` (and `*.svg` with `svg=True`): one chart per question the notebooks ask,
+  drawn only when the data to answer it exists (otherwise the page says which study would
+  provide it), over worker processes (`parallel`);
 - `index.html` (self-contained: charts embedded as base64 PNG) and `report.md` (links the PNGs).
 
 The whole folder is built next to its destination and swapped in at the end, so a report that
@@ -26,6 +27,7 @@ safe.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -40,7 +42,7 @@ from typing import Any
 import pandas as pd
 
 from bench.errors import UsageError
-from bench.report import tables
+from bench.report import parallel, tables
 from bench.report.boundaries import chart_boundaries
 from bench.report.charts import (
     chart_batch_size,
@@ -51,7 +53,7 @@ from bench.report.charts import (
     chart_lr,
     chart_optimizers,
 )
-from bench.report.figures import Chart, ChartFn, Context, Missing
+from bench.report.figures import Chart, ChartFn, Context, Missing, Skipped
 from bench.report.history import chart_history
 from bench.report.page import ReportResult, render_html, render_markdown
 from bench.report.timing_chart import chart_timing
@@ -138,13 +140,14 @@ def check_out(out: str | Path) -> Path:
 
 def build_report(storage: str | None, out: str | Path, *, timing_paths: list[Path] | None = None,
                  reproduce_path: str | Path | None = None, boundaries: bool = True,
-                 ) -> ReportResult:
+                 svg: bool = False, jobs: int | None = None) -> ReportResult:
     """Read studies, timings and the reproduction table; write tables, charts and pages to `out`.
 
     Missing inputs are listed on the page, never an error. `out` must be new, empty or an
     earlier report (`check_out`), else nothing is read or written. The folder is built beside
     `out` and swapped in at the end, so a failure (a full disk, an interrupt) keeps the previous
-    report intact and leaves no temporary folder behind.
+    report intact and leaves no temporary folder behind. Charts are PNG (and SVG with `svg`),
+    drawn over `jobs` worker processes (default: the cores this process may use).
     """
     out = check_out(out)
     shown = display_url(storage) if storage is not None else None
@@ -180,7 +183,8 @@ def build_report(storage: str | None, out: str | Path, *, timing_paths: list[Pat
         tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.building-"))
         _write_marker(tmp, [])  # first, so a build killed with -9 is recognisably ours
         _remove_stale(out)
-        result = _write_all(tmp, out, studies, runs, timing, repro, notes, shown, boundaries)
+        result = _write_all(tmp, out, studies, runs, timing, repro, notes, shown, boundaries,
+                            svg, jobs)
         _write_marker(tmp, [f.as_posix() for f in result.files])
         share(tmp)
         check_out(out)  # again: a file put into the old report meanwhile is not deleted
@@ -196,7 +200,8 @@ def build_report(storage: str | None, out: str | Path, *, timing_paths: list[Pat
 
 def _write_all(tmp: Path, out: Path, studies: list[tables.StudyData], runs: pd.DataFrame,
                timing: pd.DataFrame, repro: pd.DataFrame | None, notes: list[str],
-               storage: str | None, boundaries: bool) -> ReportResult:
+               storage: str | None, boundaries: bool, svg: bool = False,
+               jobs: int | None = None) -> ReportResult:
     curves = tables.curves_table(studies)
     tidy = {"runs": runs, "configs": tables.configs_table(runs),
             "trials": tables.trials_table(studies), "curves": curves, "timing": timing}
@@ -204,20 +209,21 @@ def _write_all(tmp: Path, out: Path, studies: list[tables.StudyData], runs: pd.D
     for name, df in tidy.items():
         df.to_csv(tmp / "tables" / f"{name}.csv", index=False)
     views = study_views(runs, studies)
-    ctx = Context(views, studies, curves, timing, tmp, boundaries)
+    ctx = Context(views, studies, curves, timing, tmp, boundaries, svg)
+    if boundaries and views:
+        _import_torch()  # once, before the workers fork, instead of once in each
+    units = parallel.units_of(CHARTS, ctx)
+    drawn = parallel.draw_all([u for _, u in units], _draw, jobs or parallel.jobs_here())
     charts: list[Chart] = []
     missing: list[Missing] = []
-    for fn in CHARTS:
-        try:
-            made = fn(ctx)
-        except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as exc:
-            # Stored values no sweep writes (a negative loss on a log axis, ...): that chart is
-            # left out, the rest of the report stands.
-            key = fn.__name__.removeprefix("chart_")
-            made = Missing(key, f"chart {key}", "stored values it can draw "
-                           f"({type(exc).__name__}: {str(exc)[:120]})")
-        for item in made if isinstance(made, list) else [made]:
-            (charts if isinstance(item, Chart) else missing).append(item)
+    skipped: list[str] = []
+    for i, fn in enumerate(CHARTS):
+        parts = [made for (j, _), made in zip(units, drawn, strict=True) if j == i]
+        for item in parallel.merge(parts, fn.__name__.removeprefix("chart_")):
+            if isinstance(item, Skipped):
+                skipped.append(item.text)
+            else:
+                (charts if isinstance(item, Chart) else missing).append(item)
     if not timing.empty and "cuda" not in set(timing["device"].dropna()):
         notes.append("Timing files hold CPU measurements only: the CPU/CUDA crossover is not "
                      "measured yet (run `bench time` on a CUDA machine).")
@@ -225,12 +231,33 @@ def _write_all(tmp: Path, out: Path, studies: list[tables.StudyData], runs: pd.D
     if summaries:
         pd.DataFrame(summaries).to_csv(tmp / "tables" / "summary.csv", index=False)
     files = sorted(p.relative_to(tmp) for p in tmp.rglob("*") if p.is_file())
-    result = ReportResult(out, charts, missing, notes, files)
+    result = ReportResult(out, charts, missing, notes, files, skipped)
     extra = {"reproduce": repro, "timing": timing}
     write_text_atomic(tmp / "index.html", render_html(result, summaries, extra, storage))
     write_text_atomic(tmp / "report.md", render_markdown(result, summaries, extra, storage))
     result.files = sorted([*files, Path("index.html"), Path("report.md")])
     return result
+
+
+def _draw(unit: parallel.Unit) -> list[Chart | Missing | Skipped]:
+    """One unit's chart(s); a chart that cannot draw the stored values is a `Missing`."""
+    fn, ctx = unit
+    try:
+        made = fn(ctx)
+    except (ValueError, TypeError, ArithmeticError, IndexError, KeyError) as exc:
+        # Stored values no sweep writes (a negative loss on a log axis, ...): that chart is
+        # left out, the rest of the report stands.
+        key = fn.__name__.removeprefix("chart_")
+        made = Missing(key, f"chart {key}", "stored values it can draw "
+                       f"({type(exc).__name__}: {str(exc)[:120]})")
+    return made if isinstance(made, list) else [made]
+
+
+def _import_torch() -> None:
+    """Import torch (the decision boundaries need it) if it is installed: imported before the
+    chart workers fork, it is loaded once rather than once per worker."""
+    with contextlib.suppress(ImportError):
+        import torch  # noqa: F401
 
 
 def share(folder: Path) -> None:

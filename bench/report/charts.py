@@ -115,13 +115,20 @@ def _categorical_chart(ctx: Context, factor: str, key: str, question: str,
             ax.set_ylabel(f"{metric_label(v.metric)}\n(seeds; mean, 95% CI)")
             if sentence := winner_sentence(v, factor):  # '' without two ranked levels
                 captions.append(sentence)
-    png, files = save(fig, ctx.folder, key)
+    png, files = save(fig, ctx.folder, key, svg=ctx.svg)
     caption = (f"Each {factor} at its own best other settings (the best configuration with "
                f"that {factor} by the study's metric, named under the axis), not pooled over "
                "them: dots are its seeds, the diamond and bar their mean and 95% CI. "
                + " ".join(captions) + " " + " ".join(ends_sentence(v) for v in views))
     return Chart(key, f"{factor} comparison", question, caption, png, files,
                  ctx.write_table(pd.DataFrame(rows), key))
+
+
+# Thousands of trials: a line draws at most this many points (binned beyond), at most this many
+# pruned-trial markers are drawn (evenly spaced), and only this few get their epoch written.
+MAX_LINE_POINTS = 60
+MAX_MARKS = 300
+MAX_ANNOTATED = 40
 
 
 def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
@@ -132,13 +139,17 @@ def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
         return Missing(key, question, NEEDS[key])
     fig, facets = facet_grid(len(views))
     rows = []
+    binned = []
     with style():
         for v, (ax,) in zip(views, facets, strict=False):
             hue = v.hue
             colors = level_colors(v, hue) if hue else {None: "0.2"}
+            summarised = 0
             for level, agg in _best_per_x(v, x, hue):
                 agg["study"], agg["line"] = v.name, level
                 rows.append(agg)
+                if "bin_configs" in agg:
+                    summarised += int(agg["bin_configs"].sum())
                 color = colors[level] if hue else "0.2"
                 band(ax, agg[x].to_numpy(float), agg[f"{v.metric}_mean"].to_numpy(float),
                       agg[f"{v.metric}_ci95"].to_numpy(float), color,
@@ -158,14 +169,20 @@ def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
                 ax.set_yscale("log")
                 plain_log_ticks(ax)
             others = [p for p in v.varied if p not in (x, hue)]
+            if summarised:
+                binned.append(f"{v.name}: {summarised:,} configurations in {MAX_LINE_POINTS} "
+                              f"{x} bins per line")
             ax.set_title(v.label + (f"\neach point at its best {', '.join(others)}"
-                                    if others else ""), fontsize=10)
+                                    if others else "")
+                         + (f"\n{summarised:,} configurations binned: the best of each "
+                            f"of {MAX_LINE_POINTS} {x} bins" if summarised else ""),
+                         fontsize=10)
             ax.set_xlabel(f"{X_LABELS.get(x, x)} ({xscale} scale)")
             ax.set_ylabel(f"{metric_label(v.metric)}{' (log scale)' if log_y else ''}"
                           "\n(mean over seeds, 95% CI band)")
             if hue:
                 legend_outside(ax, hue)
-    png, files = save(fig, ctx.folder, key)
+    png, files = save(fig, ctx.folder, key, svg=ctx.svg)
     caption = ("Lines join the mean over seeds; the band is the 95% CI (absent where a point "
                "has one finite seed; on a log axis a band that reaches zero runs off the "
                "bottom); an x on the axis marks a setting where every seed diverged. Where a "
@@ -173,6 +190,11 @@ def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
                "value (its other settings named under the title and in the CSV), not a pool. "
                "Hollow markers: trials the pruner stopped, at their value when stopped, with "
                "the epoch (e4 = stopped after epoch 4); they are not in the lines. "
+               + (f"Thousands of trials are aggregated, not drawn one by one: a line with more "
+                  f"than {MAX_LINE_POINTS} values of {x} is cut into {MAX_LINE_POINTS} "
+                  f"log-spaced bins, each point the best configuration of its bin at its own "
+                  f"{x} ({'; '.join(binned)}; every configuration is in configs.csv). "
+                  if binned else "")
                + " ".join(ends_sentence(v, x) for v in views))
     return Chart(key, f"{x} sensitivity", question, caption, png, files,
                  ctx.write_table(pd.concat(rows, ignore_index=True), key))
@@ -181,34 +203,65 @@ def _line_chart(ctx: Context, x: str, key: str, question: str, min_levels: int,
 
 def _best_per_x(v: StudyView, x: str, hue: str | None) -> list[tuple[Any, pd.DataFrame]]:
     """Per line (hue value): at each value of `x` the best configuration (no diverged seed
-    first), with its mean, CI and other settings; NaN where every seed of every one diverged."""
+    first), with its mean, CI and other settings; NaN where every seed of every one diverged.
+
+    A line with more than `MAX_LINE_POINTS` values of `x` (a continuous search over thousands
+    of trials) gets one point per bin instead: `x` cut into that many log-spaced bins (zero its
+    own), each point the best configuration of its bin, at its own `x` (`bin_configs` counts
+    the configurations of the bin; the CSV says so)."""
     m = f"{v.metric}_mean"
     conf = v.configs.assign(_div=v.configs["n_diverged"] > 0)
     conf = conf.sort_values(["_div", m], ascending=[True, not higher_is_better(v.metric)],
                             na_position="last", kind="stable")
     out = []
     for level, g in ([(None, conf)] if hue is None else list(conf.groupby(hue, sort=True))):
-        best = g.groupby(x, sort=True).head(1).sort_values(x)
+        if g[x].nunique() > MAX_LINE_POINTS:
+            g = g.assign(_bin=log_bins(g[x], MAX_LINE_POINTS))
+            counts = g.groupby("_bin")["_bin"].transform("size")
+            best = g.assign(bin_configs=counts).groupby("_bin", sort=True).head(1)
+            best = best.drop(columns="_bin").sort_values(x)
+        else:
+            best = g.groupby(x, sort=True).head(1).sort_values(x)
         best = best.assign(best_settings=[v.config_label(r, (x, hue or "")) for _, r in
                                           best.iterrows()]).drop(columns="_div")
         out.append((level, best))
     return out
 
 
+def log_bins(values: pd.Series, n: int) -> np.ndarray:
+    """Each value's bin among `n` equal bins of log10 over the positive values' range; zero
+    and below get bin -1 (their own)."""
+    xs = values.astype(float).to_numpy()
+    positive = xs > 0
+    if not positive.any():
+        return np.full(len(xs), -1)
+    logs = np.log10(np.where(positive, xs, 1.0))
+    lo, hi = logs[positive].min(), logs[positive].max()
+    width = (hi - lo) / n if hi > lo else 1.0
+    return np.where(positive, np.minimum(((logs - lo) / width).astype(int), n - 1), -1)
+
+
 def _pruned_marks(ax: Any, v: StudyView, x: str, hue: str | None,
                   colors: dict[Any, Any]) -> None:
-    """Pruned trials as hollow markers at their value when stopped, each with its epoch."""
+    """Pruned trials as hollow markers at their value when stopped, each with its epoch
+    (thousands of them: an evenly spaced `MAX_MARKS` of them, without epochs, and the legend
+    says how many are drawn)."""
     pruned = v.ends[(v.ends["end"] == "pruned") & v.ends[v.metric].notna()] \
         if not v.ends.empty else v.ends
+    total = len(pruned)
+    if total > MAX_MARKS:
+        pruned = pruned.iloc[np.linspace(0, total - 1, MAX_MARKS).round().astype(int)]
     for _, r in pruned.iterrows():
         color = colors.get(r[hue], "0.3") if hue else "0.3"
         ax.plot([float(r[x])], [float(r[v.metric])], "o", mfc="none", mec=color, mew=1.5,
                 ms=7)
-        if np.isfinite(r["end_epoch"]):
+        if np.isfinite(r["end_epoch"]) and total <= MAX_ANNOTATED:
             ax.annotate(f"e{int(r['end_epoch'])}", (float(r[x]), float(r[v.metric])),
                         xytext=(4, -8), textcoords="offset points", fontsize=7, color=color)
-    if len(pruned):
-        ax.plot([], [], "o", mfc="none", mec="0.3", mew=1.5, label="pruned (eN: at epoch N)")
+    if total:
+        what = "eN: at epoch N" if total <= MAX_ANNOTATED else \
+            (f"{len(pruned)} of {total:,} drawn" if total > len(pruned) else f"{total}")
+        ax.plot([], [], "o", mfc="none", mec="0.3", mew=1.5, label=f"pruned ({what})")
 
 
 def chart_lr(ctx: Context) -> Chart | Missing:
@@ -289,7 +342,7 @@ def chart_batch_size(ctx: Context) -> Chart | Missing:
                 legend_outside(ax_m, hue)
             ax_t.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.42),
                         frameon=False)
-    png, files = save(fig, ctx.folder, key)
+    png, files = save(fig, ctx.folder, key, svg=ctx.svg)
     table = pd.concat(rows, ignore_index=True)
     engines = ", ".join(sorted({e for x in table["engine"] for e in str(x).split(", ") if e}))
     caption = ("Top: each batch size at its own best other settings (e.g. its best learning "
@@ -387,7 +440,7 @@ def chart_curves(ctx: Context) -> Chart | Missing:
             if handles:
                 ax_key.legend(handles, labels, loc="center left", fontsize=8, frameon=False,
                               title="configuration (best first)", title_fontsize=8)
-    png, files = save(fig, ctx.folder, key)
+    png, files = save(fig, ctx.folder, key, svg=ctx.svg)
     caption = ("One row per study: the best configuration per optimizer (or loss), else the "
                "three best. Left: training loss, geometric mean over seeds with a 95% CI "
                "computed on log10(loss) (losses span decades, and an arithmetic CI would reach "

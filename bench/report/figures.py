@@ -82,6 +82,15 @@ class Missing:
 
 
 @dataclass
+class Skipped:
+    """Part of a chart left out because it needs what is not available here (a task or model
+    not registered, a data file gone): one line saying what and why, for the page and stderr."""
+
+    key: str
+    text: str
+
+
+@dataclass
 class Context:
     """What the chart functions read, and the folder they write into."""
 
@@ -91,6 +100,7 @@ class Context:
     timing: pd.DataFrame
     folder: Path
     boundaries: bool = True
+    svg: bool = False  # also write each chart as SVG (`bench report --svg`)
 
     def write_table(self, df: pd.DataFrame, key: str) -> str:
         """Save a chart's data as tables/<key>.csv; return the relative path."""
@@ -104,7 +114,7 @@ class Context:
         return next(s for s in self.studies if s.name == name)
 
 
-ChartFn = Callable[[Context], Chart | Missing | list[Chart | Missing]]
+ChartFn = Callable[[Context], Chart | Missing | list[Chart | Missing | Skipped]]
 
 
 # --- figures and their files ---------------------------------------------------------------------
@@ -136,13 +146,22 @@ def facet_grid(n: int, ncols: int = 3, size: tuple[float, float] = (4.6, 3.6),
     return fig, out
 
 
-def save(fig: Figure, folder: Path, key: str) -> tuple[bytes, list[str]]:
-    """Write PNG and SVG of `fig` under folder/charts; return the PNG bytes and relative paths."""
+def save(fig: Figure, folder: Path, key: str, svg: bool = False) -> tuple[bytes, list[str]]:
+    """Write the PNG of `fig` under folder/charts (and its SVG with `svg`); return the PNG bytes
+    and the relative paths.
+
+    PNG is what both pages show; drawing the SVG too cost about 40% of a report's time, so it
+    is written only on request (`bench report --svg`), laid out once: the SVG reuses the
+    positions the PNG's constrained layout found instead of solving them again.
+    """
     charts = folder / "charts"
     charts.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     (charts / f"{key}.png").write_bytes(buf.getvalue())
+    if not svg:
+        return buf.getvalue(), [f"charts/{key}.png"]
+    fig.set_layout_engine("none")  # keep the layout the PNG drew with
     fig.savefig(charts / f"{key}.svg", format="svg")
     return buf.getvalue(), [f"charts/{key}.png", f"charts/{key}.svg"]
 

@@ -46,28 +46,70 @@ def importances(study: tables.StudyData) -> tuple[dict[str, float], str | None]:
         return {}, f"optuna could not compute them ({type(exc).__name__}: {exc})"
 
 
+# More completed trials than this: the history shows their spread per bin, not every dot.
+MAX_POINTS = 1000
+BINS = 100
+MAX_MARKS = 300  # markers per kind of end (evenly spaced beyond)
+
+
+def _binned_history(ax: Any, xs: np.ndarray, ys: np.ndarray) -> None:
+    """Completed trials' values as the median and 10-90% band of `BINS` bins of consecutive
+    trial numbers, each drawn at its bin's middle trial number."""
+    edges = np.linspace(xs.min(), xs.max() + 1, BINS + 1)
+    which = np.clip(np.searchsorted(edges, xs, side="right") - 1, 0, BINS - 1)
+    mid, med, lo, hi = [], [], [], []
+    for b in range(BINS):
+        vals = ys[(which == b) & np.isfinite(ys)]
+        if len(vals):
+            mid.append((edges[b] + edges[b + 1]) / 2)
+            q10, q50, q90 = np.percentile(vals, [10, 50, 90])
+            med.append(q50)
+            lo.append(q10)
+            hi.append(q90)
+    ax.fill_between(mid, lo, hi, color="#1f77b4", alpha=0.25, lw=0,
+                    label="completed trials: 10-90% of a bin")
+    ax.plot(mid, med, color="#1f77b4", lw=1.5, label="completed trials: median of a bin")
+
+
+def _spaced(items: list[Any]) -> list[Any]:
+    """At most `MAX_MARKS` of `items`, evenly spaced (all of them when fewer)."""
+    if len(items) <= MAX_MARKS:
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, MAX_MARKS).round().astype(int)]
+
+
+def _drawn(n_drawn: int, total: int) -> str:
+    """'1,234' or '300 of 1,234 drawn' for a legend label."""
+    return f"{total:,}" if n_drawn == total else f"{n_drawn} of {total:,} drawn"
+
+
 def _ends(ax: Any, trials: list[Any]) -> None:
     """Each way a non-complete trial ended with its own marker and legend entry: pruned at the
-    last value it reported, the others (no value) on the bottom axis."""
+    last value it reported, the others (no value) on the bottom axis; at most `MAX_MARKS` of
+    each kind, evenly spaced, the legend saying how many are drawn."""
     by_kind: dict[str, list[Any]] = {}
     for t in trials:
         by_kind.setdefault(tables.trial_end(t)["kind"], []).append(t)
     pruned = by_kind.get("pruned", [])
     if pruned:
-        shown = [(t.number, t.intermediate_values[t.last_step]) for t in pruned
+        shown = [(t.number, t.intermediate_values[t.last_step]) for t in _spaced(pruned)
                  if t.last_step is not None]
+        label = (f"pruned ({_drawn(len(shown), len(pruned))}, at last reported value)"
+                 if len(pruned) > MAX_MARKS else
+                 f"pruned ({len(pruned)}, at last reported value)")
         ax.plot([n for n, _ in shown], [y for _, y in shown], "o", mfc="none", mec="#ff7f0e",
-                mew=1.5, ms=6, label=f"pruned ({len(pruned)}, at last reported value)")
+                mew=1.5, ms=6, label=label)
         unshown = [t.number for t in pruned if t.last_step is None]
         if unshown:
             ax.plot(unshown, [0.02] * len(unshown), "o", mfc="none", mec="#ff7f0e", ms=6,
                     transform=ax.get_xaxis_transform(), clip_on=False)
     for kind, (marker, color, label) in END_MARKS.items():
-        xs = [t.number for t in by_kind.get(kind, [])]
+        these = by_kind.get(kind, [])
+        xs = [t.number for t in _spaced(these)]
         if xs:
             ax.plot(xs, [0.02] * len(xs), marker, color=color, ms=7, mew=2,
                     transform=ax.get_xaxis_transform(), clip_on=False,
-                    label=f"{label} ({len(xs)})")
+                    label=f"{label} ({_drawn(len(xs), len(these))})")
 
 
 def chart_history(ctx: Context) -> list[Chart | Missing]:
@@ -83,17 +125,23 @@ def chart_history(ctx: Context) -> list[Chart | Missing]:
         fig = Figure(figsize=(10, 3.4), layout="constrained")
         ax_h, ax_i = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
         maximize = s.direction == "maximize"
+        binned = len(done) > MAX_POINTS
         with style():
             xs = [t.number for t in done]
             ys = [t.values[0] for t in done]
-            ax_h.plot(xs, ys, "o", color="#1f77b4", label="completed trial", ms=5)
+            if binned:  # thousands of dots hide each other: their spread per bin of trials
+                _binned_history(ax_h, np.array(xs, float), np.array(ys, float))
+            else:
+                ax_h.plot(xs, ys, "o", color="#1f77b4", label="completed trial", ms=5)
             best = np.maximum.accumulate(ys) if maximize else np.minimum.accumulate(ys)
             ax_h.step(xs, best, where="post", color="#d62728", label="best so far")
             _ends(ax_h, trials)
             ax_h.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax_h.set_xlabel("trial number")
             ax_h.set_ylabel(f"{metric_label(s.objective)}\n(objective, mean over seeds)")
-            ax_h.set_title(f"{s.name}: optimisation history", fontsize=10)
+            ax_h.set_title(f"{s.name}: optimisation history" + (
+                f"\n{len(done):,} completed trials in {BINS} bins: median and 10-90% band"
+                if binned else ""), fontsize=10)
             ax_h.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22),
                         ncols=4, frameon=False)
             if imp:
@@ -107,9 +155,15 @@ def chart_history(ctx: Context) -> list[Chart | Missing]:
                 ax_i.text(0.5, 0.5, f"parameter importances unavailable:\n{wrap(why, 40)}",
                           ha="center", va="center", fontsize=9, transform=ax_i.transAxes)
         key = f"history_{slug(s.name)}"
-        png, files = save(fig, ctx.folder, key)
+        png, files = save(fig, ctx.folder, key, svg=ctx.svg)
         table = pd.DataFrame({"param": list(imp), "importance": list(imp.values())})
-        caption = (f"Trials: {ends_counts(s) or f'{len(done)} complete'}. Pruned trials are "
+        caption = (f"Trials: {ends_counts(s) or f'{len(done)} complete'}. "
+                   + (f"Too many to draw one by one: completed trials are aggregated in "
+                      f"{BINS} bins of consecutive trial numbers (line: the median value of a "
+                      "bin, band: its 10th to 90th percentile); the best so far is over every "
+                      f"trial; at most {MAX_MARKS} markers of each other end are drawn, evenly "
+                      "spaced (the legend gives how many). " if binned else "")
+                   + "Pruned trials are "
                    "hollow circles at the last value they reported (the mean over seeds at the "
                    "epoch they were stopped); diverged, cannot-run and failed trials have no "
                    "value and are marked on the bottom axis. "

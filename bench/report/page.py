@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,9 @@ class ReportResult:
     missing: list[Missing]
     notes: list[str]
     files: list[Path]
+    # What was left out because it needs a task or model not available here, one line each
+    # ("decision boundaries of study 's' skipped: model 'm' is not registered here (...)").
+    skipped: list[str] = field(default_factory=list)
 
 
 # --- tables as the pages show them --------------------------------------------------------------
@@ -190,6 +193,8 @@ def _page(result: ReportResult, summaries: list[dict[str, Any]],
         "generated": f"{datetime.now():%Y-%m-%d %H:%M}",
         "storage": display_url(storage) if storage else "none",
         "nav": NAV, "notes": result.notes, "missing": result.missing,
+        "skipped": result.skipped,
+        "svg": any(f.endswith(".svg") for c in result.charts for f in c.files),
         "rule": SIGNIFICANCE_RULE, "summaries": summaries,
         "summary_table": table(summary_display(summaries), max_rows, lambda c, text: (
             "num" if c.endswith("score") else "")) if summaries else None,

@@ -129,7 +129,7 @@ def chart_timing(ctx: Context) -> Chart | Missing:
     noisy = int(t["noisy"].fillna(False).astype(bool).sum())
     if noisy:
         notes.append(f"{noisy} of {len(t)} measurements are flagged noisy (IQR/median high)")
-    png, files = save(fig, ctx.folder, key)
+    png, files = save(fig, ctx.folder, key, svg=ctx.svg)
     hosts = ", ".join(sorted({f"{h} ({g or 'no GPU'})" for h, g in
                               zip(t["host"], t["gpu_name"], strict=True)}))
     caption = (f"Median time per training epoch and per trained model (a batched group's "

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from bench.catalog import registry
+from bench.errors import UsageError
 from bench.numbers import fmt_ci, fmt_param, fmt_score
 from bench.report import answers, tables
 from bench.results import metric_direction
@@ -144,8 +145,7 @@ def study_views(runs: pd.DataFrame, studies: list[tables.StudyData]) -> list[Stu
         if sub.empty:
             continue
         task = str(sub["task"].iloc[0])
-        metric = s.objective if s.objective in sub.columns else \
-            f"val_{registry.get_task(task).default_metric}"
+        metric = s.objective if s.objective in sub.columns else _default_metric(task, sub)
         if metric not in sub.columns:  # no stored run has the metric: nothing to compare
             continue
         sub = _fill_full_batch(sub)
@@ -169,6 +169,25 @@ def _ends(rows: pd.DataFrame, task: str, metric: str, varied: list[str]) -> pd.D
     first[metric] = rows.groupby("trial")[metric].mean()
     first["end_epoch"] = [_end_epoch(d) for d in first["end_detail"]]
     return first.reset_index()
+
+
+def _default_metric(task: str, runs: pd.DataFrame) -> str:
+    """The task's default validation metric; for a task not registered here (a plugin not
+    loaded), the first validation metric its stored runs have."""
+    try:
+        return f"val_{registry.get_task(task).default_metric}"
+    except UsageError:
+        stored = [c for c in tables.metric_columns(runs) if c.startswith("val_")]
+        return stored[0] if stored else "val_accuracy"
+
+
+def _default_size(task: Any) -> float:
+    """The task's default training-set size (for full-batch runs); NaN when it is unknown here
+    (a task not registered here) or has none."""
+    try:
+        return registry.get_task(str(task)).default_n_samples or np.nan
+    except UsageError:
+        return np.nan
 
 
 def _end_epoch(detail: Any) -> float:
@@ -212,7 +231,7 @@ def _fill_full_batch(sub: pd.DataFrame) -> pd.DataFrame:
     """Full-batch runs (batch_size missing) get the training-set size, so they plot on an axis."""
     if "batch_size" not in sub.columns or not sub["batch_size"].isna().any():
         return sub
-    sizes = [(int(n) if pd.notna(n) else registry.get_task(t).default_n_samples or np.nan)
+    sizes = [(int(n) if pd.notna(n) else _default_size(t))
              for t, n in zip(sub["task"], sub["n_samples"], strict=True)]
     sub = sub.copy()
     sub["full_batch"] = sub["batch_size"].isna()
