@@ -28,9 +28,11 @@ import importlib.util
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.catalog.datafile import KINDS
 from bench.errors import UsageError
 
 if TYPE_CHECKING:
@@ -63,10 +65,6 @@ def _clash(kind: str, name: str, origin: str, table: dict[str, Any], builtin: di
                          f"{origin_of(table[name])}; rename one of them")
 
 
-def _task_origin(entry: Any) -> str:
-    return entry.origin if hasattr(entry, "origin") else entry.origin_text
-
-
 def register_task(name: str, *, kind: str | None = None, description: str = "",
                   ) -> Callable[[Callable[[int], Any]], Callable[[int], Any]]:
     """Decorator: `fn(data_seed) -> (x, y)` (arrays or tensors, x shaped [N, *input_shape]) or
@@ -77,18 +75,16 @@ def register_task(name: str, *, kind: str | None = None, description: str = "",
     if not isinstance(name, str) or not name or not name.isidentifier():
         raise UsageError(f"register_task: the task name must be a non-empty identifier, got "
                          f"{name!r}; e.g. @bench.register_task(\"spiral\")")
+    if kind is not None and kind not in KINDS:
+        raise UsageError(f"register_task({name!r}): unknown kind {kind!r}; choose one of: "
+                         f"{', '.join(KINDS)}, or leave it out to infer it from the labels")
 
     def decorate(fn: Callable[[int], Any]) -> Callable[[int], Any]:
         from bench.catalog import tasks
 
         origin = _origin(fn)
-        _clash("task", name, origin, tasks.PLUGIN_TASKS, tasks.TASKS, _task_origin)
-
-        def make_task() -> Task:
-            return _plugin_task(name, fn, kind, description, origin)
-
-        make_task.origin_text = origin  # type: ignore[attr-defined]
-        tasks.PLUGIN_TASKS[name] = make_task
+        _clash("task", name, origin, tasks.PLUGIN_TASKS, tasks.TASKS, lambda t: t.origin)
+        tasks.PLUGIN_TASKS[name] = PendingTask(name, fn, kind, description, origin)
         return fn
 
     return decorate
@@ -112,6 +108,21 @@ def register_model(name: str, *, description: str = "",
         return fn
 
     return decorate
+
+
+@dataclass(frozen=True)
+class PendingTask:
+    """A plugin task registered but not drawn yet; calling it makes the Task (`tasks.
+    plugin_task` does, on first use)."""
+
+    name: str
+    fn: Callable[[int], Any]
+    kind: str | None
+    description: str
+    origin: str
+
+    def __call__(self) -> Task:
+        return _plugin_task(self.name, self.fn, self.kind, self.description, self.origin)
 
 
 def _plugin_task(name: str, fn: Callable[[int], Any], kind: str | None, description: str,
@@ -279,7 +290,7 @@ def _forget(key: str, module_name: str | None = None) -> None:
     from bench.catalog import tasks
 
     origin = f"plugin {key}"
-    for name in [n for n, e in tasks.PLUGIN_TASKS.items() if _task_origin(e) == origin]:
+    for name in [n for n, e in tasks.PLUGIN_TASKS.items() if e.origin == origin]:
         del tasks.PLUGIN_TASKS[name]
     for name in [n for n, m in PLUGIN_MODELS.items() if m.origin == origin]:
         del PLUGIN_MODELS[name]

@@ -16,7 +16,7 @@ import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -298,9 +298,10 @@ TASKS: dict[str, Task] = {
 
 # --- tasks given as data: data files and plugins ------------------------------------------
 
-# Plugin tasks by name (`bench.catalog.plugins` fills it): a Task, or a function that makes it
-# on first use (a plugin's data is drawn only when a task is looked up, not when it loads).
-PLUGIN_TASKS: dict[str, Task | Callable[[], Task]] = {}
+# Plugin tasks by name (`bench.catalog.plugins` fills it): a Task, or a pending entry (with its
+# `origin`) that makes it when called, on first use: a plugin's data is drawn only when its
+# task is looked up, not when the plugin loads.
+PLUGIN_TASKS: dict[str, Any] = {}
 
 
 def split_arrays(x: np.ndarray, y: np.ndarray, kind: str, data_seed: int) -> Splits:
