@@ -153,6 +153,8 @@ def test_names_that_clash_are_one_line_errors(tmp_path: Path) -> None:
                                  f"registered by plugin {first.resolve()}; rename one of them")
     with pytest.raises(UsageError, match="must be a non-empty identifier"):
         plugins.register_task("two words")
+    with pytest.raises(UsageError, match=r"register_task\('odd'\): unknown kind 'ordinal'"):
+        plugins.register_task("odd", kind="ordinal")
 
 
 def test_bad_plugin_data_is_one_usage_error_when_the_task_is_used(tmp_path: Path) -> None:
