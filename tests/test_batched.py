@@ -9,9 +9,9 @@ import torch
 
 from bench.catalog import registry
 from bench.engines import batched
-from bench.engines.batched import group_key, train_many
+from bench.engines.batched import train_many
 from bench.engines.reference import train
-from bench.engines.registry import train_specs
+from bench.engines.registry import group_key, train_specs
 from bench.spec import RunSpec
 
 # Members differ in seed, learning rate, momentum, betas, eps, weight decay, L1 and init scale.

@@ -171,3 +171,34 @@ def test_the_reference_engine_trains_a_network_given_as_code(monkeypatch) -> Non
     assert list(first.params) == list(start.state_dict())
     assert first.curves["train_loss"][-1] < 0.6 * first.curves["train_loss"][0]
     assert first.metrics["test_accuracy"] > 0.8
+
+
+
+def test_auto_picks_per_group_by_the_measured_rule(monkeypatch) -> None:
+    # Layer lists: batched from 2 runs. Code: from 4 runs when light (relu_mlp_20x3_code, ~900
+    # multiply-adds per example), from 8 when heavy (lenet5 on digits, ~36,000): the break-even
+    # group sizes `bench perf` measured (docs/PERFORMANCE.md).
+    def group(model: str, task: str, k: int) -> list[RunSpec]:
+        return [RunSpec(task=task, model=model, seed=s) for s in range(k)]
+
+    assert [registry.choose_engine(group("mlp", "moons", k)) for k in (1, 2)] == [
+        "reference", "batched"]
+    assert [registry.choose_engine(group("relu_mlp_20x3_code", "moons", k))
+            for k in (1, 3, 4, 256)] == ["reference", "reference", "batched", "batched"]
+    assert [registry.choose_engine(group("lenet5", "digits", k)) for k in (4, 7, 8, 64)] == [
+        "reference", "reference", "batched", "batched"]
+    assert registry.choose_engine(group("lenet5", "digits", 64), "reference") == "reference"
+
+    # train_specs decides per group: three lenet5 runs go to the reference engine, the four
+    # code-MLP runs beside them to the batched one; results and hook indices stay in order.
+    small = {"n_samples": 100, "epochs": 2, "batch_size": 50, "dtype": "float64"}
+    mixed = [RunSpec(task="moons", model="relu_mlp_20x3_code", seed=s, **small)
+             for s in range(4)]
+    mixed[1:1] = [RunSpec(task="digits", model="lenet5", seed=s, loss="ce", epochs=1,
+                          batch_size=512) for s in range(3)]
+    seen: list[tuple[int, int]] = []
+    results = registry.train_specs(mixed, on_epoch=lambda r: seen.append((r.run, r.epoch)))
+    assert [r.spec for r in results] == mixed
+    assert [r.engine for r in results] == ["batched", "reference", "reference", "reference",
+                                           "batched", "batched", "batched"]
+    assert sorted(seen) == sorted([(i, 1) for i in range(7)] + [(i, 2) for i in (0, 4, 5, 6)])

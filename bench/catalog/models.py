@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache, partial
 
 import torch
 from torch import nn
@@ -103,6 +104,20 @@ def lenet5(input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
         nn.Linear(84, n_outputs))
 
 
+def mlp_20x3_code(input_shape: tuple[int, ...], n_outputs: int,
+                  batch_norm: bool = False) -> nn.Module:
+    """Notebook 000's 20-20-20 ReLU network written as code, as a plugin would write it (an
+    nn.Module factory; BatchNorm after each ReLU with `batch_norm`): the batched engine trains
+    it on its torch.func path, where the layer-list twins take the hand-written step."""
+    layers: list[nn.Module] = []
+    width = math.prod(input_shape)
+    for _ in range(3):
+        layers += [nn.Linear(width, 20), nn.ReLU()]
+        layers += [nn.BatchNorm1d(20)] if batch_norm else []
+        width = 20
+    return nn.Sequential(nn.Flatten(), *layers, nn.Linear(width, n_outputs))
+
+
 MODELS: dict[str, ModelDef] = {
     m.name: m
     for m in [
@@ -127,6 +142,12 @@ MODELS: dict[str, ModelDef] = {
         ModelDef("lenet5", "LeNet-5 CNN (2 conv + 3 linear, ReLU, average pooling) for 28x28 "
                  "(mnist, fashion_mnist) or 8x8 (digits) images", None, None, None,
                  factory=lenet5),
+        ModelDef("relu_mlp_20x3_code", "2-20-20-20-1 ReLU MLP written as nn.Module code, as a "
+                 "plugin would (the batched engine's torch.func path)", None, None, None,
+                 factory=mlp_20x3_code),
+        ModelDef("bn_mlp_20x3_code", "bn_mlp_20x3 written as nn.Module code, as a plugin would "
+                 "(the batched engine's torch.func path)", None, None, None,
+                 factory=partial(mlp_20x3_code, batch_norm=True)),
     ]
 }
 
@@ -293,9 +314,11 @@ class ModuleSize:
     widest: int  # the largest leaf output for one example
 
 
+@lru_cache(maxsize=64)
 def module_size(model: ModelDef, input_shape: tuple[int, ...], n_outputs: int) -> ModuleSize:
     """Parameters, activations and multiply-adds of `model.factory`'s module, measured by one
-    forward pass of one example on the meta device (nothing is allocated or computed)."""
+    forward pass of one example on the meta device (nothing is allocated or computed; cached,
+    since sizing, chunking and `engine = auto` all ask)."""
     with torch.device("meta"):
         module = model.factory(tuple(input_shape), int(n_outputs)) if model.factory else None
     if not isinstance(module, nn.Module):

@@ -32,7 +32,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ks", default=None,
                         help="batched group sizes, comma-separated (default 64,256; quick 16,64)")
     parser.add_argument("--workloads", default="moons,mnist,mnist_fixed",
-                        help="comma-separated: moons, mnist, mnist_fixed (default: all, "
+                        help="comma-separated: moons, mnist, mnist_fixed, and for networks "
+                             "given as code plugin_mlp, plugin_bn_mlp, lenet5_digits (default: "
                              "%(default)s)")
     parser.add_argument("--repeats", type=int, default=None,
                         help="timed repeats per engine after one warm-up (default 5; quick 2)")

@@ -18,8 +18,9 @@ needs no reduction over examples beyond the next layer's weight-gradient GEMM. T
 hold every registry model x optimizer to the reference engine at 1e-9 in float64.
 
 Members differ in seed (initial weights and shuffle order), learning rate, momentum, betas,
-eps, weight decay, L1 lambda and init scale; everything else (`GROUP_FIELDS`) must be shared,
-and `train_many` splits mixed specs into groups (and large groups into memory-bounded chunks).
+eps, weight decay, L1 lambda and init scale; everything else (`registry.GROUP_FIELDS`) must be
+shared, and `train_many` splits mixed specs into groups (and large groups into memory-bounded
+chunks).
 A member whose epoch train or validation loss is not finite is reported diverged at that
 epoch, exactly like the reference engine; a member the `on_epoch` hook stops ends after that
 epoch with the metrics of its model then. Either way it leaves the stacked computation at that
@@ -53,10 +54,10 @@ from bench.catalog.losses import encode_targets, predict_classes
 from bench.catalog.models import Head, Linear, initial_state, module_size, parameter_count
 from bench.catalog.tasks import TaskData
 from bench.engines import native
-from bench.engines.bookkeeping import Ledger, final_metric_keys, relay
+from bench.engines.bookkeeping import Ledger, final_metric_keys
 from bench.engines.clock import Stopwatch, num_threads
 from bench.engines.functional_optim import StackedOptimizer
-from bench.engines.registry import EpochHook, Progress
+from bench.engines.registry import EpochHook, Progress, group_key, relay
 from bench.engines.setup import (
     Plan,
     final_metric_table,
@@ -68,11 +69,6 @@ from bench.engines.stacked import Stack, Workspace, gather_rows, torch_step
 from bench.results import RunResult, metric_names
 from bench.spec import RunSpec, resolve_device
 
-# What members of one stacked group must share; everything else may differ per member.
-GROUP_FIELDS = ("task", "data_seed", "n_samples", "model", "hidden", "activation", "batch_norm",
-                "init", "loss", "optimizer", "nesterov", "batch_size", "epochs", "shuffle",
-                "dtype", "device")
-
 MAX_MEMBERS = 4096
 # Bytes one chunk may use for activations, stacked parameters and gathered batches.
 MEMORY_BUDGET = {"cpu": 1 << 30, "cuda": 8 << 30}
@@ -82,11 +78,6 @@ PREGATHER_BYTES = 256 << 20  # gather a whole epoch's shuffled inputs at once be
 ALIGN_BYTES, VECTOR_BYTES = 16, 128
 EVAL_ELEMENTS = 1 << 24  # elements of the widest activation per evaluation chunk
 STEPS = ("auto", "native", "torch")  # how a CPU group's step runs; auto: native when it builds
-
-
-def group_key(spec: RunSpec) -> tuple:
-    """The shape a spec shares with the other members of its stacked group."""
-    return (*(getattr(spec, f) for f in GROUP_FIELDS), resolve_device(spec.device))
 
 
 def train_specs(specs: Sequence[RunSpec], *, on_epoch: EpochHook | None = None,

@@ -122,20 +122,3 @@ class Ledger:
             **extra,
         )
 
-
-def relay(on_epoch: EpochHook | None, indices: Sequence[int],
-          pending: set[int]) -> EpochHook | None:
-    """A hook for a sub-list of runs (`indices[j]` is local run j's index in the caller's list)
-    that reports to `on_epoch` with the caller's indices and keeps the stop requests it returns
-    in `pending`, shared across the sub-lists; it answers with the local runs in `pending`."""
-    if on_epoch is None:
-        return None
-    local = {g: j for j, g in enumerate(indices)}
-
-    def hook(report: EpochReport) -> list[int]:
-        outer = EpochReport(indices[report.run], report.epoch, report.train_loss, report.val,
-                            report.diverged)
-        pending.update(int(j) for j in on_epoch(outer) or ())
-        return [local[g] for g in pending if g in local]
-
-    return hook

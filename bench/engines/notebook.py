@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from bench.catalog import registry
 from bench.catalog.tasks import TaskData
-from bench.engines.bookkeeping import Ledger, relay
+from bench.engines.bookkeeping import Ledger
 from bench.engines.clock import Stopwatch
-from bench.engines.registry import EpochHook, Progress
+from bench.engines.registry import EpochHook, Progress, relay
 from bench.engines.setup import evaluate, l1_penalty, prepare_run, shuffle_generator
 from bench.results import RunResult
 from bench.spec import RunSpec

@@ -15,9 +15,9 @@ import torch
 from bench.catalog import registry
 from bench.catalog.models import Head
 from bench.catalog.tasks import TaskData
-from bench.engines.bookkeeping import Ledger, final_metric_keys, relay
+from bench.engines.bookkeeping import Ledger, final_metric_keys
 from bench.engines.clock import Stopwatch
-from bench.engines.registry import EpochHook, Progress
+from bench.engines.registry import EpochHook, Progress, relay
 from bench.engines.setup import evaluate, l1_penalty, prepare_run, shuffle_generator
 from bench.results import RunResult, metric_names
 from bench.spec import RunSpec

@@ -23,14 +23,16 @@ Importing this module loads no torch: an engine's module is imported when it fir
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+from bench.catalog import registry as catalog
 from bench.catalog.names import lookup
 from bench.results import RunResult
 from bench.spec import ENGINES as SPEC_ENGINES
-from bench.spec import RunSpec
+from bench.spec import RunSpec, resolve_device
 
 if TYPE_CHECKING:  # annotations only: importing the registry must not load torch
     from bench.catalog.tasks import TaskData
@@ -132,17 +134,91 @@ def check_engine_name(name: str, allow_auto: bool = True) -> str:
     return lookup("engine", names, canonical_name(name))
 
 
+# What members of one stacked group must share; everything else may differ per member.
+GROUP_FIELDS = ("task", "data_seed", "n_samples", "model", "hidden", "activation", "batch_norm",
+                "init", "loss", "optimizer", "nesterov", "batch_size", "epochs", "shuffle",
+                "dtype", "device")
+
+
+def group_key(spec: RunSpec) -> tuple:
+    """The shape a spec shares with the other members of its stacked group."""
+    return (*(getattr(spec, f) for f in GROUP_FIELDS), resolve_device(spec.device))
+
+
+# `engine = auto` for a model given as code (`ModelDef.factory`): the batched engine's torch.func
+# path from this many runs in a group on, by the model's forward multiply-adds per example
+# (`module_size`); below, the reference engine. Measured with `bench perf` on this 2-core CPU
+# (docs/PERFORMANCE.md, 2026-12-02): relu_mlp_20x3_code (~900 per example) breaks even between
+# K=2 and 4, lenet5 on digits (~36,000) between K=4 and 8.
+AUTO_CODE_MIN_RUNS = ((10_000, 4), (math.inf, 8))  # (multiply-adds below, runs from)
+
+
 def choose_engine(specs: Sequence[RunSpec], engine: str = AUTO) -> str:
-    """The engine that trains `specs`: the named one, or for "auto" batched when there is more
-    than one run (stacking pays), else reference."""
-    if engine == AUTO:
-        return "batched" if len(specs) > 1 else "reference"
-    return get_engine(engine).name
+    """The engine that trains `specs`: the named one, or for "auto" the faster one for these
+    runs trained as one group: reference for a single run; batched for several runs of a
+    layer-list model (the fused or stacked step pays from K=2); for a model given as code,
+    batched from `AUTO_CODE_MIN_RUNS` runs on (torch.func's per-step cost pays only over
+    enough members), else reference."""
+    if engine != AUTO:
+        return get_engine(engine).name
+    if len(specs) < 2:
+        return "reference"
+    model = catalog.get_model(specs[0].model)
+    if model.factory is None:
+        return "batched"
+    from bench.catalog.models import module_size, output_head  # loads torch
+
+    task = catalog.get_task(specs[0].task)
+    head = output_head(model, task.kind, task.n_classes, specs[0].loss)
+    macs = module_size(model, task.input_shape, head.n_outputs).multiply_adds
+    needed = next(runs for below, runs in AUTO_CODE_MIN_RUNS if macs < below)
+    return "batched" if len(specs) >= needed else "reference"
 
 
 def train_specs(specs: Sequence[RunSpec], engine: str = AUTO, *,
                 on_epoch: EpochHook | None = None, progress: Progress | None = None,
                 data: TaskData | None = None, **options: Any) -> list[RunResult]:
-    """Train every spec with the chosen engine (see `choose_engine`); results in input order."""
-    return get_engine(choose_engine(specs, engine)).train(
-        specs, on_epoch=on_epoch, progress=progress, data=data, **options)
+    """Train every spec with the chosen engine; results in input order. With "auto" the
+    choice (`choose_engine`) is made per group of specs that would train together (the
+    `group_key`), so a mix of models gets the faster engine for each."""
+    if engine != AUTO or len(specs) < 2:
+        return get_engine(choose_engine(specs, engine)).train(
+            specs, on_epoch=on_epoch, progress=progress, data=data, **options)
+    groups: dict[tuple, list[int]] = {}
+    for i, spec in enumerate(specs):
+        groups.setdefault(group_key(spec), []).append(i)
+    by_engine: dict[str, list[int]] = {}
+    for indices in groups.values():
+        name = choose_engine([specs[i] for i in indices])
+        by_engine.setdefault(name, []).extend(indices)
+    if len(by_engine) == 1:
+        return get_engine(next(iter(by_engine))).train(
+            specs, on_epoch=on_epoch, progress=progress, data=data, **options)
+    results: list[RunResult | None] = [None] * len(specs)
+    pending: set[int] = set()
+    for name, indices in by_engine.items():
+        indices.sort()
+        trained = get_engine(name).train([specs[i] for i in indices],
+                                         on_epoch=relay(on_epoch, indices, pending),
+                                         progress=progress, data=data, **options)
+        for i, result in zip(indices, trained, strict=True):
+            results[i] = result
+    return [r for r in results if r is not None]
+
+
+def relay(on_epoch: EpochHook | None, indices: Sequence[int],
+          pending: set[int]) -> EpochHook | None:
+    """A hook for a sub-list of runs (`indices[j]` is local run j's index in the caller's list)
+    that reports to `on_epoch` with the caller's indices and keeps the stop requests it returns
+    in `pending`, shared across the sub-lists; it answers with the local runs in `pending`."""
+    if on_epoch is None:
+        return None
+    local = {g: j for j, g in enumerate(indices)}
+
+    def hook(report: EpochReport) -> list[int]:
+        outer = EpochReport(indices[report.run], report.epoch, report.train_loss, report.val,
+                            report.diverged)
+        pending.update(int(j) for j in on_epoch(outer) or ())
+        return [local[g] for g in pending if g in local]
+
+    return hook

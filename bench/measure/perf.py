@@ -9,7 +9,9 @@
   0.1) on MNIST-sized synthetic data (60,000 training examples), mini-batches of 64 with
   per-epoch shuffling, 1 epoch;
 - `mnist_fixed`: the same without shuffling (shared batches: the batched engine's first layer
-  becomes one GEMM over all members, and no per-member gather is needed).
+  becomes one GEMM over all members, and no per-member gather is needed);
+- `plugin_mlp`, `plugin_bn_mlp`, `lenet5_digits` (issue 15, opt-in with `--workloads`):
+  networks given as code, which the batched engine trains on its torch.func path.
 
 Each engine gets one untimed warm-up call, then `repeats` timed calls, interleaved across the
 engines (see `time_trials`); figures are medians.
@@ -74,6 +76,17 @@ WORKLOADS: dict[str, Workload] = {
                  RunSpec(task="mnist_synthetic", model="sigmoid_mlp_16x2", loss="mse",
                          optimizer="sgd", lr=0.1, batch_size=64, epochs=1, shuffle=False),
                  6000),
+        # Networks given as code (issue 15): the batched engine's torch.func path.
+        Workload("plugin_mlp", "notebook 000's recipe with its 2-20-20-20-1 ReLU shape written "
+                 "as nn.Module code (relu_mlp_20x3_code, no batch norm): the torch.func path",
+                 get_recipe("moons_bn_mlp").spec.replace(model="relu_mlp_20x3_code"), None),
+        Workload("plugin_bn_mlp", "as plugin_mlp with batch norm after each ReLU "
+                 "(bn_mlp_20x3_code, per-member running statistics)",
+                 get_recipe("moons_bn_mlp").spec.replace(model="bn_mlp_20x3_code"), None),
+        Workload("lenet5_digits", "lenet5 on digits (8x8), ce, sgd lr 0.05 momentum 0.9, batch "
+                 "64, shuffled, 2 epochs: convolutions, compute-bound on the CPU",
+                 RunSpec(task="digits", model="lenet5", loss="ce", optimizer="sgd", lr=0.05,
+                         momentum=0.9, batch_size=64, epochs=2, shuffle=True), None),
     ]
 }
 ENGINES = ("notebook", "reference", "batched")  # registry engines, in the table's order
@@ -88,8 +101,9 @@ TARGETS: dict[str, dict[str, float]] = {
     "moons": {"notebook": 50.0, "reference": 10.0},
     "mnist": {"reference": 5.0},
     "mnist_fixed": {"reference": 5.0},
+    "plugin_mlp": {"reference": 3.0},  # issue 15
 }
-TARGET_K = {"moons": 256}  # the group size a workload's target is stated for (else any K)
+TARGET_K = {"moons": 256, "plugin_mlp": 256}  # the group size a workload's target is stated for (else any K)
 
 
 def trial_runner(engine: str, spec: RunSpec, data: TaskData, k: int = 1) -> Callable[[], int]:

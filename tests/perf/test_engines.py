@@ -2,8 +2,9 @@
 
     .venv/bin/pytest tests/perf/test_engines.py -p no:xdist
 
-Small sizes so the file runs in well under a minute: notebook 000's moons recipe with 3
-epochs, and the 784-16-16-10 network on 3,000 MNIST-sized examples. Each benchmark's time is
+Small sizes so the file runs in about a minute: notebook 000's moons recipe with 3 epochs, the
+784-16-16-10 network on 3,000 MNIST-sized examples, the moons recipe's shape written as code
+(3 epochs) and lenet5 on digits (1 epoch). Each benchmark's time is
 one call; batched calls train K=64 runs, so their per-trial time is the figure divided by 64
 (`extra_info["trials"]`). `bench perf` takes the full-size figures.
 """
@@ -22,6 +23,9 @@ pytestmark = pytest.mark.perf
 SMALL = {
     "moons": WORKLOADS["moons"].spec.replace(epochs=3),
     "mnist": WORKLOADS["mnist"].spec.replace(n_samples=3000),
+    # networks given as code (the torch.func path)
+    "plugin_mlp": WORKLOADS["plugin_mlp"].spec.replace(epochs=3),
+    "lenet5_digits": WORKLOADS["lenet5_digits"].spec.replace(epochs=1),
 }
 CASES = [("notebook", 1), ("reference", 1), ("batched", 64)]
 
