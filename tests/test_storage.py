@@ -311,3 +311,19 @@ def test_no_private_optuna_api_in_the_package():
     hits = [f"{p}:{i}" for p in (ROOT / "bench").rglob("*.py")
             for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
     assert hits == []
+
+
+def test_a_journal_left_open_at_interpreter_exit_prints_nothing(tmp_path):
+    """A script that keeps a study on a journal file to the end (the Python API, a notebook)
+    exits without 'Exception ignored' noise from the backend's file descriptors."""
+    import subprocess
+    import sys
+
+    script = ("import bench\n"
+              "study = bench.sweep({'name': 'exit', 'task': 'moons', 'model': 'mlp', "
+              "'trials': 2, 'seeds': 1, 'fixed': {'epochs': 1, 'hidden': [4]}, "
+              f"'space': {{'lr': [0.1, 0.2]}}}}, storage={str(tmp_path / 'j')!r})\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr

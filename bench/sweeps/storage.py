@@ -240,11 +240,15 @@ def _make_journal_file_class() -> type:
                     os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY | os.O_APPEND, 0o644))
                 _fsync_dir(self.path)
 
-        def __del__(self) -> None:
-            for fd in (self._read_fd, self._write_fd):
+        def __del__(self, _close: Any = os.close) -> None:
+            # No module globals here (`os.close` bound at definition, no `suppress`): at
+            # interpreter exit they may already be None.
+            for fd in (getattr(self, "_read_fd", None), getattr(self, "_write_fd", None)):
                 if fd is not None:
-                    with suppress(OSError):
-                        os.close(fd)
+                    try:  # noqa: SIM105 (contextlib may be torn down already)
+                        _close(fd)
+                    except OSError:
+                        pass
 
         def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
             """The complete records from `log_number_from` on; a tail without newline is unseen."""
