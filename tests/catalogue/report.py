@@ -32,6 +32,12 @@ def _run(task: str = "moons", seed: int = 0, acc: float = 0.9, **spec: Any) -> d
             "curves": {"val_accuracy": [acc - 0.1, acc]}}
 
 
+def _has_run(folder: Path, name: str) -> None:
+    """The report's runs table holds a run naming `name` (a task or model)."""
+    runs = (folder / "results" / "report" / "tables" / "runs.csv").read_text()
+    assert f",{name}," in runs, runs[:300]
+
+
 def journal(studies: dict[str, dict[str, Any]], path: str = JOURNAL):
     """A setup writing a journal with plain Optuna: per study `attrs` (study user attrs) and
     `trials`, a list of (value, params, user_attrs)."""
@@ -180,8 +186,21 @@ CASES = [
     Case("report-params-not-runspec-fields", ("report", *FAST), 0,
          setup=journal({"s": {"trials": [(0.5, {"state": "x", "study": 2, "seed": "a"}, {}),
                                          (0.6, {"state": "y", "study": 3, "seed": "b"}, {})]}})),
-    Case("report-run-with-unknown-task", ("report", *FAST), 0, stdout=r"malformed",
-         setup=journal({"s": {"trials": [(0.5, {}, {"runs": [_run(task="nosuch")]})]}})),
+    # a task or model not registered here (a plugin not loaded) is read, not dropped: its
+    # runs are reported and what needs the network is skipped in one stderr line
+    Case("report-run-with-unknown-task", ("report",), 0, stdout=r"report: ",
+         stderr=r"^bench report: decision boundaries of study 's' skipped: task 'nosuch' is "
+                r"not registered here \(pass --plugin PATH\|MODULE",
+         setup=journal({"s": {"trials": [(0.5, {}, {"runs": [_run(task="nosuch")]})]}}),
+         check=lambda folder: _has_run(folder, "nosuch")),
+    Case("report-run-with-unknown-model-names-the-recorded-plugin", ("report",), 0,
+         stderr=r"model 'tanh_net' is not registered here \(pass --plugin plug/tanh\.py, "
+                r"recorded by the study\)",
+         setup=journal({"s": {"attrs": {"plugins": [{"source": "plug/tanh.py", "sha256": "0"}]},
+                              "trials": [(0.5, {}, {"runs": [_run(model="tanh_net")]})]}}),
+         check=lambda folder: _has_run(folder, "tanh_net")),
+    Case("report-jobs-zero", ("report", *FAST, "--jobs", "0"), 2,
+         stderr=r"--jobs must be at least 1"),
     Case("report-run-spec-with-foreign-fields", ("report", *FAST), 0, stdout=r"malformed",
          setup=journal({"s": {"trials": [(0.5, {}, {"runs": [_run(colour="red")]})]}})),
     Case("report-run-spec-refused-by-runspec", ("report", *FAST), 0, stdout=r"RunSpec refuses",
