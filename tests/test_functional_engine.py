@@ -156,3 +156,25 @@ def test_the_chosen_step_of_a_factory_model_is_torch_func() -> None:
     from bench.engines.setup import load_data
 
     assert batched.chosen_step(spec, load_data(spec, "cpu")) == "torch.func"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("model, task", [("residual_bn", "moons"), ("lenet5", "digits")])
+def test_members_equal_reference_float64_cuda(model: str, task: str) -> None:
+    small = {"n_samples": 100} if task == "moons" else {}
+    base = RunSpec(task=task, model=model, loss="ce", dtype="float64", epochs=2, batch_size=64,
+                   optimizer="adam", lr=0.01, device="cuda", **small)
+    got = check([base.replace(seed=s, weight_decay=1e-3 * s) for s in range(3)])
+    assert [r.engine for r in got] == ["batched"] * 3
+
+
+def test_the_budget_sizes_a_network_given_as_code() -> None:
+    from bench.engines.budget import estimate
+
+    mnist = estimate(RunSpec(task="mnist", model="lenet5", batch_size=64))
+    digits = estimate(RunSpec(task="digits", model="lenet5", batch_size=64))
+    assert (mnist.parameters, digits.parameters) == (61706, 19754)
+    assert mnist.multiply_adds > 10 * digits.multiply_adds  # 28x28 convolutions vs 8x8
+    many = estimate(RunSpec(task="mnist", model="lenet5", batch_size=64), runs=256, together=256)
+    assert mnist.parts["members"] == 0 < many.parts["members"]  # stacked members add memory

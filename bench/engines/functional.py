@@ -7,10 +7,12 @@ each member's module is built under its own seed (`factory_module`, exactly as t
 engine builds it), the members' parameters go into one flat `[P]` buffer with `[K, ...]` views
 (the layout `bench.engines.functional_optim` updates, so SGD / momentum / Nesterov / Adam / AdamW
 with per-member hyperparameters, weight decay and L1 are the same code as for layer lists),
-buffers (BatchNorm's running statistics) are stacked per member, and one step is
-`vmap(grad_and_value(loss of functional_call(module, member's state, batch)))`: every member's
-loss and gradient in one call, each exactly its own. Mini-batches follow each member's own
-shuffle (`shuffle_generator`, the reference engine's order) or are shared when unshuffled.
+buffers (BatchNorm's running statistics) are stacked per member, and one step is one `vmap`
+of `functional_call(module, member's state, batch)` over the members and one reverse pass of
+the sum of their losses into the flat buffer: every member's loss and gradient, each exactly its
+own (what `vmap(grad(loss))` computes, at a fraction of its per-step cost; see
+`_step_function`). Mini-batches follow each member's own shuffle (`shuffle_generator`, the
+reference engine's order) or are shared when unshuffled.
 
 The per-epoch record, divergence rule, hook and RunResults are `bookkeeping.Ledger`'s; a member
 that diverges or is stopped leaves the stacked computation at that epoch boundary (its rows are

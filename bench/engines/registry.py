@@ -149,8 +149,8 @@ def group_key(spec: RunSpec) -> tuple:
 # path from this many runs in a group on, by the model's forward multiply-adds per example
 # (`module_size`); below, the reference engine. Measured with `bench perf` on this 2-core CPU
 # (docs/PERFORMANCE.md, 2026-12-02): relu_mlp_20x3_code (~900 per example) breaks even between
-# K=2 and 4, lenet5 on digits (~36,000) between K=4 and 8.
-AUTO_CODE_MIN_RUNS = ((10_000, 4), (math.inf, 8))  # (multiply-adds below, runs from)
+# K=2 and 3, lenet5 on digits (~36,000) at about K=4 (0.85x-1.02x there, 1.13x-1.26x from 6).
+AUTO_CODE_MIN_RUNS = ((10_000, 3), (math.inf, 6))  # (multiply-adds below, runs from)
 
 
 def choose_engine(specs: Sequence[RunSpec], engine: str = AUTO) -> str:
