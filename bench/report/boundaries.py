@@ -114,8 +114,8 @@ def chart_boundaries(ctx: Context) -> list[Chart | Missing | Skipped]:
         task = registry.get_task(v.task)
         if task.input_dim == 2 and task.kind != "regression":
             views.append(v)
-    if not views:
-        return [Missing("boundaries", question, NEEDS["boundaries"]), *skipped]
+    if not views:  # the skip lines say why, if any; else which study would be drawn
+        return skipped or [Missing("boundaries", question, NEEDS["boundaries"])]
     if not ctx.boundaries:
         return [Missing("boundaries", question, "a report run without --no-boundaries")]
     out: list[Chart | Missing | Skipped] = list(skipped)

@@ -54,10 +54,10 @@ def units_of(fns: tuple[Callable[[Context], Any], ...], ctx: Context) -> list[tu
 def merge(parts: list[list[Item]], own_key: str) -> list[Item]:
     """One chart function's items from its units, as the whole function would return them:
     in order; its "nothing to draw" `Missing` (key `own_key`, e.g. 'boundaries') kept once,
-    and only when no unit drew a chart or missed a study's own chart."""
+    and only when no unit drew a chart, missed a study's own chart or skipped one."""
     items = [item for part in parts for item in part]
-    drew = any(isinstance(item, Chart) or (isinstance(item, Missing) and item.key != own_key)
-               for item in items)
+    drew = any(isinstance(item, Chart | Skipped) or (isinstance(item, Missing) and
+                                                     item.key != own_key) for item in items)
     out: list[Item] = []
     for item in items:
         if isinstance(item, Missing) and item.key == own_key and (drew or item in out):
