@@ -31,6 +31,7 @@ at once (the engine compacts it), and the trial is told PRUNED with the epoch an
 
 from __future__ import annotations
 
+import bisect
 import copy
 import math
 import multiprocessing
@@ -283,7 +284,7 @@ class Worker:
                          if (is_finished(t) or is_running(t)) and t.number not in numbers)
         keep = []
         for trial in asked:
-            ahead = sum(1 for n in counted if n < trial.number) + len(keep)
+            ahead = bisect.bisect_left(counted, trial.number) + len(keep)  # counted below it
             if ahead < self.spec.trials:
                 keep.append(trial)
             else:
