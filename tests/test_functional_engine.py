@@ -42,12 +42,20 @@ class Branchy(torch.nn.Module):
         return out if out.sum() > 0 else -out
 
 
+def conv_bn(input_shape: tuple[int, ...], n_outputs: int) -> torch.nn.Module:
+    """A small CNN with BatchNorm2d for 8x8 images (per-member running statistics per channel)."""
+    return torch.nn.Sequential(torch.nn.Unflatten(1, (1, 8, 8)), torch.nn.Conv2d(1, 4, 3, padding=1),
+                               torch.nn.BatchNorm2d(4), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(256, n_outputs))
+
+
 @pytest.fixture(autouse=True)
 def plugin_models(monkeypatch):
     """Plugin-style registry entries, as `@bench.register_model` makes them."""
     for name, factory in (("residual", lambda s, n: Residual(s[0], n)),
                           ("residual_bn", lambda s, n: Residual(s[0], n, batch_norm=True)),
-                          ("branchy", lambda s, n: Branchy(s[0], n))):
+                          ("branchy", lambda s, n: Branchy(s[0], n)),
+                          ("conv_bn", conv_bn)):
         monkeypatch.setitem(MODELS, name, ModelDef(name, "test network", None, None, None,
                                                    factory=factory, origin=__file__))
 
@@ -92,6 +100,13 @@ def test_lenet5_members_equal_reference_float64(task: str, optimizer: dict) -> N
                    batch_size=256 if task == "digits" else 20, shuffle=True, **small, **optimizer)
     got = check([base.replace(seed=s, weight_decay=1e-3 * s) for s in range(2)])
     assert [r.engine for r in got] == ["batched", "batched"]
+
+
+def test_a_cnn_with_batch_norm_2d_equals_reference() -> None:
+    base = RunSpec(task="digits", model="conv_bn", loss="ce", dtype="float64", epochs=2,
+                   batch_size=256, optimizer="sgd", momentum=0.9, lr=0.05)
+    got = check([base.replace(seed=s) for s in range(2)])
+    assert "0.running_mean" not in got[0].params and "2.running_mean" in got[0].params
 
 
 def test_stopped_and_diverged_members_leave_and_the_others_equal_reference() -> None:

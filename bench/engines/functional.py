@@ -7,7 +7,8 @@ each member's module is built under its own seed (`factory_module`, exactly as t
 engine builds it), the members' parameters go into one flat `[P]` buffer with `[K, ...]` views
 (the layout `bench.engines.functional_optim` updates, so SGD / momentum / Nesterov / Adam / AdamW
 with per-member hyperparameters, weight decay and L1 are the same code as for layer lists),
-buffers (BatchNorm's running statistics) are stacked per member, and one step is one `vmap`
+buffers (BatchNorm's running statistics) are stacked per member (plain BatchNorm layers run as
+elementwise ops in the stacked template: `_VmapBatchNorm`), and one step is one `vmap`
 of `functional_call(module, member's state, batch)` over the members and one reverse pass of
 the sum of their losses into the flat buffer: every member's loss and gradient, each exactly its
 own (what `vmap(grad(loss))` computes, at a fraction of its per-step cost; see
