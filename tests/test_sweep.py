@@ -412,3 +412,58 @@ def test_with_seed_equals_the_validated_replace():
         assert fast == spec.replace(seed=seed)
         assert fast.to_dict() == spec.replace(seed=seed).to_dict()
     assert spec.seed == 0  # the original is untouched
+
+
+@pytest.mark.parametrize("engine", ["batched", "reference"])
+def test_pruning_reports_of_an_epoch_share_one_lock_that_is_free_while_training(engine, tmp_path):
+    """The pruning hook holds the journal lock across one epoch's burst of reports and
+    releases it when the engine has recorded the epoch (`epoch_done`), never while training."""
+    from bench.engines.registry import train_specs as real_train
+    from bench.sweeps import sweep as sweep_module
+    from bench.sweeps.study import load_study_file
+
+    path = tmp_path / "p.toml"
+    path.write_text(textwrap.dedent("""
+        task = "moons"
+        model = "mlp"
+        trials = 6
+        seeds = 2
+        group = 3
+        pruner = { name = "median", startup_trials = 1, warmup_epochs = 1 }
+        sampler = { name = "random", seed = 0 }
+        [fixed]
+        hidden = [8]
+        epochs = 4
+        [space]
+        lr = { low = 0.001, high = 1.0, log = true }
+    """))
+    lock = tmp_path / "o.journal.lock"
+    during: list[bool] = []  # lock held when a report arrives (inside a burst)
+    after: list[bool] = []  # lock held once the engine said the epoch is recorded
+
+    class Spy:
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __call__(self, report):
+            during.append(lock.exists())
+            return self.inner(report)
+
+        def epoch_done(self):
+            self.inner.epoch_done()
+            after.append(lock.exists())
+
+    def spy(specs, engine_name, on_epoch=None, **kw):
+        return real_train(specs, engine, on_epoch=Spy(on_epoch), **kw)
+
+    original = sweep_module.train_specs
+    sweep_module.train_specs = spy
+    try:
+        summary = sweep_module.sweep(load_study_file(path), str(tmp_path / "o.journal"),
+                                     quiet=True)
+    finally:
+        sweep_module.train_specs = original
+    assert summary.finished == 6
+    assert after and not any(after)  # free after every burst: never held while training
+    if engine == "batched":  # a burst holds several trials' reports: the lock is shared
+        assert any(during)

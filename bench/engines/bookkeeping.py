@@ -88,7 +88,14 @@ class Ledger:
 
     def newly_ended(self) -> list[int]:
         """Runs that end now: diverged at their last recorded epoch, or asked to stop (and
-        recorded at least one epoch). Each is returned once."""
+        recorded at least one epoch). Each is returned once.
+
+        Engines ask this after each epoch's records, so it first tells a hook object that
+        has an `epoch_done()` method that the burst of records is over (the sweep's pruning
+        hook writes a burst's reports under one storage lock)."""
+        done = getattr(self.on_epoch, "epoch_done", None)
+        if done is not None:
+            done()
         out = []
         for i in range(len(self.specs)):
             if self._ended[i] or self.epochs_run[i] == 0:

@@ -221,4 +221,7 @@ def relay(on_epoch: EpochHook | None, indices: Sequence[int],
         pending.update(int(j) for j in on_epoch(outer) or ())
         return [local[g] for g in pending if g in local]
 
+    done = getattr(on_epoch, "epoch_done", None)  # `Ledger.newly_ended` calls it through us
+    if done is not None:
+        hook.epoch_done = done  # type: ignore[attr-defined]
     return hook

@@ -42,7 +42,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,9 +178,11 @@ class _EpochPruning:
     has finished epoch e, the trial reports the mean over its seeds of the objective
     (`trial.report`) and asks `trial.should_prune()`; a pruned trial's seeds stop at once."""
 
-    def __init__(self, spec: StudySpec, members: list[_Member]) -> None:
+    def __init__(self, spec: StudySpec, members: list[_Member], storage: Any = None) -> None:
         self.metric = spec.objective.removeprefix("val_")
         self.members = members
+        self.storage = storage
+        self._batch: ExitStack | None = None  # a burst's reports under one journal lock
         self.owner: list[int] = []  # run index -> member index
         self.runs_of: list[list[int]] = []  # member index -> its run indices
         for index, member in enumerate(members):
@@ -203,12 +205,22 @@ class _EpochPruning:
             return None
         del self.pending[(index, report.epoch)]
         member = self.members[index]
+        if self._batch is None and self.storage is not None:
+            self._batch = ExitStack()
+            self._batch.enter_context(storage_batch(self.storage))
         member.trial.report(float(np.mean(values)), report.epoch)
         if not member.trial.should_prune():
             return None
         self.ended.add(index)
         member.pruned_epoch = report.epoch
         return self.runs_of[index]
+
+    def epoch_done(self) -> None:
+        """The engine recorded every run of this epoch (`Ledger.newly_ended`): release the
+        storage lock, which is never held while training."""
+        if self._batch is not None:
+            batch, self._batch = self._batch, None
+            batch.close()
 
 
 class Worker:
@@ -315,13 +327,17 @@ class Worker:
             for device in sorted({m.specs[0].device for m in runnable}):
                 on_device = [m for m in runnable if m.specs[0].device == device]
                 specs = [s for m in on_device for s in m.specs]
-                hook = _EpochPruning(self.spec, on_device) if self.spec.pruner != "none" \
-                    else None
+                hook = _EpochPruning(self.spec, on_device, self.storage) \
+                    if self.spec.pruner != "none" else None
                 keep = self.keep_params and choose_engine(specs, self.engine) in (
                     "batched", "reference")
                 began = time.perf_counter()
-                results = train_specs(specs, self.engine, on_epoch=hook,
-                                      **({"keep_params": True} if keep else {}))
+                try:
+                    results = train_specs(specs, self.engine, on_epoch=hook,
+                                          **({"keep_params": True} if keep else {}))
+                finally:
+                    if hook is not None:
+                        hook.epoch_done()
                 self.stats.train_seconds += time.perf_counter() - began
                 for m in on_device:
                     m.results, results = results[:len(m.specs)], results[len(m.specs):]
