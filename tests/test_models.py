@@ -171,3 +171,18 @@ def test_a_spec_of_a_factory_model_refuses_layer_settings_and_other_inits() -> N
                            ({"init": "normal"}, "use init default")):
         with pytest.raises(UsageError, match=words):
             RunSpec(task="digits", model="lenet5", **changes)
+
+
+def test_plan_counts_parameters_of_layer_lists_and_of_modules_given_as_code():
+    """`bench time` sizes its grid by `Plan.parameters`, which must work for both kinds."""
+    from bench.catalog.models import parameter_count
+    from bench.engines.setup import build_model, plan_run
+    from bench.spec import RunSpec
+
+    for spec in (RunSpec(task="moons", model="bn_mlp_20x3"),
+                 RunSpec(task="digits", model="lenet5", loss="ce")):
+        plan = plan_run(spec, 100)
+        built = sum(p.numel() for p in build_model(spec, plan).parameters())
+        assert plan.parameters == built
+        if plan.arch is not None:
+            assert plan.parameters == parameter_count(plan.arch)

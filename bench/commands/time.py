@@ -225,7 +225,6 @@ def _n_samples(task: str, max_train: int | None) -> int | None:
 
 def _cases(grid: Grid, device: str) -> tuple[list, list[str]]:
     """The cells to measure on one device, and a notice for each one skipped."""
-    from bench.catalog.models import parameter_count
     from bench.engines.setup import load_data, plan_run
     from bench.measure.timing import TimingCase, describe
 
@@ -255,7 +254,7 @@ def _cases(grid: Grid, device: str) -> tuple[list, list[str]]:
                             raise
                         skipped.append(f"{describe(case)}: {exc}")
                         continue
-                    gflop = 6 * parameter_count(plan.arch) * data.n_train * k / 1e9
+                    gflop = 6 * plan.parameters * data.n_train * k / 1e9
                     if gflop > cap:
                         skipped.append(f"{describe(case)}: ~{gflop:.0f} GFLOP per epoch is above "
                                        f"{cap_option} {cap:g}")

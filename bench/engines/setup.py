@@ -20,6 +20,8 @@ from bench.catalog.models import (
     build_module,
     factory_module,
     initial_state,
+    module_size,
+    parameter_count,
 )
 from bench.catalog.models import output_head as _output_head
 from bench.catalog.tasks import TaskData, load_task
@@ -42,6 +44,14 @@ class Plan:
     dtype: torch.dtype
     model: ModelDef | None = None
     input_shape: tuple[int, ...] = ()
+
+    @property
+    def parameters(self) -> int:
+        """Trainable parameters of the planned network, whichever way it is given."""
+        if self.arch is not None:
+            return parameter_count(self.arch)
+        assert self.model is not None
+        return module_size(self.model, self.input_shape, self.head.n_outputs).parameters
 
 
 
