@@ -20,6 +20,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
 from typing import Any
@@ -66,20 +67,26 @@ def merge(parts: list[list[Item]], own_key: str) -> list[Item]:
     return out
 
 
+# A report has a few dozen charts: more workers than this only add forks.
+MAX_JOBS = 8
+
+
 def jobs_here() -> int:
-    """The cores this process may use (its CPU affinity), at least 1."""
+    """The cores this process may use (its CPU affinity), at least 1 and at most `MAX_JOBS`."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, MAX_JOBS))
 
 
 def draw_all(units: list[Unit], run: Callable[[Unit], list[Item]], jobs: int
              ) -> list[list[Item]]:
     """`run(unit)` for every unit, in order, over up to `jobs` forked workers (in this process
-    when `jobs` is 1, there is one unit, or fork is not available)."""
+    when `jobs` is 1, there is one unit, or the system is not Linux: fork is what shares the
+    read tables for free, and only Linux makes it safe with the libraries loaded)."""
     jobs = min(jobs, len(units))
-    if jobs <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+    if jobs <= 1 or not sys.platform.startswith("linux"):
         return [run(u) for u in units]
     mp = multiprocessing.get_context("fork")
     workers: list[tuple[Any, Connection]] = []
@@ -133,6 +140,8 @@ def _worker(conn: Connection, units: list[Unit], run: Callable[[Unit], list[Item
     build's to handle (it stops the workers); SIGTERM ends a worker at once."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if "torch" in sys.modules:  # as torch's own DataLoader workers do after a fork
+        sys.modules["torch"].set_num_threads(1)
     while True:
         try:
             i = conn.recv()
