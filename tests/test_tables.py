@@ -146,7 +146,8 @@ def test_plain_and_malformed_studies_load_with_what_was_skipped(tmp_path) -> Non
     odd.set_user_attr("nnbench_study", ["not", "a", "mapping"])
     odd.set_user_attr("objective", 5)
     odd.set_user_attr("task", ["moons"])
-    for runs in ("oops", [1, {"spec": {"task": "nosuch", "model": "mlp"}}]):
+    # (a task not registered here is no malformed record: tests/test_report_unavailable.py)
+    for runs in ("oops", [1, {"spec": {"task": "moons", "model": "mlp", "lr": -1.0}}]):
         odd.add_trial(optuna.trial.create_trial(
             value=0.5, params={"state": "x"}, user_attrs={"runs": runs, "worker": "w"},
             distributions={"state": CategoricalDistribution(["x"])}))
