@@ -110,3 +110,26 @@ def test_unavailable_names_the_missing_piece(tmp_path: Path) -> None:
     # a run that is malformed for another reason is still left out with its reason
     runs, problems = tables.clean_runs([{"spec": {"task": "moons", "lr": -1.0}, "seed": 0}])
     assert runs == [] and "RunSpec refuses" in problems[0]
+
+
+def test_a_model_given_as_code_gets_its_decision_boundary(tmp_path: Path) -> None:
+    """With its model registered (here a built-in given as code, as a plugin's is), a study's
+    boundary is drawn: from the final parameters the sweep kept, or retrained."""
+    from bench.report import boundaries
+    from bench.results import encode_params
+    from tests._report_study import make_study
+
+    spec = TINY.replace(model="relu_mlp_20x3_code", hidden=None)
+    result = train(spec, keep_params=True)
+    run = dict(result.to_dict(), final_params=encode_params(result.params))
+    model, head, _, data = boundaries.stored_for_boundary(run)
+    _, _, p = boundaries.boundary_grid(model, head, data.x_val.numpy(), steps=20)
+    assert p.shape == (20, 20) and ((p >= 0) & (p <= 1)).all()
+    retrained, head, _, _ = boundaries.retrain_for_boundary(run["spec"])
+    assert all(a.equal(b) for a, b in zip(retrained.state_dict().values(),
+                                          model.state_dict().values(), strict=True))
+    url = f"sqlite:///{tmp_path / 'o.db'}"
+    make_study(url, "code", spec, [{"optimizer": "sgd"}, {"optimizer": "adam"}], seeds=(0,))
+    out = build.build_report(url, tmp_path / "r", timing_paths=[],
+                             reproduce_path=tmp_path / "x")
+    assert "boundary_code" in {c.key for c in out.charts} and out.skipped == []

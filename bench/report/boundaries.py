@@ -42,17 +42,16 @@ def retrain_for_boundary(run_spec: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
     """
     import torch  # torch-backed modules: only when a boundary is drawn
 
-    from bench.catalog.models import build_module
     from bench.engines.reference import train
-    from bench.engines.setup import load_data, plan_run
+    from bench.engines.setup import build_model, load_data, plan_run
 
     spec = RunSpec.from_dict(run_spec)
     if spec.device != "cpu" and not torch.cuda.is_available():
         spec = spec.replace(device="cpu")
     result = train(spec, keep_params=True)
     data = load_data(spec, "cpu")
-    plan = plan_run(spec, data.n_train)
-    model = build_module(plan.arch).to(dtype=plan.dtype)
+    plan = plan_run(spec.replace(device="cpu"), data.n_train)
+    model = build_model(spec.replace(device="cpu"), plan)  # a layer list or a model as code
     model.load_state_dict(result.params)
     return model, plan.head, result, data
 
@@ -62,14 +61,13 @@ def stored_for_boundary(run: dict[str, Any]) -> tuple[Any, Any, float, Any] | No
     head, its stored score for the caption and the task data; None when none were kept."""
     if not isinstance(run.get("final_params"), dict):
         return None
-    from bench.catalog.models import build_module
-    from bench.engines.setup import load_data, plan_run
+    from bench.engines.setup import build_model, load_data, plan_run
     from bench.results import decode_params
 
     spec = RunSpec.from_dict(run["spec"]).replace(device="cpu")
     data = load_data(spec, "cpu")
     plan = plan_run(spec, data.n_train)
-    model = build_module(plan.arch).to(dtype=plan.dtype)
+    model = build_model(spec, plan)  # a layer list or a model given as code (a plugin's)
     model.load_state_dict(decode_params(run["final_params"]))
     return model, plan.head, run, data
 
