@@ -69,7 +69,7 @@ def test_every_expected_file_exists(built) -> None:
     expected = ["index.html", "report.md"]
     expected += [f"tables/{n}.csv" for n in ("runs", "configs", "trials", "curves", "timing",
                                              "summary", "optimizers", "lr_sensitivity",
-                                             "curves", "timing_crossover", "importances_opt",
+                                             "curves_best", "timing_crossover", "importances_opt",
                                              "boundary_opt")]
     expected += [f"charts/{n}.{ext}" for n in ("optimizers", "lr_sensitivity", "curves",
                                                "timing", "history_opt", "history_single",
@@ -258,8 +258,12 @@ def test_categories_are_compared_at_their_own_best_settings(built) -> None:
 def test_curves_get_one_wide_row_per_study(built) -> None:
     out, _, _ = built
     width, height = Image.open(out / "charts" / "curves.png").size
-    n_studies = pd.read_csv(out / "tables" / "curves.csv")["study"].nunique()
+    n_studies = pd.read_csv(out / "tables" / "curves_best.csv")["study"].nunique()
     assert n_studies == 2 and width / (height / n_studies) > 3
+    # the chart's data does not replace the tidy curves table (one row per run x curve x epoch)
+    tidy = pd.read_csv(out / "tables" / "curves.csv")
+    assert list(tidy.columns) == list(tables.CURVE_COLUMNS)
+    assert len(tidy) == len(tidy.drop_duplicates(["study", "trial", "seed", "curve", "epoch"]))
 
 
 def test_timing_table_is_shown_in_milliseconds_and_percent() -> None:

@@ -459,8 +459,9 @@ def chart_curves(ctx: Context) -> Chart | Missing:
                "epoch they diverged (curves are never padded), so late epochs may average "
                "fewer seeds.")
     return Chart(key, "training curves", question, caption, png, files,
+                 # not tables/curves.csv: that is the tidy long table of every run's curves
                  ctx.write_table(pd.concat(rows, ignore_index=True) if rows else
-                                 pd.DataFrame(), key))
+                                 pd.DataFrame(), "curves_best"))
 
 
 
