@@ -190,9 +190,20 @@ def test_study_loads_in_a_separate_process_with_plain_optuna(tmp_path):
     assert out.strip() == "2 ['params_lr', 'params_optimizer'] val_accuracy"
 
 
+TPE_SAMPLER = 'sampler = { name = "tpe", seed = 0, startup_trials = 2 }'
+
+
 @pytest.mark.slow
-def test_killed_worker_then_rerun_with_two_workers_loses_and_duplicates_nothing(tmp_path):
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_killed_worker_then_rerun_with_two_workers_loses_and_duplicates_nothing(tmp_path,
+                                                                                sampler):
+    """kill -9 mid-study, then two workers finish it: nothing lost or counted twice. With TPE
+    past its start-up trials the worker creates each trial in one record from the group's
+    drawn values (`Worker._create_running`), so both ways of creating trials are covered."""
     path = study_file(tmp_path, trials=8, group=1, epochs=40)
+    if sampler == "tpe":
+        path.write_text(path.read_text().replace('sampler = { name = "random", seed = 0 }',
+                                                 TPE_SAMPLER))
     storage = tmp_path / "optuna.journal"
     cmd = [sys.executable, "-m", "bench", "sweep", str(path), "--storage", str(storage),
            "--quiet", "--engine", "reference"]
@@ -467,3 +478,33 @@ def test_pruning_reports_of_an_epoch_share_one_lock_that_is_free_while_training(
     assert after and not any(after)  # free after every burst: never held while training
     if engine == "batched":  # a burst holds several trials' reports: the lock is shared
         assert any(during)
+
+
+
+def test_tpe_groups_create_their_trials_from_the_drawn_values(tmp_path, monkeypatch):
+    """Past TPE's start-up trials, a group's trials are created directly with the values the
+    group sampler drew (one record each), and read back like asked ones."""
+    from bench.sweeps.sweep import Worker
+
+    created = []
+    real = Worker._create_running
+
+    def counting(self, params, worker):
+        trial = real(self, params, worker)
+        created.append((trial.number, params))
+        return trial
+
+    monkeypatch.setattr(Worker, "_create_running", counting)
+    path = study_file(tmp_path, trials=10, group=4, epochs=2)
+    path.write_text(path.read_text().replace('sampler = { name = "random", seed = 0 }',
+                                             TPE_SAMPLER))
+    summary = sweep(load_study_file(path), str(tmp_path / "t.journal"), quiet=True)
+    assert summary.finished == 10
+    trials = {t.number: t for t in load(tmp_path / "t.journal").get_trials()}
+    assert len(created) == 6  # group 1 (4) is the random start-up, asked; 4 + 2 drawn
+    for number, params in created:
+        t = trials[number]
+        assert t.params == params and t.state.name == "COMPLETE"
+        assert t.user_attrs["worker"]["pid"] == os.getpid()
+        assert set(t.distributions) == {"optimizer", "lr"}
+        assert len(decode_runs(t.user_attrs["runs"])) == 2

@@ -282,6 +282,15 @@ class GroupTPESampler(optuna.samplers.BaseSampler):
                                 for i, (name, d) in enumerate(space.items())})
         self._space = space
 
+    def take_drawn(self, names: set[str], k: int) -> list[dict[str, Any]] | None:
+        """The group's k drawn points, handed out at once (and forgotten here) when they set
+        exactly the parameters `names`: the worker then creates its trials with these values
+        directly. None, and nothing forgotten, otherwise (asks take them one by one)."""
+        if len(self._queue) != k or any(p.keys() != names for p in self._queue):
+            return None
+        drawn, self._queue = self._queue, []
+        return drawn
+
     @staticmethod
     def _observations(trials: list[Any], space: dict[str, BaseDistribution]
                       ) -> dict[str, np.ndarray]:

@@ -193,6 +193,11 @@ class TimedSampler(optuna.samplers.BaseSampler):
     def reseed_rng(self) -> None:
         self.inner.reseed_rng()
 
+    def take_drawn(self, names: set[str], k: int) -> list[dict[str, Any]] | None:
+        """A group sampler's k drawn points for direct trial creation (see GroupTPESampler)."""
+        take = getattr(self.inner, "take_drawn", None)
+        return None if take is None else take(names, k)
+
     def draw_group(self, study: Any, k: int) -> None:
         """Before asking k trials: let a group sampler fit once and draw them (timed)."""
         draw = getattr(self.inner, "draw_group", None)

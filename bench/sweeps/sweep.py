@@ -236,6 +236,8 @@ class Worker:
         self.storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval,
                                     grace_period=grace_period)
         self.study = open_study(spec, self.storage)
+        self.study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        self.distributions = spec.distributions()
         seed = worker_seed(spec, existing_trials=len(self.study.get_trials(deepcopy=False)),
                            worker_index=worker_index, shared=is_shared_storage(storage_url))
         self.sampler = TimedSampler(make_sampler(spec, seed))
@@ -283,13 +285,20 @@ class Worker:
         from optuna.trial import TrialState
 
         asked = []
+        worker = {"host": self.host, "pid": os.getpid()}
         self.sampler.draw_group(self.study, k)
+        drawn = None if self.spec.conditional else self.sampler.take_drawn(
+            set(self.distributions), k)
         with storage_batch(self.storage):  # the group's records under one lock acquisition
-            for _ in range(k):
-                with quiet_optuna_warnings():
-                    trial = self.spec.ask(self.study)
-                self._asked.append(trial)  # failed by `run` if the worker stops before telling
-                trial.set_user_attr("worker", {"host": self.host, "pid": os.getpid()})
+            for i in range(k):
+                if drawn is not None:  # the values are known: one record creates the trial
+                    trial = self._create_running(drawn[i], worker)
+                    self._asked.append(trial)
+                else:
+                    with quiet_optuna_warnings():
+                        trial = self.spec.ask(self.study)
+                    self._asked.append(trial)  # failed by `run` if the worker stops untold
+                    trial.set_user_attr("worker", worker)
                 asked.append(trial)
         numbers = {t.number for t in asked}
         counted = sorted(t.number for t in self.study.get_trials(deepcopy=False)
@@ -305,6 +314,16 @@ class Worker:
                 self.study.tell(trial, state=TrialState.FAIL)
                 self.stats.add("skipped")
         return keep
+
+    def _create_running(self, params: dict[str, Any], worker: dict[str, Any]) -> Any:
+        """A RUNNING trial with these parameter values and its worker, written as one storage
+        record (`study.ask` plus suggestions and the worker attribute take four, and scan
+        every trial for a waiting one), through the public storage and trial API."""
+        from optuna.trial import Trial, TrialState, create_trial
+
+        template = create_trial(state=TrialState.RUNNING, params=params,
+                                distributions=self.distributions, user_attrs={"worker": worker})
+        return Trial(self.study, self.storage.create_new_trial(self.study_id, template))
 
     def _expand(self, trial: Any) -> _Member:
         """The trial's RunSpecs, one per seed, on a resolved device; or why they are invalid."""
