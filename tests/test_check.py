@@ -292,3 +292,20 @@ def test_render_survives_a_baseline_machine_that_is_not_an_object() -> None:
     base["machine"] = "somewhere"
     new = _measurement({"reference": 1.0}, {"a/reference": BASE})
     assert "check passed" in check.render(base, new, check.compare(base, new))
+
+
+def test_a_baseline_written_before_a_runspec_field_existed_is_still_comparable(
+        tmp_path: Path) -> None:
+    """Stored recipes are read as RunSpec reads records: a field added since, at its default
+    (task_sha256), is no difference; a changed setting still is."""
+    import copy
+
+    config = check.CheckConfig.make(quick=True)
+    base = {"config": check._config_dict(config)}
+    for spec in [*base["config"]["recipes"].values(), base["config"]["speed_spec"]]:
+        del spec["task_sha256"]
+    check.comparable(base, config, tmp_path / "b.json")
+    changed = copy.deepcopy(base)
+    next(iter(changed["config"]["recipes"].values()))["lr"] = 123.0
+    with pytest.raises(UsageError, match="recipes"):
+        check.comparable(changed, config, tmp_path / "b.json")

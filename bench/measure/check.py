@@ -469,9 +469,27 @@ def _validate_rows(data: dict[str, Any]) -> None:
             raise ValueError(f"{engine}: normalised speed must be positive")
 
 
+def _as_read_now(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored configuration with its RunSpecs read as this version reads records
+    (`RunSpec.from_dict`): a field added since (at its default) is no difference. A spec that
+    no longer reads is left as stored, so it differs."""
+    def read(spec: Any) -> Any:
+        try:
+            return RunSpec.from_dict(spec).to_dict()
+        except (UsageError, TypeError, AttributeError):
+            return spec
+
+    out = dict(config)
+    if isinstance(out.get("recipes"), dict):
+        out["recipes"] = {name: read(spec) for name, spec in out["recipes"].items()}
+    if "speed_spec" in out:
+        out["speed_spec"] = read(out["speed_spec"])
+    return out
+
+
 def comparable(baseline: dict[str, Any], config: CheckConfig, path: str | Path) -> None:
     """Refuse (UsageError) to compare against a baseline measured under another configuration."""
-    mine, theirs = _config_dict(config), baseline.get("config", {})
+    mine, theirs = _config_dict(config), _as_read_now(baseline.get("config", {}))
     differs = sorted(k for k in mine if theirs.get(k) != mine[k])
     if not differs:
         return
