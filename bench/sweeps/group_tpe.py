@@ -151,6 +151,7 @@ class ParzenEstimator:
         n = len(next(iter(observations.values()))) if observations else 0
         weights = np.append(default_weights(n), PRIOR_WEIGHT) if n else np.array([1.0])
         self.weights = weights / weights.sum()
+        self._terms: np.ndarray | None = None
         self.names = list(space)
         self.dists = [_categorical(observations[name], d) if isinstance(d, CategoricalDistribution)
                       else _numerical(observations[name], d) for name, d in space.items()]
@@ -190,15 +191,30 @@ class ParzenEstimator:
             out[start:start + CHUNK] = self._log_pdf(x[start:start + CHUNK])
         return out
 
+    def _kernel_terms(self) -> np.ndarray:
+        """Per kernel, what does not depend on the point: log weight, and for each continuous
+        parameter the truncated normal's normaliser (computed once per fit)."""
+        if self._terms is None:
+            terms = np.log(self.weights)
+            for d in self.dists:
+                if isinstance(d, _Numerical) and not d.step:
+                    lo = (d.adapted_low - d.mu) / d.sigma
+                    hi = (d.adapted_high - d.mu) / d.sigma
+                    terms = terms - (0.5 * math.log(2 * math.pi) + log_gauss_mass(lo, hi)
+                                     + np.log(d.sigma))
+            self._terms = terms
+        return self._terms
+
     def _log_pdf(self, x: np.ndarray) -> np.ndarray:
-        total = np.zeros((len(x), len(self.weights)))
+        total = np.empty((len(x), len(self.weights)))
+        total[:] = self._kernel_terms()
         for i, d in enumerate(self.dists):
             if isinstance(d, _Categorical):
                 total += np.log(d.weights[:, x[:, i].astype(np.int64)]).T
                 continue
-            lo = (d.adapted_low - d.mu) / d.sigma
-            hi = (d.adapted_high - d.mu) / d.sigma
             if d.step:  # few distinct grid values: the mass once per value and kernel
+                lo = (d.adapted_low - d.mu) / d.sigma
+                hi = (d.adapted_high - d.mu) / d.sigma
                 values, inverse = np.unique(x[:, i], return_inverse=True)
                 left, right = values - d.step / 2, values + d.step / 2
                 if d.log:
@@ -206,16 +222,19 @@ class ParzenEstimator:
                 mass = log_gauss_mass((left[:, None] - d.mu) / d.sigma,
                                       (right[:, None] - d.mu) / d.sigma)
                 total += mass[inverse] - log_gauss_mass(lo, hi)
-            else:
+            else:  # -z^2 / 2 in place (the normaliser is in the kernel terms)
                 xi = np.log(x[:, i]) if d.log else x[:, i]
-                z = (xi[:, None] - d.mu) / d.sigma
-                total += (-(z ** 2) / 2.0 - 0.5 * math.log(2 * math.pi)
-                          - log_gauss_mass(lo, hi) - np.log(d.sigma))
-        total += np.log(self.weights)
+                z = xi[:, None] - d.mu
+                z /= d.sigma
+                np.square(z, out=z)
+                z *= -0.5
+                total += z
         top = total.max(axis=1)
         top[np.isneginf(top)] = 0
+        total -= top[:, None]
+        np.exp(total, out=total)
         with np.errstate(divide="ignore"):
-            return np.log(np.exp(total - top[:, None]).sum(axis=1)) + top
+            return np.log(total.sum(axis=1)) + top
 
 
 # ---------------------------------------------------------------------------------------------
