@@ -403,8 +403,9 @@ def test_two_d_sweeps_keep_final_parameters_that_equal_a_retrained_run(tmp_path)
     model, _, _, _ = stored_for_boundary(run)
     assert all(torch.equal(model.state_dict()[k], again[k]) for k in again)
     assert encode_params({"w": torch.zeros(30_000)}) is None  # large models keep nothing
-    runs = decode_runs(load(tmp_path / "k.journal", "moons2d").get_trials()[1].user_attrs["runs"])
-    assert all("final_params" in r for r in runs)
+    first, second = load(tmp_path / "k.journal", "moons2d").get_trials()
+    runs = decode_runs(second.user_attrs["runs"])  # kept only if it is as good as the first
+    assert all(("final_params" in r) == (second.value >= first.value) for r in runs)
     # a regression (not 2-D classification) sweep keeps none
     path2 = study_file(tmp_path, "reg", trials=1)
     path2.write_text(path2.read_text().replace('task = "linear"', 'task = "regression"'))
@@ -508,3 +509,48 @@ def test_tpe_groups_create_their_trials_from_the_drawn_values(tmp_path, monkeypa
         assert t.user_attrs["worker"]["pid"] == os.getpid()
         assert set(t.distributions) == {"optimizer", "lr"}
         assert len(decode_runs(t.user_attrs["runs"])) == 2
+
+
+
+def test_final_parameters_are_kept_for_the_best_of_each_optimizer_so_far(tmp_path):
+    """A complete trial keeps its runs' final parameters when it scores at least as well as
+    every earlier complete trial with its optimizer: the best trial of each optimizer (what
+    the report's decision-boundary chart draws) always has them, worse ones do not."""
+    path = tmp_path / "opt2d.toml"
+    path.write_text(textwrap.dedent("""
+        task = "moons"
+        trials = 10
+        seeds = 2
+        group = 3
+        sampler = { name = "random", seed = 1 }
+        [fixed]
+        n_samples = 200
+        hidden = [8]
+        epochs = 3
+        batch_size = 50
+        [space]
+        optimizer = ["sgd", "adam"]
+        lr = { low = 0.001, high = 0.5, log = true }
+    """))
+    sweep(load_study_file(path), str(tmp_path / "o.journal"), quiet=True)
+    trials = sorted(load(tmp_path / "o.journal", "opt2d").get_trials(), key=lambda t: t.number)
+    best_so_far: dict[str, float] = {}
+    dropped = 0
+    for t in trials:
+        runs = decode_runs(t.user_attrs["runs"])
+        kept = {("final_params" in r) for r in runs}
+        assert len(kept) == 1  # all seeds of a trial or none
+        if t.state.name != "COMPLETE":
+            assert kept == {False}
+            continue
+        opt = t.params["optimizer"]
+        expected = opt not in best_so_far or t.value >= best_so_far[opt]
+        assert kept == {expected}, (t.number, opt, t.value, best_so_far)
+        dropped += not expected
+        best_so_far[opt] = max(best_so_far.get(opt, t.value), t.value)
+    assert dropped > 0  # the study is large enough to show both cases
+    for opt, value in best_so_far.items():
+        best = max((t for t in trials if t.state.name == "COMPLETE"
+                    and t.params["optimizer"] == opt), key=lambda t: t.value)
+        assert best.value == value
+        assert all("final_params" in r for r in decode_runs(best.user_attrs["runs"]))
