@@ -255,10 +255,7 @@ class Worker:
             from optuna.trial import TrialState
 
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-                key = t.params.get(self._factor) if self._factor else None
-                if key not in self._best or (t.value > self._best[key] if self._maximize
-                                             else t.value < self._best[key]):
-                    self._best[key] = t.value
+                self._at_least_best(t.params, t.value)
         self.on_group = on_group
         self.stats = WorkerStats()
         self._asked: list[Any] = []  # trials of the current group not yet told
@@ -301,8 +298,7 @@ class Worker:
         asked = []
         worker = {"host": self.host, "pid": os.getpid()}
         self.sampler.draw_group(self.study, k)
-        drawn = None if self.spec.conditional else self.sampler.take_drawn(
-            set(self.distributions), k)
+        drawn = self.sampler.take_drawn(set(self.distributions), k)  # None: ask one by one
         with storage_batch(self.storage):  # the group's records under one lock acquisition
             for i in range(k):
                 if drawn is not None:  # the values are known: one record creates the trial
@@ -405,11 +401,16 @@ class Worker:
             return False
         if len(values) > 1:  # several objectives: no single best, keep them all
             return True
-        key = m.trial.params.get(self._factor) if self._factor else None
+        return self._at_least_best(m.trial.params, values[0])
+
+    def _at_least_best(self, params: dict[str, Any], value: float) -> bool:
+        """Whether `value` is at least the best seen with these params' optimizer (or loss);
+        if so it becomes that best."""
+        key = params.get(self._factor) if self._factor else None
         best = self._best.get(key)
-        if best is not None and (values[0] < best if self._maximize else values[0] > best):
+        if best is not None and (value < best if self._maximize else value > best):
             return False
-        self._best[key] = values[0]
+        self._best[key] = value
         return True
 
     def _run_record(self, result: RunResult, keep_params: bool = True) -> dict[str, Any]:
