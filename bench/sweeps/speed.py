@@ -72,34 +72,23 @@ def _study(folder: Path, name: str, text: str) -> Any:
     return load_study_file(path)
 
 
-def _one_thread() -> Callable[[], None]:
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    return lambda: torch.set_num_threads(threads)
-
-
 def measure_sweep(trials: int = 2048, seeds: int = 5, group: int = 64,
                   folder: str | Path | None = None,
                   run: Callable[[Callable[[], Any]], Any] | None = None) -> dict[str, Any]:
     """Figures of one TPE sweep of `trials` x `seeds` (see the module docstring).
 
     `run` calls the timed sweep (pytest-benchmark's pedantic runner passes itself here)."""
+    from bench.engines.clock import num_threads
     from bench.sweeps.sweep import sweep
 
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+    with tempfile.TemporaryDirectory(dir=folder) as tmp, num_threads(1):
         work = Path(tmp)
         spec = _study(work, "speed", SWEEP_STUDY.format(trials=trials, seeds=seeds, group=group))
-        restore = _one_thread()
-        try:
-            sweep(spec.with_overrides(trials=2), str(work / "warmup.journal"), quiet=True)
-            storage = str(work / "optuna.journal")
-            began = time.perf_counter()
-            summary = (run or (lambda f: f()))(lambda: sweep(spec, storage, quiet=True))
-            seconds = time.perf_counter() - began
-        finally:
-            restore()
+        sweep(spec.with_overrides(trials=2), str(work / "warmup.journal"), quiet=True)
+        storage = str(work / "optuna.journal")
+        began = time.perf_counter()
+        summary = (run or (lambda f: f()))(lambda: sweep(spec, storage, quiet=True))
+        seconds = time.perf_counter() - began
     stats = summary.stats
     outside = seconds - stats.train_seconds
     return {
@@ -129,35 +118,33 @@ def measure_pruning(trials: int = 192, group: int = 64, folder: str | Path | Non
     calls the timed hyperband sweep."""
     import optuna
 
+    from bench.engines.clock import num_threads
     from bench.sweeps.storage import open_storage
     from bench.sweeps.sweep import sweep
 
     figures: dict[str, Any] = {"trials": trials, "seeds": 3, "group": group, "epochs": 27}
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+    with tempfile.TemporaryDirectory(dir=folder) as tmp, num_threads(1):
         work = Path(tmp)
-        restore = _one_thread()
-        try:
-            warm = _study(work, "warm", PRUNING_STUDY.format(trials=2, group=2, pruner='"none"'))
-            sweep(warm, str(work / "warm.journal"), quiet=True)
-            for pruner, setting in (("none", '"none"'), ("hyperband", HYPERBAND)):
-                spec = _study(work, pruner, PRUNING_STUDY.format(trials=trials, group=group,
-                                                                 pruner=setting))
-                storage = str(work / f"{pruner}.journal")
-                began = time.perf_counter()
-                def call(s: Any = spec, u: str = storage) -> Any:
-                    return sweep(s, u, quiet=True)
+        warm = _study(work, "warm", PRUNING_STUDY.format(trials=2, group=2, pruner='"none"'))
+        sweep(warm, str(work / "warm.journal"), quiet=True)
+        for pruner, setting in (("none", '"none"'), ("hyperband", HYPERBAND)):
+            spec = _study(work, pruner, PRUNING_STUDY.format(trials=trials, group=group,
+                                                             pruner=setting))
+            storage = str(work / f"{pruner}.journal")
 
-                summary = (run or (lambda f: f()))(call) if pruner == "hyperband" else call()
-                seconds = time.perf_counter() - began
-                study = optuna.load_study(study_name=spec.name, storage=open_storage(storage))
-                figures[pruner] = {
-                    "finished": summary.finished, "seconds": round(seconds, 2),
-                    "member_epochs": member_epochs(study), "best": round(study.best_value, 4),
-                    "pruned": sum(t.state.name == "PRUNED" for t in study.get_trials()),
-                    "engine_seconds": round(summary.stats.train_seconds, 2),
-                    "split": summary.stats.split_line()}
-        finally:
-            restore()
+            def call(s: Any = spec, u: str = storage) -> Any:
+                return sweep(s, u, quiet=True)
+
+            began = time.perf_counter()
+            summary = (run or (lambda f: f()))(call) if pruner == "hyperband" else call()
+            seconds = time.perf_counter() - began
+            study = optuna.load_study(study_name=spec.name, storage=open_storage(storage))
+            figures[pruner] = {
+                "finished": summary.finished, "seconds": round(seconds, 2),
+                "member_epochs": member_epochs(study), "best": round(study.best_value, 4),
+                "pruned": sum(t.state.name == "PRUNED" for t in study.get_trials()),
+                "engine_seconds": round(summary.stats.train_seconds, 2),
+                "split": summary.stats.split_line()}
     none, band = figures["none"], figures["hyperband"]
     figures["member_epochs_ratio"] = round(none["member_epochs"] / band["member_epochs"], 2)
     figures["time_ratio"] = round(none["seconds"] / band["seconds"], 2)
