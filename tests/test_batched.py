@@ -238,6 +238,17 @@ COMPACTION_CASES = [  # model, loss, task, optimizer settings, shuffle
 
 
 @pytest.mark.parametrize("step", STEPS)
+def test_members_that_share_a_seed_each_equal_their_own_reference_run(step: str) -> None:
+    # A sweep's trials share seeds: the group draws each distinct start once.
+    members = [{"seed": 0, "lr": 0.1}, {"seed": 0, "lr": 0.02, "init_scale": 0.5},
+               {"seed": 1, "lr": 0.1}, {"seed": 0, "lr": 0.05, "init": "xavier_uniform"}]
+    specs = [small_spec("bn_mlp_20x3", optimizer="sgd", momentum=0.9, **m) for m in members]
+    for spec, got in zip(specs, train_many(specs, record_steps=True, keep_params=True,
+                                           step=step), strict=True):
+        assert_same_run(train(spec, record_steps=True, keep_params=True), got)
+
+
+@pytest.mark.parametrize("step", STEPS)
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("case", COMPACTION_CASES, ids=[c[0] for c in COMPACTION_CASES])
 def test_members_that_stay_are_bit_identical_when_others_leave(case, dtype: str,

@@ -111,6 +111,29 @@ def test_a_stop_request_for_a_run_not_started_yet_ends_it_after_its_first_epoch(
     assert results[2].stopped
 
 
+def test_relay_passes_each_stop_request_once_to_the_sub_list_that_holds_the_run() -> None:
+    from bench.engines.registry import EpochReport
+
+    asked: list[int] = []
+
+    def hook(report: EpochReport) -> list[int]:
+        asked.append(report.run)
+        return [4, 1] if report.run == 0 else []  # 4 is in the second sub-list
+
+    pending: list[int] = []
+    first = registry.relay(hook, [0, 1, 2], pending)
+    second = registry.relay(hook, [3, 4], pending)
+
+    def report(run: int) -> EpochReport:
+        return EpochReport(run, 1, 0.5, {"loss": 0.5}, False)
+
+    assert first(report(0)) == [1]  # local index of run 1; run 4 is not first's
+    assert first(report(1)) == [] and first(report(0)) == [1]  # a new request, passed on
+    assert second(report(0)) == [1, 1]  # run 4 (local 1), asked twice, reaches second
+    assert second(report(1)) == []  # ... and only once per request
+    assert asked == [0, 1, 0, 3, 4]  # the caller's indices
+
+
 # --- the shared bookkeeping -------------------------------------------------------------------
 
 def test_the_ledger_diverges_on_a_non_finite_validation_loss_alone() -> None:

@@ -55,7 +55,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pruning", type=int, default=None, metavar="TRIALS",
                         help="instead of the workloads: the same 27-epoch TPE moons study of "
                              "TRIALS trials x 3 seeds with hyperband and with no pruner "
-                             "(issue 13 uses 192): member-epochs, wall time, best value")
+                             "(issue 13 uses 192): member-epochs, wall time, best value; "
+                             "--repeats pairs, interleaved, medians (default 5)")
     parser.add_argument("--step", default="auto", choices=("auto", "native", "torch"),
                         help="the batched engine's step for --stopping: auto, native, torch "
                              "(default: %(default)s)")
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
                          f"{', '.join(perf.WORKLOADS)}")
     ensure_dir(args.out_dir, "--out-dir")  # before measuring: fail fast
     if args.sweep is not None or args.pruning is not None:
-        return _sweep_workload(args)
+        return _sweep_workload(args, repeats)
     results = []
     stopping = None
     with num_threads(args.threads) as threads:
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
 MAX_SWEEP_TRIALS = 100_000
 
 
-def _sweep_workload(args: argparse.Namespace) -> int:
+def _sweep_workload(args: argparse.Namespace, repeats: int) -> int:
     """`--sweep N` or `--pruning N`: one sweep benchmark (bench.sweeps.speed), printed and
     written as JSON beside the engine figures."""
     import json
@@ -147,11 +148,12 @@ def _sweep_workload(args: argparse.Namespace) -> int:
     print(f"bench perf --{kind} {trials}: one torch thread, a fresh journal file",
           file=sys.stderr)
     figures = (speed.measure_sweep(trials) if kind == "sweep"
-               else speed.measure_pruning(trials))
+               else speed.measure_pruning(trials, repeats=repeats))
     print(json.dumps(figures, indent=2))
     commit, dirty = git_state()
     document = {"created": datetime.now(UTC).isoformat(timespec="seconds"),
-                "command": f"bench perf --{kind} {trials}", "machine": machine_info(),
+                "command": f"bench perf --{kind} {trials}"
+                + (f" --repeats {repeats}" if kind == "pruning" else ""), "machine": machine_info(),
                 "git_commit": commit, "git_dirty": dirty, kind: figures}
     try:
         path = new_numbered_path(args.out_dir, kind, ".json")

@@ -109,7 +109,7 @@ def train_many(specs: Sequence[RunSpec], *, on_epoch: EpochHook | None = None,
     groups: dict[tuple, list[int]] = {}
     for i, spec in enumerate(specs):
         groups.setdefault(group_key(spec), []).append(i)
-    pending: set[int] = set()  # stop requests from the hook, by index into specs
+    pending: list[int] = []  # stop requests from the hook, by index into specs
     given = data
     for indices in groups.values():
         first = specs[indices[0]]
@@ -142,7 +142,7 @@ def train_many(specs: Sequence[RunSpec], *, on_epoch: EpochHook | None = None,
 
 def _train_factory_group(specs: Sequence[RunSpec], indices: list[int], data: TaskData,
                          plan: Plan, limit: int, results: list[RunResult | None],
-                         pending: set[int], *, record_steps: bool, keep_params: bool,
+                         pending: list[int], *, record_steps: bool, keep_params: bool,
                          on_epoch: EpochHook | None, progress: Progress | None) -> None:
     """A group of a model given as code, in chunks of `limit` members: `functional.train_group`,
     or the reference engine when its module cannot be vmapped (said once, on stderr)."""
@@ -299,8 +299,13 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
     names = metric_names(kind)
     n_batches = math.ceil(n / bs)
 
-    states = [initial_state(plan.arch, init=s.init, init_scale=s.init_scale, seed=s.seed,
-                            dtype=plan.dtype) for s in specs]
+    # A sweep's trials share their seeds: each distinct start is drawn once (the stack copies
+    # every state into its own buffer, so members may share one).
+    drawn: dict[tuple[str, float, int], dict[str, torch.Tensor]] = {}
+    states = [drawn.get((s.init, s.init_scale, s.seed)) or drawn.setdefault(
+        (s.init, s.init_scale, s.seed), initial_state(
+            plan.arch, init=s.init, init_scale=s.init_scale, seed=s.seed, dtype=plan.dtype))
+        for s in specs]
     period, multiple = row_rules(device, plan.dtype, native=bool(native_threads))
     fillers = -k % multiple  # rows that only pad the stack (copies of member 0, never read)
     stack = Stack(plan, states + states[:1] * fillers, device)
@@ -369,8 +374,8 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
         if ended:  # they leave the stacked computation now (compaction)
             leaving = [r for r, i in enumerate(rows) if i is not None and i in ended]
             if keep_params:
-                params.update({rows[r]: stack.member_state(r, epoch * n_batches)
-                               for r in leaving})
+                params.update(zip([rows[r] for r in leaving],
+                                  stack.member_states(leaving, epoch * n_batches), strict=True))
             stopped = [r for r in leaving if not ledger.diverged(rows[r])]
             if stopped:  # the metrics of the model at its stop
                 final.update(_leaving_metrics(stack, stopped, [rows[r] for r in stopped],
@@ -394,8 +399,8 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
         final.update(_leaving_metrics(stack, last, [rows[r] for r in last], data, first.loss,
                                       kind, val))
         if keep_params:
-            params.update({rows[r]: stack.member_state(r, first.epochs * n_batches)
-                           for r in last})
+            params.update(zip([rows[r] for r in last],
+                              stack.member_states(last, first.epochs * n_batches), strict=True))
     steps_cpu = step_buffer.cpu() if step_buffer is not None else None
     train_s, eval_s = train_clock.seconds / k, eval_clock.seconds / k
     results = []

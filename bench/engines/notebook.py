@@ -40,7 +40,7 @@ def train_specs(specs: Sequence[RunSpec], *, on_epoch: EpochHook | None = None,
                 progress: Progress | None = None, data: TaskData | None = None) -> list[RunResult]:
     """The engine contract (`bench.engines.registry`): train each spec in turn like the
     notebooks."""
-    pending: set[int] = set()
+    pending: list[int] = []
     results = []
     for i, spec in enumerate(specs):
         results.append(train_with_dataloader(spec, data, on_epoch=relay(on_epoch, [i], pending)))

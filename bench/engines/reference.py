@@ -27,7 +27,7 @@ def train_specs(specs: Sequence[RunSpec], *, on_epoch: EpochHook | None = None,
                 progress: Progress | None = None, data: TaskData | None = None,
                 record_steps: bool = False, keep_params: bool = False) -> list[RunResult]:
     """The engine contract (`bench.engines.registry`): train each spec in turn with `train`."""
-    pending: set[int] = set()
+    pending: list[int] = []
     results = []
     for i, spec in enumerate(specs):
         results.append(train(spec, data, record_steps=record_steps, keep_params=keep_params,

@@ -195,7 +195,7 @@ def train_specs(specs: Sequence[RunSpec], engine: str = AUTO, *,
         return get_engine(next(iter(by_engine))).train(
             specs, on_epoch=on_epoch, progress=progress, data=data, **options)
     results: list[RunResult | None] = [None] * len(specs)
-    pending: set[int] = set()
+    pending: list[int] = []  # stop requests from the hook (see `relay`)
     for name, indices in by_engine.items():
         indices.sort()
         trained = get_engine(name).train([specs[i] for i in indices],
@@ -207,19 +207,24 @@ def train_specs(specs: Sequence[RunSpec], engine: str = AUTO, *,
 
 
 def relay(on_epoch: EpochHook | None, indices: Sequence[int],
-          pending: set[int]) -> EpochHook | None:
+          pending: list[int]) -> EpochHook | None:
     """A hook for a sub-list of runs (`indices[j]` is local run j's index in the caller's list)
-    that reports to `on_epoch` with the caller's indices and keeps the stop requests it returns
-    in `pending`, shared across the sub-lists; it answers with the local runs in `pending`."""
+    that reports to `on_epoch` with the caller's indices and appends the stop requests it
+    returns to `pending`, shared across the sub-lists; it answers with the local runs among
+    the requests it has not yet answered with (a stop request is sticky in `Ledger`, so each
+    is passed on once and a call costs in proportion to the new requests, not to all)."""
     if on_epoch is None:
         return None
     local = {g: j for j, g in enumerate(indices)}
+    seen = 0  # pending[:seen] were passed on already
 
     def hook(report: EpochReport) -> list[int]:
+        nonlocal seen
         outer = EpochReport(indices[report.run], report.epoch, report.train_loss, report.val,
                             report.diverged)
-        pending.update(int(j) for j in on_epoch(outer) or ())
-        return [local[g] for g in pending if g in local]
+        pending.extend(int(j) for j in on_epoch(outer) or ())
+        new, seen = pending[seen:], len(pending)
+        return [local[g] for g in new if g in local]
 
     done = getattr(on_epoch, "epoch_done", None)  # `Ledger.newly_ended` calls it through us
     if done is not None:

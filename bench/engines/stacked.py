@@ -240,16 +240,23 @@ class Stack:
             self._workspaces[key] = Workspace(self.dtype, self.device)
         return self._workspaces[key]
 
-    def member_state(self, k: int, steps: int) -> dict[str, torch.Tensor]:
-        """Member k's state dict after `steps` training steps, keyed like the reference's."""
-        state = {p.name: self.views[p.name][k].detach().cpu().clone() for p in self.layout}
+    def member_states(self, rows: Sequence[int], steps: int) -> list[dict[str, torch.Tensor]]:
+        """The state dicts of the members in `rows` after `steps` training steps, keyed like the
+        reference's: one gather per tensor for all of them (members leave in batches)."""
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        taken = {p.name: self.views[p.name].detach().index_select(0, index).cpu()
+                 for p in self.layout}
         for i, layer in enumerate(self.arch):
             if isinstance(layer, BatchNorm):
                 rm, rv = self.running[i]
-                state[f"{i}.running_mean"] = rm[k].cpu().clone()
-                state[f"{i}.running_var"] = rv[k].cpu().clone()
-                state[f"{i}.num_batches_tracked"] = torch.tensor(steps, dtype=torch.int64)
-        return {name: state[name] for name in sorted(state, key=_state_order)}
+                taken[f"{i}.running_mean"] = rm.index_select(0, index).cpu()
+                taken[f"{i}.running_var"] = rv.index_select(0, index).cpu()
+        names = sorted([*taken, *(f"{i}.num_batches_tracked" for i, layer in
+                                  enumerate(self.arch) if isinstance(layer, BatchNorm))],
+                       key=_state_order)
+        return [{name: taken[name][j] if name in taken else
+                 torch.tensor(steps, dtype=torch.int64) for name in names}
+                for j in range(len(index))]
 
     def element_index(self, rows: torch.Tensor) -> torch.Tensor:
         """Where the flat elements of members `rows` ([R] long) are, in the order a stack of just

@@ -113,40 +113,62 @@ def member_epochs(study: Any) -> int:
 
 
 def measure_pruning(trials: int = 192, group: int = 64, folder: str | Path | None = None,
-                    run: Callable[[Callable[[], Any]], Any] | None = None) -> dict[str, Any]:
-    """`hyperband` against `none` on the same study and sampler seed (module docstring); `run`
-    calls the timed hyperband sweep."""
+                    run: Callable[[Callable[[], Any]], Any] | None = None,
+                    repeats: int = 1) -> dict[str, Any]:
+    """`hyperband` against `none` on the same study and sampler seed (module docstring).
+
+    With `repeats` > 1 the pair is swept that many times, interleaved (none, hyperband, none,
+    ...), each on a fresh journal under the same study names (Hyperband's brackets hash the
+    name, so every repeat trains exactly the same epochs): `seconds` is each study's median,
+    `time_ratio` the median of the per-repeat ratios, so one noisy moment on a shared machine
+    does not make the figure. `run` calls the first timed hyperband sweep."""
+    import statistics
+
     import optuna
 
     from bench.engines.clock import num_threads
     from bench.sweeps.storage import open_storage
     from bench.sweeps.sweep import sweep
 
-    figures: dict[str, Any] = {"trials": trials, "seeds": 3, "group": group, "epochs": 27}
+    figures: dict[str, Any] = {"trials": trials, "seeds": 3, "group": group, "epochs": 27,
+                               "repeats": repeats}
+    times: dict[str, list[float]] = {"none": [], "hyperband": []}
     with tempfile.TemporaryDirectory(dir=folder) as tmp, num_threads(1):
         work = Path(tmp)
         warm = _study(work, "warm", PRUNING_STUDY.format(trials=2, group=2, pruner='"none"'))
         sweep(warm, str(work / "warm.journal"), quiet=True)
-        for pruner, setting in (("none", '"none"'), ("hyperband", HYPERBAND)):
-            spec = _study(work, pruner, PRUNING_STUDY.format(trials=trials, group=group,
-                                                             pruner=setting))
-            storage = str(work / f"{pruner}.journal")
+        for repeat in range(repeats):
+            here = work / f"repeat{repeat}"
+            here.mkdir()
+            for pruner, setting in (("none", '"none"'), ("hyperband", HYPERBAND)):
+                spec = _study(here, pruner, PRUNING_STUDY.format(trials=trials, group=group,
+                                                                 pruner=setting))
+                storage = str(here / f"{pruner}.journal")
 
-            def call(s: Any = spec, u: str = storage) -> Any:
-                return sweep(s, u, quiet=True)
+                def call(s: Any = spec, u: str = storage) -> Any:
+                    return sweep(s, u, quiet=True)
 
-            began = time.perf_counter()
-            summary = (run or (lambda f: f()))(call) if pruner == "hyperband" else call()
-            seconds = time.perf_counter() - began
-            study = optuna.load_study(study_name=spec.name, storage=open_storage(storage))
-            figures[pruner] = {
-                "finished": summary.finished, "seconds": round(seconds, 2),
-                "member_epochs": member_epochs(study), "best": round(study.best_value, 4),
-                "pruned": sum(t.state.name == "PRUNED" for t in study.get_trials()),
-                "engine_seconds": round(summary.stats.train_seconds, 2),
-                "split": summary.stats.split_line()}
+                timed = run is not None and pruner == "hyperband" and repeat == 0
+                began = time.perf_counter()
+                summary = run(call) if timed else call()  # type: ignore[misc]
+                times[pruner].append(time.perf_counter() - began)
+                if repeat:
+                    continue
+                study = optuna.load_study(study_name=spec.name, storage=open_storage(storage))
+                figures[pruner] = {
+                    "finished": summary.finished,
+                    "member_epochs": member_epochs(study), "best": round(study.best_value, 4),
+                    "pruned": sum(t.state.name == "PRUNED" for t in study.get_trials()),
+                    "engine_seconds": round(summary.stats.train_seconds, 2),
+                    "split": summary.stats.split_line()}
+    for pruner, seconds in times.items():
+        figures[pruner]["seconds"] = round(statistics.median(seconds), 2)
+        figures[pruner]["each_seconds"] = [round(t, 2) for t in seconds]
     none, band = figures["none"], figures["hyperband"]
     figures["member_epochs_ratio"] = round(none["member_epochs"] / band["member_epochs"], 2)
-    figures["time_ratio"] = round(none["seconds"] / band["seconds"], 2)
+    figures["each_time_ratio"] = [round(a / b, 2) for a, b in
+                                  zip(times["none"], times["hyperband"], strict=True)]
+    figures["time_ratio"] = round(statistics.median(
+        a / b for a, b in zip(times["none"], times["hyperband"], strict=True)), 2)
     figures["best_gap"] = round(none["best"] - band["best"], 4)
     return figures

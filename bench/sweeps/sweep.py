@@ -597,17 +597,21 @@ def sweep(spec: StudySpec, storage_url: str | None = None, *, workers: int = 1,
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     check_grid_size(spec)
-    storage = open_storage(storage_url, heartbeat_interval=heartbeat_interval,
-                           grace_period=grace_period)
-    study = open_study(spec, storage)
+    worker = None
+    if workers == 1:  # its study serves the progress bar and the summary: one journal replay
+        worker = Worker(spec, storage_url, engine=engine, heartbeat_interval=heartbeat_interval,
+                        grace_period=grace_period)
+        study = worker.study
+    else:
+        study = open_study(spec, open_storage(storage_url, heartbeat_interval=heartbeat_interval,
+                                              grace_period=grace_period))
     progress = _Progress(spec, study, quiet)
     stats = WorkerStats()
     exit_codes: list[int] = []
     try:
-        if workers == 1:
-            stats = Worker(spec, storage_url, engine=engine,
-                           heartbeat_interval=heartbeat_interval, grace_period=grace_period,
-                           on_group=progress.update).run()
+        if worker is not None:
+            worker.on_group = progress.update
+            stats = worker.run()
         else:
             exit_codes = _run_processes(spec, storage_url, workers, threads, engine,
                                         heartbeat_interval,
