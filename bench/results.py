@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from bench.spec import RunSpec
 
 if TYPE_CHECKING:  # only for an annotation: `import bench` must not load torch (1.7 s)
+    import numpy as np
     import torch
 
 
@@ -105,15 +106,18 @@ def encode_params(params: dict[str, torch.Tensor]) -> dict[str, Any] | None:
                    .decode("ascii")} for name, t in params.items()}
 
 
-def decode_params(stored: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The inverse of `encode_params`: the state dict, bit for bit."""
+def decode_arrays(stored: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The stored state dict of `encode_params` as NumPy arrays, bit for bit (no torch)."""
     import base64
 
     import numpy as np
+
+    return {name: np.frombuffer(base64.b64decode(item["data"]), dtype=np.dtype(item["dtype"]))
+            .reshape(item["shape"]).copy() for name, item in stored.items()}
+
+
+def decode_params(stored: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The inverse of `encode_params`: the state dict, bit for bit."""
     import torch
 
-    out = {}
-    for name, item in stored.items():
-        array = np.frombuffer(base64.b64decode(item["data"]), dtype=np.dtype(item["dtype"]))
-        out[name] = torch.from_numpy(array.copy()).reshape(item["shape"])
-    return out
+    return {name: torch.from_numpy(array) for name, array in decode_arrays(stored).items()}

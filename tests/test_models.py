@@ -186,3 +186,35 @@ def test_plan_counts_parameters_of_layer_lists_and_of_modules_given_as_code():
         assert plan.parameters == built
         if plan.arch is not None:
             assert plan.parameters == parameter_count(plan.arch)
+
+
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 2e-6)])
+@pytest.mark.parametrize("activation, batch_norm, head", [
+    ("relu", True, Head("sigmoid", 1)), ("tanh", False, Head("tanh", 1)),
+    ("sigmoid", True, Head("softmax", 3)), ("relu", False, Head("identity", 1)),
+    ("tanh", True, Head("sigmoid", 2))])
+def test_forward_numpy_is_the_modules_eval_forward(activation, batch_norm, head, dtype,
+                                                   tol) -> None:
+    """The report's torch-free forward (decision boundaries from stored parameters) computes
+    what the module does in eval mode, BatchNorm on trained running statistics included."""
+    import numpy as np
+
+    from bench.catalog.models import forward_numpy
+    from bench.engines.setup import predict
+
+    arch = architecture(registry.get_model("mlp"), 2, head, hidden=(7, 5),
+                        activation=activation, batch_norm=batch_norm)
+    module = build_module(arch).to(dtype)
+    module.load_state_dict(initial_state(arch, init="default", init_scale=2.0, seed=3,
+                                         dtype=dtype))
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():  # running statistics away from (0, 1), as after training
+        for m in module.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-1, 1, generator=gen)
+                m.running_var.uniform_(0.2, 3, generator=gen)
+    x = torch.randn(300, 2, generator=gen, dtype=torch.float64).mul(3).to(dtype)
+    state = {k: v.numpy() for k, v in module.state_dict().items()}
+    got = forward_numpy(arch, state, x.numpy(), head)
+    assert got.dtype == np.dtype(str(dtype).removeprefix("torch."))
+    np.testing.assert_allclose(got, predict(module, x, head).numpy(), rtol=tol, atol=tol)

@@ -609,3 +609,43 @@ def test_pruned_diverged_and_cannot_run_trials_are_told_apart(tmp_path: Path) ->
     assert "1 trial(s) of ends were pruned (1 at epoch 2: lr=0.3)" in lr.caption
     assert "1 trial(s) of ends cannot run here (device 'cuda' is not available on h)" \
         in lr.caption
+
+
+def test_a_report_of_a_swept_2d_study_loads_no_torch(tmp_path: Path) -> None:
+    """Reading stored runs and drawing boundaries from the kept parameters (NumPy) need no
+    torch: a report process never pays its import (seconds)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    study = tmp_path / "tiny2d.toml"
+    study.write_text(textwrap.dedent("""
+        task = "moons"
+        trials = 3
+        seeds = 2
+        sampler = { name = "random", seed = 0 }
+        [fixed]
+        n_samples = 200
+        hidden = [6]
+        batch_norm = true
+        epochs = 3
+        batch_size = 50
+        [space]
+        optimizer = ["sgd", "adam"]
+        lr = { low = 0.01, high = 0.3, log = true }
+    """))
+    journal = tmp_path / "o.journal"
+    assert main(["sweep", str(study), "--storage", str(journal), "--quiet"]) == 0
+    code = textwrap.dedent(f"""
+        import sys
+        from bench.report import build
+        result = build.build_report({str(journal)!r}, {str(tmp_path / 'r')!r}, timing_paths=[],
+                                    reproduce_path={str(tmp_path / 'none.csv')!r}, jobs=1)
+        keys = {{c.key for c in result.charts}}
+        assert "boundary_tiny2d" in keys, keys
+        assert "torch" not in sys.modules, "the report imported torch"
+        print("ok")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -25,6 +25,33 @@ def test_results_come_back_in_unit_order_from_several_workers() -> None:
     assert multiprocessing.active_children() == []
 
 
+def _started(unit: int) -> list:
+    began = time.monotonic()
+    time.sleep(0.05)
+    return [Missing(f"k{unit}", "q", repr(began))]
+
+
+def test_workers_take_units_in_the_given_order_and_results_keep_unit_order() -> None:
+    made = parallel.draw_all(list(range(6)), _started, jobs=2, order=[5, 4, 3, 2, 1, 0])
+    assert [m[0].key for m in made] == [f"k{i}" for i in range(6)]
+    began = [float(m[0].needs) for m in made]
+    assert began[5] < began[1] and began[4] < began[0]  # the first in order started first
+
+
+def test_dispatch_order_puts_the_charts_with_a_panel_per_study_first() -> None:
+    from types import SimpleNamespace
+
+    def chart_curves(ctx): ...
+    def chart_lr(ctx): ...
+    def chart_history(ctx): ...
+    def chart_boundaries(ctx): ...
+
+    views = SimpleNamespace(views=[1, 2, 3])
+    units = [(chart_history, views), (chart_lr, views), (chart_boundaries, views),
+             (chart_curves, views), (chart_history, views)]
+    assert parallel.dispatch_order(units) == [3, 1, 0, 2, 4]  # curves: two panels per study
+
+
 def _fails(unit: int) -> list:
     if unit == 2:
         raise ValueError("log-scaled values <= 0")

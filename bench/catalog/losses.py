@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from bench.catalog.models import Head
+
+if TYPE_CHECKING:  # tensor methods only, torch itself is imported by whoever makes tensors
+    import torch
 
 
 @dataclass(frozen=True)
@@ -33,11 +34,11 @@ class LossDef:
 def apply_head(outputs: torch.Tensor, head: Head) -> torch.Tensor:
     """Turn raw outputs into probabilities (sigmoid/softmax), tanh values or identity."""
     if head.activation == "sigmoid":
-        return torch.sigmoid(outputs)
+        return outputs.sigmoid()
     if head.activation == "tanh":
-        return torch.tanh(outputs)
+        return outputs.tanh()
     if head.activation == "softmax":
-        return torch.softmax(outputs, dim=-1)
+        return outputs.softmax(dim=-1)
     return outputs
 
 
@@ -50,11 +51,13 @@ def encode_targets(y: torch.Tensor, head: Head, loss: str, dtype: torch.dtype) -
     if head.activation == "identity":
         return y.to(dtype).reshape(-1, 1)
     if loss == "ce":
-        return y.to(torch.int64)
+        return y.long()
     if head.n_outputs == 1:
         t = y.to(dtype).reshape(-1, 1)
     else:
-        t = F.one_hot(y.to(torch.int64), head.n_outputs).to(dtype)
+        import torch.nn.functional as F
+
+        t = F.one_hot(y.long(), head.n_outputs).to(dtype)
     return 2 * t - 1 if head.activation == "tanh" else t
 
 
@@ -69,6 +72,8 @@ def mse_loss(outputs: torch.Tensor, target: torch.Tensor, head: Head) -> torch.T
 
 def bce_loss(outputs: torch.Tensor, target: torch.Tensor, head: Head) -> torch.Tensor:
     """Binary cross-entropy from logits (sigmoid folded in for stability), per run."""
+    import torch.nn.functional as F
+
     del head
     return _mean_last2(F.binary_cross_entropy_with_logits(outputs, target, reduction="none"))
 
@@ -76,7 +81,7 @@ def bce_loss(outputs: torch.Tensor, target: torch.Tensor, head: Head) -> torch.T
 def ce_loss(outputs: torch.Tensor, target: torch.Tensor, head: Head) -> torch.Tensor:
     """Softmax cross-entropy over the last dimension, averaged over examples, per run."""
     del head
-    logp = torch.log_softmax(outputs, dim=-1)
+    logp = outputs.log_softmax(dim=-1)
     picked = logp.gather(-1, target.expand(*outputs.shape[:-1]).unsqueeze(-1))
     return -picked.squeeze(-1).mean(dim=-1)
 
@@ -95,7 +100,7 @@ LOSSES: dict[str, LossDef] = {
 def predict_classes(outputs: torch.Tensor, head: Head) -> torch.Tensor:
     """Class indices: one output thresholds the logit at 0 (p = 0.5, tanh = 0); else argmax."""
     if head.n_outputs == 1:
-        return (outputs.squeeze(-1) > 0).to(torch.int64)
+        return (outputs.squeeze(-1) > 0).long()
     return outputs.argmax(dim=-1)
 
 

@@ -13,14 +13,17 @@ to the loss, chosen by `output_head` from the task, the loss and the model.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache, partial
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from bench.errors import UsageError
+
+if TYPE_CHECKING:  # torch is imported where a network is built: reading specs needs none
+    import numpy as np
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,9 @@ class Activation:
     """Element-wise non-linearity: relu, tanh or sigmoid."""
 
     name: str
+
+
+BATCH_NORM_EPS = 1e-5  # torch's BatchNorm1d default, which `build_module` uses
 
 
 @dataclass(frozen=True)
@@ -86,6 +92,8 @@ def lenet5(input_shape: tuple[int, ...], n_outputs: int) -> nn.Module:
     8x8 (digits): the same with 3x3 convolutions (pad 1), so 16 x 2 x 2 = 64 features reach
     the linear layers. ReLU after every hidden layer, 2x2 average pooling (LeCun's subsampling).
     """
+    from torch import nn
+
     pixels = math.prod(input_shape)
     side = {784: 28, 64: 8}.get(pixels)
     if side is None or len(input_shape) not in (1, 2, 3) or (
@@ -109,6 +117,8 @@ def mlp_20x3_code(input_shape: tuple[int, ...], n_outputs: int,
     """Notebook 000's 20-20-20 ReLU network written as code, as a plugin would write it (an
     nn.Module factory; BatchNorm after each ReLU with `batch_norm`): the batched engine trains
     it on its torch.func path, where the layer-list twins take the hand-written step."""
+    from torch import nn
+
     layers: list[nn.Module] = []
     width = math.prod(input_shape)
     for _ in range(3):
@@ -193,22 +203,52 @@ def architecture(model: ModelDef, input_dim: int, head: Head, *, hidden: tuple[i
     return tuple(layers)
 
 
-_ACTIVATION_MODULES: dict[str, Callable[[], nn.Module]] = {
-    "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
-}
-
-
 def build_module(arch: Architecture) -> nn.Sequential:
     """The readable PyTorch module for an architecture (used by the reference engine)."""
+    from torch import nn
+
+    activations: dict[str, Callable[[], nn.Module]] = {
+        "relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
     modules: list[nn.Module] = []
     for layer in arch:
         if isinstance(layer, Linear):
             modules.append(nn.Linear(layer.in_features, layer.out_features))
         elif isinstance(layer, Activation):
-            modules.append(_ACTIVATION_MODULES[layer.name]())
+            modules.append(activations[layer.name]())
         else:
             modules.append(nn.BatchNorm1d(layer.features))
     return nn.Sequential(*modules)
+
+
+def forward_numpy(arch: Architecture, state: Mapping[str, np.ndarray], x: np.ndarray,
+                  head: Head) -> np.ndarray:
+    """Head outputs of `build_module(arch)` loaded with `state`, in eval mode (BatchNorm on its
+    running statistics), for inputs x [N, D], in NumPy and in the state's dtype.
+
+    The same function as `bench.engines.setup.predict` on that module (a test holds them
+    equal), without torch: the report draws decision boundaries from stored parameters with
+    it, and never loads torch for them."""
+    import numpy as np
+    from scipy.special import expit, softmax
+
+    out = x
+    for i, layer in enumerate(arch):
+        if isinstance(layer, Linear):
+            out = out @ state[f"{i}.weight"].T + state[f"{i}.bias"]
+        elif isinstance(layer, Activation):
+            out = (np.maximum(out, 0) if layer.name == "relu" else np.tanh(out)
+                   if layer.name == "tanh" else expit(out))
+        else:  # eval-mode BatchNorm1d on its running statistics
+            std = np.sqrt(state[f"{i}.running_var"] + BATCH_NORM_EPS)
+            out = (out - state[f"{i}.running_mean"]) / std * state[f"{i}.weight"] \
+                + state[f"{i}.bias"]
+    if head.activation == "sigmoid":
+        return expit(out)
+    if head.activation == "tanh":
+        return np.tanh(out)
+    if head.activation == "softmax":
+        return softmax(out, axis=-1)
+    return out
 
 
 def parameter_count(arch: Architecture) -> int:
@@ -223,7 +263,7 @@ def parameter_count(arch: Architecture) -> int:
 
 
 def initial_state(arch: Architecture, *, init: str, init_scale: float, seed: int,
-                  dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
+                  dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
     """Seeded initial state, keyed like `build_module(arch).state_dict()`.
 
     Drawn in float64 on a CPU generator and then cast, so every engine, device and dtype starts a
@@ -232,6 +272,9 @@ def initial_state(arch: Architecture, *, init: str, init_scale: float, seed: int
     with bound sqrt(6 / (fan_in + fan_out)) and zero biases; "normal" is N(0, 0.1^2) for weights
     and biases, as notebook 004 does. `init_scale` multiplies the drawn weights and biases.
     """
+    import torch
+
+    dtype = torch.float32 if dtype is None else dtype
     gen = torch.Generator().manual_seed(int(seed))
     state: dict[str, torch.Tensor] = {}
     for i, layer in enumerate(arch):
@@ -265,7 +308,7 @@ def initial_state(arch: Architecture, *, init: str, init_scale: float, seed: int
 # --- networks given as code -----------------------------------------------------------------------
 
 def factory_module(model: ModelDef, input_shape: tuple[int, ...], n_outputs: int, *, seed: int,
-                   init_scale: float = 1.0, dtype: torch.dtype = torch.float32,
+                   init_scale: float = 1.0, dtype: torch.dtype | None = None,
                    device: str | torch.device = "cpu") -> nn.Module:
     """`model.factory(input_shape, n_outputs)` built deterministically for `seed`.
 
@@ -276,8 +319,12 @@ def factory_module(model: ModelDef, input_shape: tuple[int, ...], n_outputs: int
     `init_scale` multiplies every parameter (not the buffers). The module outputs raw scores:
     the head belongs to the loss (`output_head`).
     """
+    import torch
+    from torch import nn
+
     if model.factory is None:
         raise ValueError(f"model {model.name!r} is a layer list; use build_module")
+    dtype = torch.float32 if dtype is None else dtype
     previous = torch.get_default_dtype()
     with torch.random.fork_rng(devices=[]), torch.device("cpu"):
         torch.manual_seed(int(seed))
@@ -319,6 +366,9 @@ def module_size(model: ModelDef, input_shape: tuple[int, ...], n_outputs: int) -
     """Parameters, activations and multiply-adds of `model.factory`'s module, measured by one
     forward pass of one example on the meta device (nothing is allocated or computed; cached,
     since sizing, chunking and `engine = auto` all ask)."""
+    import torch
+    from torch import nn
+
     with torch.device("meta"):
         module = model.factory(tuple(input_shape), int(n_outputs)) if model.factory else None
     if not isinstance(module, nn.Module):

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-import torch
+if TYPE_CHECKING:  # imported when an optimizer is built: reading specs needs no torch
+    import torch
 
 
 class Hyperparameters(Protocol):
@@ -36,16 +37,22 @@ class OptimizerDef:
 
 
 def _sgd(params: Iterable[torch.nn.Parameter], spec: Hyperparameters) -> torch.optim.Optimizer:
+    import torch
+
     return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov,
                            weight_decay=spec.weight_decay, foreach=False)
 
 
 def _adam(params: Iterable[torch.nn.Parameter], spec: Hyperparameters) -> torch.optim.Optimizer:
+    import torch
+
     return torch.optim.Adam(params, lr=spec.lr, betas=spec.betas, eps=spec.eps,
                             weight_decay=spec.weight_decay, foreach=False)
 
 
 def _adamw(params: Iterable[torch.nn.Parameter], spec: Hyperparameters) -> torch.optim.Optimizer:
+    import torch
+
     return torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, eps=spec.eps,
                              weight_decay=spec.weight_decay, foreach=False)
 

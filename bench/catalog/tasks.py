@@ -16,15 +16,17 @@ import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import torch
 
 from bench.catalog import datafile
 from bench.catalog.datafile import display_name
 from bench.catalog.names import lookup
 from bench.errors import DataUnavailableError, UsageError
+
+if TYPE_CHECKING:  # splits become tensors when loaded: naming or checking tasks needs no torch
+    import torch
 
 TaskKind = Literal["binary", "multiclass", "regression"]
 
@@ -86,6 +88,8 @@ class TaskData:
 
     def to(self, device: str | torch.device, dtype: torch.dtype) -> TaskData:
         """Copy with inputs (and regression targets) in `dtype` on `device`."""
+        import torch
+
         label_dtype = dtype if self.task.kind == "regression" else torch.int64
 
         def move(t: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
@@ -380,8 +384,23 @@ def resolve_task(name: str) -> Task:
                   also="; or the path of a .csv or .npz data file")
 
 
+@functools.lru_cache(maxsize=8)
+def _made(task: Task, data_seed: int, n_samples: int | None, root: str) -> Splits:
+    return task.make(data_seed, n_samples, Path(root))
+
+
+def task_splits(name: str, *, data_seed: int = 0, n_samples: int | None = None,
+                root: Path | None = None) -> Splits:
+    """A task's six split arrays as `load_task` reads them (x_train, y_train, x_val, y_val,
+    x_test, y_test; NumPy, cached, not to be modified), for readers that need no torch."""
+    root = Path(root) if root is not None else DATA_ROOT
+    return _made(resolve_task(name), data_seed, n_samples, str(root))
+
+
 @functools.lru_cache(maxsize=32)
 def _cpu_splits(task: Task, data_seed: int, n_samples: int | None, root: str) -> TaskData:
+    import torch
+
     arrays = task.make(data_seed, n_samples, Path(root))
     tensors = [torch.as_tensor(np.ascontiguousarray(a)) for a in arrays]
     x_dtype = torch.float64
@@ -392,15 +411,19 @@ def _cpu_splits(task: Task, data_seed: int, n_samples: int | None, root: str) ->
 
 
 def load_task(name: str, *, data_seed: int = 0, n_samples: int | None = None,
-              device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32,
+              device: str | torch.device = "cpu", dtype: torch.dtype | None = None,
               root: Path | None = None) -> TaskData:
-    """Load (or generate) a task's splits as tensors on `device` in `dtype`."""
+    """Load (or generate) a task's splits as tensors on `device` in `dtype` (default
+    float32)."""
+    import torch
+
     task = resolve_task(name)
     if n_samples is not None and not task.synthetic:
         raise UsageError(f"n_samples applies to synthetic tasks only; {name!r} has a fixed size: "
                          "drop --n-samples")
     root = Path(root) if root is not None else DATA_ROOT
-    return _cpu_splits(task, data_seed, n_samples, str(root)).to(device, dtype)
+    return _cpu_splits(task, data_seed, n_samples, str(root)).to(
+        device, torch.float32 if dtype is None else dtype)
 
 
 def training_set_size(name: str, n_samples: int | None) -> int | None:

@@ -16,15 +16,14 @@ from bench.catalog.models import (
     BatchNorm,
     Head,
     ModelDef,
-    architecture,
     build_module,
     factory_module,
     initial_state,
     module_size,
     parameter_count,
 )
-from bench.catalog.models import output_head as _output_head
 from bench.catalog.tasks import TaskData, load_task
+from bench.engines.network import network_of
 from bench.errors import UsageError
 from bench.results import metric_names
 from bench.spec import RunSpec, resolve_device
@@ -57,19 +56,14 @@ class Plan:
 
 def output_head(spec: RunSpec) -> Head:
     """The output activation and width for a spec's task, loss and model."""
-    task = registry.get_task(spec.task)
-    return _output_head(registry.get_model(spec.model), task.kind, task.n_classes, spec.loss)
+    return network_of(spec)[0]
 
 
 
 def plan_run(spec: RunSpec, n_train: int) -> Plan:
     """Resolve a spec against its training-set size; impossible combinations are UsageErrors."""
     task = registry.get_task(spec.task)
-    head = output_head(spec)
-    model = registry.get_model(spec.model)
-    arch = None if model.factory is not None else architecture(
-        model, task.input_dim, head, hidden=spec.hidden, activation=spec.activation,
-        batch_norm=spec.batch_norm)
+    head, arch, model = network_of(spec)
     batch_size = spec.batch_size or n_train
     if batch_size > n_train:
         raise UsageError(f"batch size {batch_size} is above the training set of {spec.task} "

@@ -19,11 +19,11 @@ import torch
 
 from bench.catalog import registry
 from bench.catalog.losses import apply_head
-from bench.catalog.models import Activation, BatchNorm, Head, Linear
+from bench.catalog.models import BATCH_NORM_EPS, Activation, BatchNorm, Head, Linear
 from bench.engines import native
 from bench.engines.setup import Plan
 
-BN_MOMENTUM, BN_EPS = 0.1, 1e-5
+BN_MOMENTUM, BN_EPS = 0.1, BATCH_NORM_EPS
 SMALL_INPUT = 8  # input widths up to this get the first layer's weight gradient as D GEMVs
 
 # --- stacked parameters ---------------------------------------------------------------------

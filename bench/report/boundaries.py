@@ -1,14 +1,17 @@
 """Decision boundaries: the best model per optimizer (or loss) of each study on a 2-D
-classification task, retrained deterministically from its stored spec and seed, its predicted
-probability shaded over the plane with the validation set on top (as the notebooks draw it).
+classification task, its predicted probability shaded over the plane with the validation set
+on top (as the notebooks draw it).
 
-Retraining needs torch and the reference engine; they are imported only when a boundary is
-drawn, so `bench report --no-boundaries` never loads torch (about 2 s).
+The sweep keeps the final parameters of the runs this chart draws: a layer-list network is
+then evaluated in NumPy (`forward_numpy`), so the report loads no torch (about 2 s). A network
+given as code, or a run stored without parameters (retrained deterministically from its spec
+and seed with the reference engine), imports torch in the worker that draws it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -32,15 +35,28 @@ from bench.report.figures import (
 from bench.report.views import StudyView, metric_label
 from bench.spec import RunSpec
 
+# Head outputs [N, O] of a trained model for points [N, 2] (NumPy in, NumPy out).
+Predict = Callable[[np.ndarray], np.ndarray]
 
-def retrain_for_boundary(run_spec: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
-    """Retrain one stored run deterministically; return (model, head, RunResult, TaskData).
+
+def _torch_predict(model: Any, head: Any) -> Predict:
+    """`setup.predict` of a torch module, on NumPy points in the module's dtype."""
+    import torch
+
+    from bench.engines.setup import predict
+
+    dtype = next(model.parameters()).dtype
+    return lambda pts: predict(model, torch.tensor(pts, dtype=dtype), head).numpy()
+
+
+def retrain_for_boundary(run_spec: dict[str, Any]) -> tuple[Predict, Any, Any, Any]:
+    """Retrain one stored run deterministically; return (predict, head, RunResult, TaskData).
 
     Same spec and seed give identical weights with the reference engine, so the boundary drawn
     is the one of the stored run (up to engine and device rounding). Runs stored for CUDA are
     retrained on the CPU where CUDA is absent.
     """
-    import torch  # torch-backed modules: only when a boundary is drawn
+    import torch  # torch-backed modules: only when a run must be retrained
 
     from bench.engines.reference import train
     from bench.engines.setup import build_model, load_data, plan_run
@@ -53,40 +69,50 @@ def retrain_for_boundary(run_spec: dict[str, Any]) -> tuple[Any, Any, Any, Any]:
     plan = plan_run(spec.replace(device="cpu"), data.n_train)
     model = build_model(spec.replace(device="cpu"), plan)  # a layer list or a model as code
     model.load_state_dict(result.params)
-    return model, plan.head, result, data
+    return _torch_predict(model, plan.head), plan.head, result, \
+        (data.x_val.numpy(), data.y_val.numpy())
 
 
-def stored_for_boundary(run: dict[str, Any]) -> tuple[Any, Any, float, Any] | None:
-    """The model of a stored run from the final parameters the sweep kept with it, with its
-    head, its stored score for the caption and the task data; None when none were kept."""
+def stored_for_boundary(run: dict[str, Any]
+                        ) -> tuple[Predict, Any, dict[str, Any], tuple[np.ndarray, np.ndarray]] \
+        | None:
+    """(predict, head, the run, its validation split (x, y)) from the final parameters the
+    sweep kept with a stored run; None when none were kept. A layer list is evaluated in
+    NumPy; a model given as code is built with torch."""
     if not isinstance(run.get("final_params"), dict):
         return None
-    from bench.engines.setup import build_model, load_data, plan_run
-    from bench.results import decode_params
+    from bench.catalog.models import forward_numpy
+    from bench.catalog.tasks import task_splits
+    from bench.engines.network import network_of
+    from bench.results import decode_arrays
 
     spec = RunSpec.from_dict(run["spec"]).replace(device="cpu")
-    data = load_data(spec, "cpu")
-    plan = plan_run(spec, data.n_train)
-    model = build_model(spec, plan)  # a layer list or a model given as code (a plugin's)
+    head, arch, _ = network_of(spec)
+    splits = task_splits(spec.task, data_seed=spec.data_seed, n_samples=spec.n_samples)
+    dtype = np.dtype(spec.dtype)
+    val = (splits[2].astype(dtype), splits[3])  # as load_data casts them for training
+    if arch is not None:
+        state = decode_arrays(run["final_params"])
+        return (lambda pts: forward_numpy(arch, state, pts.astype(dtype), head)), head, run, val
+    from bench.engines.setup import build_model, plan_run
+    from bench.results import decode_params
+
+    plan = plan_run(spec, len(splits[0]))
+    model = build_model(spec, plan)  # a model given as code (a plugin's)
     model.load_state_dict(decode_params(run["final_params"]))
-    return model, plan.head, run, data
+    return _torch_predict(model, head), head, run, val
 
 
-def boundary_grid(model: Any, head: Any, x: np.ndarray, steps: int = 200
+def boundary_grid(predict: Predict, head: Any, x: np.ndarray, steps: int = 200
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """P(class 1) of `model` on a grid spanning the data with a 10% margin."""
-    import torch  # torch-backed modules: only when a boundary is drawn
-
-    from bench.engines.setup import predict
-
+    """P(class 1) of a model (`predict`: its head outputs) on a grid spanning the data with a
+    10% margin."""
     lo, hi = x.min(axis=0), x.max(axis=0)
     pad = 0.1 * (hi - lo)
     g0 = np.linspace(lo[0] - pad[0], hi[0] + pad[0], steps)
     g1 = np.linspace(lo[1] - pad[1], hi[1] + pad[1], steps)
     xx, yy = np.meshgrid(g0, g1)
-    dtype = next(model.parameters()).dtype
-    pts = torch.tensor(np.c_[xx.ravel(), yy.ravel()], dtype=dtype)
-    out = predict(model, pts, head).numpy()
+    out = predict(np.c_[xx.ravel(), yy.ravel()])
     if out.shape[1] == 1:
         p = (out[:, 0] + 1) / 2 if head.activation == "tanh" else out[:, 0]
     else:
@@ -143,15 +169,13 @@ def _boundary_chart(ctx: Context, v: StudyView, question: str) -> Chart:
                           for r in s.runs(t) if r.get("seed") == median["seed"])
             kept = stored_for_boundary(stored)
             if kept is not None:  # the sweep kept its final parameters: no retraining
-                model, head, _, data = kept
+                predict, head, _, (xv, yv) = kept
                 retrained = float(stored["metrics"].get(v.metric, math.nan))
                 reused += 1
             else:
-                model, head, result, data = retrain_for_boundary(stored["spec"])
+                predict, head, result, (xv, yv) = retrain_for_boundary(stored["spec"])
                 retrained = result.metrics.get(v.metric, math.nan)
-            xv = data.x_val.numpy()
-            yv = data.y_val.numpy()
-            xx, yy, p = boundary_grid(model, head, xv)
+            xx, yy, p = boundary_grid(predict, head, xv)
             ax.contourf(xx, yy, p, levels=np.linspace(0, 1, 11), cmap="RdBu_r", alpha=0.55)
             ax.contour(xx, yy, p, levels=[0.5], colors="k", linewidths=1.2)
             for cls, color in ((0, "#2166ac"), (1, "#b2182b")):

@@ -27,7 +27,6 @@ safe.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -210,10 +209,10 @@ def _write_all(tmp: Path, out: Path, studies: list[tables.StudyData], runs: pd.D
         df.to_csv(tmp / "tables" / f"{name}.csv", index=False)
     views = study_views(runs, studies)
     ctx = Context(views, studies, curves, timing, tmp, boundaries, svg)
-    if boundaries and views:
-        _import_torch()  # once, before the workers fork, instead of once in each
     units = parallel.units_of(CHARTS, ctx)
-    drawn = parallel.draw_all([u for _, u in units], _draw, jobs or parallel.jobs_here())
+    work = [u for _, u in units]
+    drawn = parallel.draw_all(work, _draw, jobs or parallel.jobs_here(),
+                              order=parallel.dispatch_order(work))
     charts: list[Chart] = []
     missing: list[Missing] = []
     skipped: list[str] = []
@@ -251,13 +250,6 @@ def _draw(unit: parallel.Unit) -> list[Chart | Missing | Skipped]:
         made = Missing(key, f"chart {key}", "stored values it can draw "
                        f"({type(exc).__name__}: {str(exc)[:120]})")
     return made if isinstance(made, list) else [made]
-
-
-def _import_torch() -> None:
-    """Import torch (the decision boundaries need it) if it is installed: imported before the
-    chart workers fork, it is loaded once rather than once per worker."""
-    with contextlib.suppress(ImportError):
-        import torch  # noqa: F401
 
 
 def share(folder: Path) -> None:

@@ -67,6 +67,24 @@ def merge(parts: list[list[Item]], own_key: str) -> list[Item]:
     return out
 
 
+# Panels per study view of the whole-report charts, where more than one (a guess of the cost).
+PANELS_PER_VIEW = {"chart_curves": 2}
+
+
+def dispatch_order(units: list[Unit]) -> list[int]:
+    """The order workers take the units in: longest first, so that no worker starts a slow
+    chart as the others run out of work. The cost is guessed from the panels: a whole-report
+    chart draws a panel (or row) per study view, a per-study unit one figure."""
+    def cost(i: int) -> int:
+        fn, ctx = units[i]
+        name = getattr(fn, "__name__", "")
+        if name in PER_STUDY or name in PER_STUDY_VIEWS:
+            return 1
+        return len(ctx.views) * PANELS_PER_VIEW.get(name, 1)
+
+    return sorted(range(len(units)), key=lambda i: -cost(i))
+
+
 # A report has a few dozen charts: more workers than this only add forks.
 MAX_JOBS = 8
 
@@ -80,11 +98,12 @@ def jobs_here() -> int:
     return max(1, min(cores, MAX_JOBS))
 
 
-def draw_all(units: list[Unit], run: Callable[[Unit], list[Item]], jobs: int
-             ) -> list[list[Item]]:
-    """`run(unit)` for every unit, in order, over up to `jobs` forked workers (in this process
-    when `jobs` is 1, there is one unit, or the system is not Linux: fork is what shares the
-    read tables for free, and only Linux makes it safe with the libraries loaded)."""
+def draw_all(units: list[Unit], run: Callable[[Unit], list[Item]], jobs: int,
+             order: list[int] | None = None) -> list[list[Item]]:
+    """`run(unit)` for every unit, results in unit order, over up to `jobs` forked workers
+    that take the units in `order` (indices; default: as given); in this process when `jobs`
+    is 1, there is one unit, or the system is not Linux: fork is what shares the read tables
+    for free, and only Linux makes it safe with the libraries loaded."""
     jobs = min(jobs, len(units))
     if jobs <= 1 or not sys.platform.startswith("linux"):
         return [run(u) for u in units]
@@ -98,7 +117,7 @@ def draw_all(units: list[Unit], run: Callable[[Unit], list[Item]], jobs: int
             proc.start()
             theirs.close()
             workers.append((proc, mine))
-        todo = iter(range(len(units)))
+        todo = iter(order if order is not None else range(len(units)))
         busy: dict[Connection, Any] = {}
         for proc, conn in workers:
             if (i := next(todo, None)) is not None:
