@@ -114,3 +114,22 @@ def test_sweep_benchmark_reports_the_split_and_overhead_figures(tmp_path):
     assert sum(parts) <= figures["sweep_seconds"] * 1.05
     assert 0 < figures["outside_engine_share"] < 1
     assert figures["overhead_ms_per_trial_first_256"] > 0
+
+
+def test_pruning_benchmark_repeats_the_same_work_and_takes_medians(tmp_path):
+    import statistics
+
+    from bench.sweeps.speed import measure_pruning
+
+    figures = measure_pruning(trials=6, group=3, folder=tmp_path, repeats=3)
+    none, band = figures["none"], figures["hyperband"]
+    assert none["finished"] == band["finished"] == 6 and figures["repeats"] == 3
+    assert none["each_member_epochs"] == [6 * 3 * 27] * 3
+    assert len(set(band["each_member_epochs"])) == 1  # every repeat trains the same epochs
+    assert band["each_member_epochs"][0] == band["member_epochs"] < none["member_epochs"]
+    for study in (none, band):
+        assert len(study["each_seconds"]) == 3
+        assert study["seconds"] == round(statistics.median(study["each_seconds"]), 2) or \
+            abs(study["seconds"] - statistics.median(study["each_seconds"])) < 0.011
+    ratios = figures["each_time_ratio"]
+    assert len(ratios) == 3 and abs(figures["time_ratio"] - statistics.median(ratios)) < 0.011

@@ -6,7 +6,7 @@
   time outside the engine per trial over the first and the last 256 trials.
 - `measure_pruning`: the same network for 27 epochs, 3 seeds, with `hyperband` and with `none`
   (same sampler seed): member-epochs trained (each stored run's `epochs_run`), wall time and
-  best value of each, and their ratios.
+  best value of each, and their ratios; `repeats` pairs, interleaved, give medians.
 
 Both warm up first (imports, data) and run on one torch thread in this process.
 """
@@ -133,6 +133,7 @@ def measure_pruning(trials: int = 192, group: int = 64, folder: str | Path | Non
     figures: dict[str, Any] = {"trials": trials, "seeds": 3, "group": group, "epochs": 27,
                                "repeats": repeats}
     times: dict[str, list[float]] = {"none": [], "hyperband": []}
+    epochs: dict[str, list[int]] = {"none": [], "hyperband": []}  # per repeat: all the same
     with tempfile.TemporaryDirectory(dir=folder) as tmp, num_threads(1):
         work = Path(tmp)
         warm = _study(work, "warm", PRUNING_STUDY.format(trials=2, group=2, pruner='"none"'))
@@ -152,9 +153,10 @@ def measure_pruning(trials: int = 192, group: int = 64, folder: str | Path | Non
                 began = time.perf_counter()
                 summary = run(call) if timed else call()  # type: ignore[misc]
                 times[pruner].append(time.perf_counter() - began)
+                study = optuna.load_study(study_name=spec.name, storage=open_storage(storage))
+                epochs[pruner].append(member_epochs(study))
                 if repeat:
                     continue
-                study = optuna.load_study(study_name=spec.name, storage=open_storage(storage))
                 figures[pruner] = {
                     "finished": summary.finished,
                     "member_epochs": member_epochs(study), "best": round(study.best_value, 4),
@@ -164,6 +166,7 @@ def measure_pruning(trials: int = 192, group: int = 64, folder: str | Path | Non
     for pruner, seconds in times.items():
         figures[pruner]["seconds"] = round(statistics.median(seconds), 2)
         figures[pruner]["each_seconds"] = [round(t, 2) for t in seconds]
+        figures[pruner]["each_member_epochs"] = epochs[pruner]
     none, band = figures["none"], figures["hyperband"]
     figures["member_epochs_ratio"] = round(none["member_epochs"] / band["member_epochs"], 2)
     figures["each_time_ratio"] = [round(a / b, 2) for a, b in

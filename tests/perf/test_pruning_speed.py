@@ -5,8 +5,10 @@ and with `none`, same sampler seed: member-epochs trained, sweep wall time, best
 
 Member-epochs are counted from what the study stored (each run's `epochs_run`), so they are the
 epochs actually trained. Both sweeps run in one warmed-up process on one torch thread, one after
-the other. NNBENCH_PRUNE_TRIALS shrinks the study for a quick look; under `--benchmark-disable`
-(make test) it is a small smoke run of the same code path.
+the other, once; `bench perf --pruning 192` repeats the pair, interleaved, and reports medians
+(a single pair's wall-time ratio swings by 0.3 on this shared machine). NNBENCH_PRUNE_TRIALS
+shrinks the study for a quick look; under `--benchmark-disable` (make test) it is a small smoke
+run of the same code path.
 """
 
 from __future__ import annotations
