@@ -242,7 +242,9 @@ class Stack:
 
     def member_states(self, rows: Sequence[int], steps: int) -> list[dict[str, torch.Tensor]]:
         """The state dicts of the members in `rows` after `steps` training steps, keyed like the
-        reference's: one gather per tensor for all of them (members leave in batches)."""
+        reference's: one gather per tensor for all of them (members leave in batches). Each
+        member's tensors are rows of those gathered copies, so training on leaves them as
+        they are; `.clone()` one to hold it apart from the others' (e.g. before torch.save)."""
         index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
         taken = {p.name: self.views[p.name].detach().index_select(0, index).cpu()
                  for p in self.layout}
