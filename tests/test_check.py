@@ -191,11 +191,13 @@ def _verdicts(out: str) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_e2e_doubled_speed_baseline_fails_on_speed_only(
+def test_e2e_tripled_speed_baseline_fails_on_speed_only(
         quick_baseline: dict, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # 3x, not 2x: a --quick measurement (3 repeats) on this shared machine has come out 1.4x
+    # faster than the fixture's, which a doubled baseline (fail below 2 x 0.7 = 1.4x) let pass
     edited = copy.deepcopy(quick_baseline)
     for engine in check.ENGINES:
-        edited["speed"][engine]["normalised"] *= 2
+        edited["speed"][engine]["normalised"] *= 3
     code, out = _check_against(tmp_path, edited, capsys)
     assert code == 1
     verdicts = _verdicts(out)
