@@ -27,8 +27,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--reproduce", default="results/reproduce.csv", metavar="CSV",
                         help="reproduction table (default: %(default)s)")
     parser.add_argument("--no-boundaries", action="store_true",
-                        help="skip the decision-boundary charts (they need torch, and retrain "
-                             "the best models whose final parameters the sweep did not keep)")
+                        help="skip the decision-boundary charts (drawn from the final "
+                             "parameters the sweep kept, without torch; a model given as code, "
+                             "or one kept without parameters, loads torch and may retrain)")
     parser.add_argument("--svg", action="store_true",
                         help="also write every chart as SVG beside its PNG (vector, for papers; "
                              "about 40%% more drawing time); default: PNG only")
