@@ -91,3 +91,30 @@ def test_split_units_merge_as_the_whole_function_would_return() -> None:
     assert parallel.merge([[skip], [nothing]], "boundaries") == [skip]
     failed = Missing("boundary_c", "q", "stored runs that retrain")
     assert parallel.merge([[failed], [nothing]], "boundaries") == [failed]
+
+
+def test_a_worker_that_imports_torch_itself_runs_it_on_one_thread() -> None:
+    """A report loads no torch before the workers fork; a unit that needs it (a model given
+    as code, a retrained run) gets one thread, as when it was imported before the fork."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import sys
+        from bench.report import parallel
+        from bench.report.figures import Missing
+
+        def threads(unit):
+            import torch
+            return [Missing(f"k{unit}", "q", str(torch.get_num_threads()))]
+
+        assert "torch" not in sys.modules
+        made = parallel.draw_all([0, 1], threads, jobs=2)
+        print(",".join(m[0].needs for m in made))
+    """)
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert done.stdout.strip() == "1,1"

@@ -53,13 +53,6 @@ class Plan:
         return module_size(self.model, self.input_shape, self.head.n_outputs).parameters
 
 
-
-def output_head(spec: RunSpec) -> Head:
-    """The output activation and width for a spec's task, loss and model."""
-    return network_of(spec)[0]
-
-
-
 def plan_run(spec: RunSpec, n_train: int) -> Plan:
     """Resolve a spec against its training-set size; impossible combinations are UsageErrors."""
     task = registry.get_task(spec.task)

@@ -50,7 +50,8 @@ def _torch_predict(model: Any, head: Any) -> Predict:
 
 
 def retrain_for_boundary(run_spec: dict[str, Any]) -> tuple[Predict, Any, Any, Any]:
-    """Retrain one stored run deterministically; return (predict, head, RunResult, TaskData).
+    """Retrain one stored run deterministically; return (predict, head, RunResult, its
+    validation split (x, y) as NumPy arrays).
 
     Same spec and seed give identical weights with the reference engine, so the boundary drawn
     is the one of the stored run (up to engine and device rounding). Runs stored for CUDA are

@@ -161,6 +161,8 @@ def _worker(conn: Connection, units: list[Unit], run: Callable[[Unit], list[Item
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if "torch" in sys.modules:  # as torch's own DataLoader workers do after a fork
         sys.modules["torch"].set_num_threads(1)
+    else:  # a unit may import it (a model given as code, a retrained run): one thread then too
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
     while True:
         try:
             i = conn.recv()
