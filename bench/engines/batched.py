@@ -302,10 +302,11 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
     # A sweep's trials share their seeds: each distinct start is drawn once (the stack copies
     # every state into its own buffer, so members may share one).
     drawn: dict[tuple[str, float, int], dict[str, torch.Tensor]] = {}
-    states = [drawn.get((s.init, s.init_scale, s.seed)) or drawn.setdefault(
-        (s.init, s.init_scale, s.seed), initial_state(
-            plan.arch, init=s.init, init_scale=s.init_scale, seed=s.seed, dtype=plan.dtype))
-        for s in specs]
+    for s in specs:
+        if (key := (s.init, s.init_scale, s.seed)) not in drawn:
+            drawn[key] = initial_state(plan.arch, init=s.init, init_scale=s.init_scale,
+                                       seed=s.seed, dtype=plan.dtype)
+    states = [drawn[(s.init, s.init_scale, s.seed)] for s in specs]
     period, multiple = row_rules(device, plan.dtype, native=bool(native_threads))
     fillers = -k % multiple  # rows that only pad the stack (copies of member 0, never read)
     stack = Stack(plan, states + states[:1] * fillers, device)

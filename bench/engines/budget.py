@@ -86,26 +86,18 @@ def estimate(spec: RunSpec, *, runs: int = 1, together: int = 1, stored_runs: in
     """Estimate `runs` runs like `spec`, `together` of them trained at once (a stacked group),
     with `stored_runs` run records held in memory besides them. Pure arithmetic: nothing is
     allocated, so an absurd request (a billion seeds) is sized and refused at once."""
-    # models and the batched engine load torch; sizing a request must not
-    from bench.catalog.models import (
-        Linear,
-        architecture,
-        module_size,
-        output_head,
-        parameter_count,
-    )
+    # the batched engine loads torch; sizing a request must not load it at import
+    from bench.catalog.models import Linear, module_size, parameter_count
     from bench.engines.batched import MEMORY_BUDGET
+    from bench.engines.network import network_of
 
     task = registry.get_task(spec.task)
-    model = registry.get_model(spec.model)
-    head = output_head(model, task.kind, task.n_classes, spec.loss)
-    if model.factory is not None:  # a network given as code: sized by a meta-device pass
+    head, arch, model = network_of(spec)
+    if arch is None:  # a network given as code: sized by a meta-device pass
         size = module_size(model, task.input_shape, head.n_outputs)
         params, macs, largest = size.parameters, size.multiply_adds, size.parameters
         widths, width = [size.activations // 2], size.widest  # autograd: ~3 per unit
     else:
-        arch = architecture(model, task.input_dim, head, hidden=spec.hidden,
-                            activation=spec.activation, batch_norm=spec.batch_norm)
         linears = [layer for layer in arch if isinstance(layer, Linear)]
         params = parameter_count(arch)
         widths = [layer.out_features for layer in linears]

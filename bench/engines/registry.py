@@ -166,10 +166,11 @@ def choose_engine(specs: Sequence[RunSpec], engine: str = AUTO) -> str:
     model = catalog.get_model(specs[0].model)
     if model.factory is None:
         return "batched"
-    from bench.catalog.models import module_size, output_head  # loads torch
+    from bench.catalog.models import module_size  # loads torch
+    from bench.engines.network import network_of
 
     task = catalog.get_task(specs[0].task)
-    head = output_head(model, task.kind, task.n_classes, specs[0].loss)
+    head = network_of(specs[0])[0]
     macs = module_size(model, task.input_shape, head.n_outputs).multiply_adds
     needed = next(runs for below, runs in AUTO_CODE_MIN_RUNS if macs < below)
     return "batched" if len(specs) >= needed else "reference"
