@@ -6,12 +6,16 @@ test_batched.py, parametrised over both steps; this file covers the kernel's own
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import pytest
 import torch
 
 from bench.engines import batched, native, stacked
 from bench.engines.batched import train_many
 from bench.spec import RunSpec
+from tests.test_batched import assert_same_run
 
 MOONS = RunSpec(task="moons", model="bn_mlp_20x3", loss="mse", optimizer="sgd", lr=0.1,
                 momentum=0.9, batch_size=50, epochs=2, n_samples=300)
@@ -121,3 +125,40 @@ def test_kernel_layer_table_matches_python() -> None:
     lib = native.library()
     assert lib is not None
     assert lib.nb_table_row() == native.ROW and lib.nb_wide_input() == native.WIDE_INPUT
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return set()
+    return next((set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")),
+                set())
+
+
+# (-march level, the kernel's vector width there, the CPU flag that level needs)
+WIDTHS = [("x86-64-v2", 16, "sse4_2"), ("x86-64-v3", 32, "avx2"), ("x86-64-v4", 64, "avx512f")]
+
+
+@pytest.mark.parametrize(("march", "width", "flag"), WIDTHS, ids=[w[0] for w in WIDTHS])
+def test_every_vector_width_computes_the_torch_steps_function(fresh_library, tmp_path, march,
+                                                               width, flag) -> None:
+    """The kernel's vector width follows the target (AVX-512, AVX2, SSE/NEON): each build is
+    the torch step's function, to 1e-9 in float64 and 1e-4 in float32 (where the float
+    reductions have their own shuffles), on a BatchNorm network and a wide input."""
+    if platform.machine() != "x86_64" or flag not in _cpu_flags():
+        pytest.skip(f"this CPU cannot run -march={march} code (no {flag})")
+    fresh_library.setenv("NNBENCH_CACHE", str(tmp_path))
+    fresh_library.setattr(native, "FLAGS", tuple(
+        f"-march={march}" if f == "-march=native" else f for f in native.FLAGS))
+    lib = native.library()
+    assert lib is not None and lib.nb_vec_bytes() == width
+    cases = [(MOONS.replace(dtype="float64"), 1e-9), (DIGITS.replace(shuffle=True), 1e-9),
+             (MOONS.replace(dtype="float32"), 1e-4),
+             (DIGITS.replace(shuffle=True, dtype="float32"), 1e-4)]
+    for spec, rtol in cases:
+        specs = [spec.replace(seed=s, lr=0.05 * (s + 1)) for s in range(3)]
+        fast = train_many(specs, record_steps=True, keep_params=True, step="native")
+        slow = train_many(specs, record_steps=True, keep_params=True, step="torch")
+        for a, b in zip(slow, fast, strict=True):
+            assert_same_run(a, b, rtol=rtol)

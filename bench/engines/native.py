@@ -108,6 +108,7 @@ def library() -> ctypes.CDLL | None:
     lib.nb_workspace_elems.argtypes = [_ptr, _i64, _i64, _i64, _i64]
     lib.nb_table_row.restype = _i64
     lib.nb_wide_input.restype = _i64
+    lib.nb_vec_bytes.restype = _i64
     lib.nb_train_step.restype = None
     lib.nb_train_step.argtypes = [_i64, _ptr, _i64, _i64, _ptr, _ptr, _ptr, _i64, _ptr, _i64,
                                   _i64, _i64, _i64, _i64, _i64, _ptr, _ptr, _ptr, _ptr, _i64,

@@ -41,13 +41,24 @@ struct Layer {
 
 inline int64_t round_up(int64_t n, int64_t v) { return (n + v - 1) / v * v; }
 
-// One 64-byte vector of T (a zmm register under AVX-512; GCC/Clang split it elsewhere). Named
-// vector variables, unlike local arrays, are kept in registers by the compiler, which is what
-// makes the blocked loops below fast.
+// The widest vector the target CPU has registers for: 64 bytes (a zmm register) under AVX-512,
+// 32 (ymm) under AVX/AVX2, else 16 (SSE, NEON). A wider vector than the registers makes GCC
+// split every operation and spill the blocked loops' accumulators to the stack: on an AVX2-only
+// CPU (AMD Zen 3) 64-byte vectors made the step 4x slower than the torch step (see
+// docs/PERFORMANCE.md). Named vector variables, unlike local arrays, are kept in registers by
+// the compiler, which is what makes the blocked loops below fast.
+#if defined(__AVX512F__)
+constexpr int VEC_BYTES = 64;
+#elif defined(__AVX__)
+constexpr int VEC_BYTES = 32;
+#else
+constexpr int VEC_BYTES = 16;
+#endif
+
 template <typename T>
 struct Vec {
-    typedef T type __attribute__((vector_size(64)));
-    static constexpr int lanes = 64 / sizeof(T);
+    typedef T type __attribute__((vector_size(VEC_BYTES)));
+    static constexpr int lanes = VEC_BYTES / sizeof(T);
 };
 
 template <typename T>
@@ -69,15 +80,16 @@ inline T lane_sum(typename Vec<T>::type v) {
     return t[0];
 }
 
-// out[j] = the lane sum of acc[j], j < 16. For float under GCC, the 16 vectors are summed
-// together by halving shuffles (each level halves the partial sums per output and packs two
-// vectors into one: 30 shuffles and 15 adds for all 16, instead of 16 serial lane sums).
+// out[j] = the lane sum of acc[j], j < 16. For float under GCC with 64- or 32-byte vectors, the
+// 16 vectors are summed together by halving shuffles (each level halves the partial sums per
+// output and packs two vectors into one: 30 shuffles and 15 adds for all 16 at 64 bytes,
+// instead of 16 serial lane sums).
 template <typename T>
 inline void sum16(const typename Vec<T>::type* acc, T* out) {
     for (int j = 0; j < 16; ++j) out[j] = lane_sum<T>(acc[j]);
 }
 
-#if defined(__GNUC__) && !defined(__clang__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__AVX512F__)
 template <>
 inline void sum16<float>(const Vec<float>::type* acc, float* out) {
     using VT = Vec<float>::type;
@@ -102,6 +114,30 @@ inline void sum16<float>(const Vec<float>::type* acc, float* out) {
                + __builtin_shuffle(u[2 * r], u[2 * r + 1], hi3);
     const VT x = __builtin_shuffle(w[0], w[1], lo4) + __builtin_shuffle(w[0], w[1], hi4);
     std::memcpy(out, &x, sizeof(x));
+}
+#elif defined(__GNUC__) && !defined(__clang__) && defined(__AVX__)
+template <>
+inline void sum16<float>(const Vec<float>::type* acc, float* out) {
+    using VT = Vec<float>::type;
+    typedef int32_t VI __attribute__((vector_size(32)));
+    const VI lo1 = {0, 1, 2, 3, 8, 9, 10, 11};
+    const VI hi1 = {4, 5, 6, 7, 12, 13, 14, 15};
+    const VI lo2 = {0, 1, 4, 5, 8, 9, 12, 13};
+    const VI hi2 = {2, 3, 6, 7, 10, 11, 14, 15};
+    const VI lo3 = {0, 2, 4, 6, 8, 10, 12, 14};
+    const VI hi3 = {1, 3, 5, 7, 9, 11, 13, 15};
+    VT t[8], u[4];
+    for (int p = 0; p < 8; ++p)
+        t[p] = __builtin_shuffle(acc[2 * p], acc[2 * p + 1], lo1)
+               + __builtin_shuffle(acc[2 * p], acc[2 * p + 1], hi1);
+    for (int q = 0; q < 4; ++q)
+        u[q] = __builtin_shuffle(t[2 * q], t[2 * q + 1], lo2)
+               + __builtin_shuffle(t[2 * q], t[2 * q + 1], hi2);
+    for (int r = 0; r < 2; ++r) {
+        const VT w = __builtin_shuffle(u[2 * r], u[2 * r + 1], lo3)
+                     + __builtin_shuffle(u[2 * r], u[2 * r + 1], hi3);
+        std::memcpy(out + 8 * r, &w, sizeof(w));
+    }
 }
 #endif
 
@@ -667,6 +703,8 @@ int64_t nb_workspace_elems(const int64_t* table, int64_t n_layers, int64_t n, in
 int64_t nb_table_row() { return ROW; }
 
 int64_t nb_wide_input() { return WIDE_INPUT; }
+
+int64_t nb_vec_bytes() { return VEC_BYTES; }
 
 void nb_train_step(int64_t elem, const int64_t* table, int64_t n_layers, int64_t k_members,
                    void* flat, void* grad, const void* x, int64_t d, const int64_t* rows,
