@@ -70,6 +70,36 @@ def _ask_tell_grid_sampler(search_space: dict[str, list[Any]], seed: int) -> Any
     return AskTellGridSampler(search_space, seed=seed)
 
 
+def _min_resource(spec: StudySpec) -> int:
+    """The first rung (epochs) of successive halving and hyperband."""
+    if spec.pruner == "hyperband":
+        return spec.pruner_min_resource or max(1, spec.pruner_warmup_epochs)
+    return spec.pruner_min_resource or 1
+
+
+def decision_epochs(spec: StudySpec) -> frozenset[int]:
+    """The epochs after which the study's pruner can stop a trial; at any other epoch Optuna's
+    `prune` returns False and changes nothing, so a sweep asks `should_prune` only at these
+    (the same decisions, without a call that costs ~0.1 ms per trial and epoch: Hyperband
+    builds a bracket study per call).
+
+    Median and percentile (interval 1): every epoch from the warm-up on. Successive halving
+    and hyperband: the rungs `min_resource * reduction_factor**j` (bracket b's rungs start at
+    j = b, so the union over brackets is every j). `tests/test_pruning.py` checks the decisions
+    equal those of asking after every epoch, for each pruner.
+    """
+    epochs = range(1, spec.max_epochs + 1)
+    if spec.pruner in ("median", "percentile"):
+        return frozenset(e for e in epochs if e >= spec.pruner_warmup_epochs)
+    if spec.pruner in ("successive_halving", "hyperband"):
+        rungs, rung = set(), _min_resource(spec)
+        while rung <= spec.max_epochs:
+            rungs.add(rung)
+            rung *= spec.pruner_reduction_factor
+        return frozenset(rungs)
+    return frozenset()
+
+
 def make_pruner(spec: StudySpec) -> Any:
     """The study's pruner (NopPruner for 'none')."""
     import optuna
@@ -83,12 +113,11 @@ def make_pruner(spec: StudySpec) -> Any:
                                                n_warmup_steps=spec.pruner_warmup_epochs)
     if spec.pruner == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(
-            min_resource=spec.pruner_min_resource or 1,
-            reduction_factor=spec.pruner_reduction_factor)
+            min_resource=_min_resource(spec), reduction_factor=spec.pruner_reduction_factor)
     if spec.pruner == "hyperband":
         return optuna.pruners.HyperbandPruner(
-            min_resource=spec.pruner_min_resource or max(1, spec.pruner_warmup_epochs),
-            max_resource=spec.max_epochs, reduction_factor=spec.pruner_reduction_factor)
+            min_resource=_min_resource(spec), max_resource=spec.max_epochs,
+            reduction_factor=spec.pruner_reduction_factor)
     return optuna.pruners.NopPruner()
 
 

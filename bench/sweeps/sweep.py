@@ -56,7 +56,13 @@ from bench.errors import UsageError
 from bench.numbers import fmt_param, fmt_score
 from bench.results import RunResult, encode_params
 from bench.spec import RunSpec, resolve_device
-from bench.sweeps.optuna_study import TimedSampler, make_sampler, open_study, worker_seed
+from bench.sweeps.optuna_study import (
+    TimedSampler,
+    decision_epochs,
+    make_sampler,
+    open_study,
+    worker_seed,
+)
 from bench.sweeps.storage import (
     GRACE_PERIOD,
     HEARTBEAT_INTERVAL,
@@ -176,10 +182,12 @@ class _Member:
 class _EpochPruning:
     """The engines' per-epoch hook for one trained batch of trials: once every seed of a trial
     has finished epoch e, the trial reports the mean over its seeds of the objective
-    (`trial.report`) and asks `trial.should_prune()`; a pruned trial's seeds stop at once."""
+    (`trial.report`) and, at an epoch where the pruner can decide (`decision_epochs`), asks
+    `trial.should_prune()`; a pruned trial's seeds stop at once."""
 
     def __init__(self, spec: StudySpec, members: list[_Member], storage: Any = None) -> None:
         self.metric = spec.objective.removeprefix("val_")
+        self.decides = decision_epochs(spec)
         self.members = members
         self.storage = storage
         self._batch: ExitStack | None = None  # a burst's reports under one journal lock
@@ -209,7 +217,7 @@ class _EpochPruning:
             self._batch = ExitStack()
             self._batch.enter_context(storage_batch(self.storage))
         member.trial.report(float(np.mean(values)), report.epoch)
-        if not member.trial.should_prune():
+        if report.epoch not in self.decides or not member.trial.should_prune():
             return None
         self.ended.add(index)
         member.pruned_epoch = report.epoch
