@@ -256,8 +256,11 @@ class Stack:
         names = sorted([*taken, *(f"{i}.num_batches_tracked" for i, layer in
                                   enumerate(self.arch) if isinstance(layer, BatchNorm))],
                        key=_state_order)
-        return [{name: taken[name][j] if name in taken else
-                 torch.tensor(steps, dtype=torch.int64) for name in names}
+        # one unbind per tensor and one step count shared by all (a tensor per member and
+        # layer cost more than the gathers when a pruner stops hundreds of members)
+        parts = {name: tensor.unbind(0) for name, tensor in taken.items()}
+        tracked = torch.tensor(steps, dtype=torch.int64)
+        return [{name: parts[name][j] if name in parts else tracked for name in names}
                 for j in range(len(index))]
 
     def element_index(self, rows: torch.Tensor) -> torch.Tensor:
