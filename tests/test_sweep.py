@@ -344,6 +344,9 @@ def test_pruning_stops_trials_mid_training_and_records_why(tmp_path, engine):
         stopped = runs if engine == "batched" else runs[-1:]
         for run in runs:
             assert len(run["curves"]["val_accuracy"]) == run["epochs_run"] >= end["epoch"]
+        for epoch, value in t.intermediate_values.items():  # the mean over seeds
+            seeds = [run["curves"]["val_accuracy"][epoch - 1] for run in runs]
+            assert value == pytest.approx(sum(seeds) / len(seeds), rel=1e-12)
         assert all(run["epochs_run"] == end["epoch"] for run in stopped)
     for t in complete:
         assert t.user_attrs["end"] == {"objective": "val_accuracy", "kind": "complete"}

@@ -162,10 +162,13 @@ class _DataSizes:
         self._sizes: dict[tuple[Any, ...], int] = {}
 
     def check(self, spec: RunSpec) -> None:
+        """Raise UsageError where `spec` cannot be planned (as on the CPU, whatever its device)."""
+        # `replace` validates the whole spec again (~0.5 ms): only where the device differs
+        cpu = spec if spec.device == "cpu" else spec.replace(device="cpu")
         key = (spec.task, spec.data_seed, spec.n_samples)
         if key not in self._sizes:
-            self._sizes[key] = load_data(spec.replace(device="cpu"), "cpu").n_train
-        plan_run(spec.replace(device="cpu"), self._sizes[key])
+            self._sizes[key] = load_data(cpu, "cpu").n_train
+        plan_run(cpu, self._sizes[key])
 
 
 @dataclass
@@ -216,7 +219,8 @@ class _EpochPruning:
         if self._batch is None and self.storage is not None:
             self._batch = ExitStack()
             self._batch.enter_context(storage_batch(self.storage))
-        member.trial.report(float(np.mean(values)), report.epoch)
+        # the mean over seeds; fsum rather than np.mean, which costs ~15 us on a short list
+        member.trial.report(math.fsum(values) / len(values), report.epoch)
         if report.epoch not in self.decides or not member.trial.should_prune():
             return None
         self.ended.add(index)
