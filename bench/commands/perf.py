@@ -150,6 +150,9 @@ def _sweep_workload(args: argparse.Namespace, repeats: int) -> int:
     figures = (speed.measure_sweep(trials) if kind == "sweep"
                else speed.measure_pruning(trials, repeats=repeats))
     print(json.dumps(figures, indent=2))
+    for t in figures.get("targets", []):
+        print(f"target: {t['what']} -> {t['figure']} = {t['measured']}: "
+              + ("met" if t["met"] else "NOT met"))
     commit, dirty = git_state()
     document = {"created": datetime.now(UTC).isoformat(timespec="seconds"),
                 "command": f"bench perf --{kind} {trials}"

@@ -174,4 +174,24 @@ def measure_pruning(trials: int = 192, group: int = 64, folder: str | Path | Non
     figures["time_ratio"] = round(statistics.median(
         a / b for a, b in zip(times["none"], times["hyperband"], strict=True)), 2)
     figures["best_gap"] = round(none["best"] - band["best"], 4)
+    figures["targets"] = pruning_verdicts(figures)
     return figures
+
+
+# Issue 13's targets for the 192-trial study: hyperband against none.
+PRUNING_TARGETS = (
+    ("member_epochs_ratio", ">=", 2.5, "hyperband trains at least 2.5x fewer member-epochs"),
+    ("time_ratio", ">=", 2.0, "hyperband takes at least 2x less sweep time (median of pairs)"),
+    ("best_gap", "<=", 0.01, "hyperband's best value within 0.01 of the unpruned best"),
+)
+
+
+def pruning_verdicts(figures: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each of `PRUNING_TARGETS` with the figure measured and whether it is met."""
+    out = []
+    for key, op, wanted, what in PRUNING_TARGETS:
+        got = figures[key]
+        met = got >= wanted if op == ">=" else got <= wanted
+        out.append({"figure": key, "target": f"{op} {wanted}", "measured": got, "met": met,
+                    "what": what})
+    return out
