@@ -17,6 +17,7 @@ import pytest
 
 from bench.sweeps.optuna_study import decision_epochs, make_pruner
 from bench.sweeps.study import load_study_file
+from tests.test_sweep import study_file
 
 STUDY = """
 task = "moons"
@@ -49,10 +50,11 @@ def _spec(tmp_path: Path, key: str):
     return load_study_file(path)
 
 
-def _simulate(spec, ask_at, curves: np.ndarray, group: int) -> list[tuple[str, int | None, dict]]:
+def _simulate(spec, ask_at, curves: np.ndarray, group: int,
+              lengths: list[int]) -> list[tuple[str, int | None, dict]]:
     """Trials in groups trained epoch by epoch, as a sweep does: each trial reports every
-    epoch and asks `should_prune` at the epochs in `ask_at`; (state, pruned epoch, the rung
-    records the pruner left) per trial."""
+    epoch up to its length (`epochs` may be searched) and asks `should_prune` at the epochs in
+    `ask_at`; (state, pruned epoch, the rung records the pruner left) per trial."""
     import optuna
     from optuna.trial import TrialState
 
@@ -66,7 +68,7 @@ def _simulate(spec, ask_at, curves: np.ndarray, group: int) -> list[tuple[str, i
         stopped: dict[int, int] = {}
         for epoch in range(1, curves.shape[1] + 1):
             for i, trial in enumerate(trials):
-                if i in stopped:
+                if i in stopped or epoch > lengths[first + i]:
                     continue
                 trial.report(float(curves[first + i, epoch - 1]), epoch)
                 if epoch in ask_at and trial.should_prune():
@@ -75,7 +77,7 @@ def _simulate(spec, ask_at, curves: np.ndarray, group: int) -> list[tuple[str, i
             if i in stopped:
                 study.tell(trial, state=TrialState.PRUNED)
             else:
-                study.tell(trial, float(curves[first + i, -1]))
+                study.tell(trial, float(curves[first + i, lengths[first + i] - 1]))
     for t in study.get_trials(deepcopy=False):
         rungs = {k: v for k, v in t.system_attrs.items() if k.startswith("completed_rung")}
         out.append((t.state.name, t.last_step if t.state.name == "PRUNED" else None, rungs))
@@ -92,8 +94,10 @@ def test_asking_only_at_decision_epochs_prunes_the_same_trials(tmp_path, key: st
     top = rng.uniform(0.5, 1.0, size=(n, 1))
     curves = top * (1 - np.exp(-rate * np.arange(1, epochs + 1))) + \
         rng.normal(0, 0.02, size=(n, epochs))
-    every = _simulate(spec, set(range(1, epochs + 1)), curves, group=8)
-    only = _simulate(spec, decision_epochs(spec), curves, group=8)
+    # a third of the trials train fewer epochs, as when `epochs` is searched
+    lengths = [epochs if i % 3 else int(rng.integers(1, epochs + 1)) for i in range(n)]
+    every = _simulate(spec, set(range(1, epochs + 1)), curves, 8, lengths)
+    only = _simulate(spec, decision_epochs(spec), curves, 8, lengths)
     assert only == every
     pruned = [e for state, e, _ in every if state == "PRUNED"]
     assert 5 <= len(pruned) < n  # the comparison is about real decisions
@@ -108,3 +112,34 @@ def test_decision_epochs_per_pruner(tmp_path) -> None:
     assert decision_epochs(_spec(tmp_path, "median")) == set(range(1, 13))
     none = dataclasses.replace(_spec(tmp_path, "median"), pruner="none")
     assert decision_epochs(none) == frozenset()
+
+
+def test_a_hyperband_sweep_decides_as_if_it_asked_every_epoch(tmp_path, monkeypatch) -> None:
+    """Through the sweep's own hook (`_EpochPruning`) and engine: the same study swept with
+    `should_prune` asked at the decision epochs and at every epoch stores the same trials."""
+    import optuna
+
+    from bench.sweeps import sweep as sweep_module
+    from bench.sweeps.storage import open_storage
+
+    path = study_file(tmp_path, "hb", trials=18, group=6, epochs=8, fixed="n_samples = 200")
+    path.write_text(path.read_text().replace(
+        'sampler = { name = "random", seed = 0 }',
+        'sampler = { name = "random", seed = 0 }\nobjective = "val_loss"\n'
+        'pruner = { name = "hyperband", min_resource = 1, reduction_factor = 2 }'))
+    spec = load_study_file(path)
+    assert decision_epochs(spec) == {1, 2, 4, 8}
+    stored = []
+    for asked in ("decision", "every"):
+        if asked == "every":
+            monkeypatch.setattr(sweep_module, "decision_epochs",
+                                lambda s: frozenset(range(1, s.max_epochs + 1)))
+        journal = str(tmp_path / f"{asked}.journal")
+        sweep_module.sweep(spec, journal, quiet=True, engine="batched")
+        study = optuna.load_study(study_name=spec.name, storage=open_storage(journal))
+        stored.append([(t.state.name, t.params, t.value, t.intermediate_values,
+                        {k: v for k, v in t.system_attrs.items() if k.startswith("completed")},
+                        t.user_attrs.get("end")) for t in study.get_trials()])
+    assert stored[0] == stored[1]
+    ends = [end["kind"] for *_, end in stored[0]]
+    assert "pruned" in ends and "complete" in ends

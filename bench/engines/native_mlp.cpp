@@ -44,7 +44,7 @@ inline int64_t round_up(int64_t n, int64_t v) { return (n + v - 1) / v * v; }
 // The widest vector the target CPU has registers for: 64 bytes (a zmm register) under AVX-512,
 // 32 (ymm) under AVX/AVX2, else 16 (SSE, NEON). A wider vector than the registers makes GCC
 // split every operation and spill the blocked loops' accumulators to the stack: on an AVX2-only
-// CPU (AMD Zen 3) 64-byte vectors made the step 4x slower than the torch step (see
+// CPU (AMD Zen 3) 64-byte vectors made the step 3.2x slower than the torch step (see
 // docs/PERFORMANCE.md). Named vector variables, unlike local arrays, are kept in registers by
 // the compiler, which is what makes the blocked loops below fast.
 #if defined(__AVX512F__)
@@ -201,8 +201,9 @@ void gemm(int64_t M, int64_t N, int64_t Kd, const T* A, int64_t sam, int64_t sak
 
 // C[M, N] = A[M, L] . B[N, L]^T: M * N dot products of rows of A with rows of B, each over the
 // first L elements. Blocks of 4 x 4 products share their vector loads (8 loads for 16 FMAs),
-// with the 16 accumulators in registers; used where both operands are stored along L: the
-// weight gradient g h^T of feature-major [F, np] buffers, and a wide first layer on input rows.
+// with the 16 accumulators in registers (AVX-512 has 32 vector registers; with AVX2's 16 a few
+// spill); used where both operands are stored along L: the weight gradient g h^T of
+// feature-major [F, np] buffers, and a wide first layer on input rows.
 template <typename T>
 inline void dots_4x4(int64_t L, const T* A, int64_t lda, const T* B, int64_t ldb, T* C,
                      int64_t ldc) {
@@ -333,7 +334,7 @@ struct Net {
 };
 
 // Scratch layout of one member; every feature-major buffer is [F, np] with np = n rounded up to
-// the vector width, so the products never need a column tail. A narrow input is transposed to
+// 64 bytes (a multiple of every vector width), so the products never need a column tail. A narrow input is transposed to
 // feature-major (x_cols) like every activation; a wide one (d >= WIDE_INPUT) stays in rows and
 // the first layer works on them directly (forward by dot products, weight gradient by `gemm`).
 struct Plan {
