@@ -133,6 +133,7 @@ def test_pruning_benchmark_repeats_the_same_work_and_takes_medians(tmp_path):
             abs(study["seconds"] - statistics.median(study["each_seconds"])) < 0.011
     ratios = figures["each_time_ratio"]
     assert len(ratios) == 3 and abs(figures["time_ratio"] - statistics.median(ratios)) < 0.011
+    assert none["cpu_seconds"] > 0 and band["cpu_seconds"] > 0 and figures["cpu_time_ratio"] > 0
     verdicts = {t["figure"]: t for t in figures["targets"]}
     assert set(verdicts) == {"member_epochs_ratio", "time_ratio", "best_gap"}
     for key, t in verdicts.items():
