@@ -329,6 +329,9 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
     rows: list[int | None] = [*range(k), *[None] * fillers]
     params: dict[int, dict[str, torch.Tensor]] = {}  # members that left, when keep_params
     final: dict[int, dict[str, float]] = {}  # final metrics of stopped members, at their stop
+    # stopped members as they left (their stack, members, last validation), evaluated
+    # together at the end: one evaluation instead of one per epoch that stops some
+    held: list[tuple[Stack, list[int], dict[str, torch.Tensor]]] = []
     train_clock, eval_clock = Stopwatch(device), Stopwatch(device)
     step = 0
 
@@ -378,9 +381,10 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
                 params.update(zip([rows[r] for r in leaving],
                                   stack.member_states(leaving, epoch * n_batches), strict=True))
             stopped = [r for r in leaving if not ledger.diverged(rows[r])]
-            if stopped:  # the metrics of the model at its stop
-                final.update(_leaving_metrics(stack, stopped, [rows[r] for r in stopped],
-                                              data, first.loss, kind, val))
+            if stopped:  # the model at its stop, for its final metrics
+                held.append((stack.select(stopped) if len(stopped) < stack.k else stack,
+                             [rows[r] for r in stopped],
+                             {key: v[stopped] for key, v in val.items()}))
             staying = [r for r, i in enumerate(rows) if i is not None and i not in ended]
             if not staying:
                 rows = []
@@ -395,6 +399,14 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
             val = {key: v[kept] for key, v in val.items()}
 
     keys = final_metric_keys(kind)
+    if held:
+        merged = Stack.gather([h[0] for h in held]) if len(held) > 1 else held[0][0]
+        metrics = _final_metrics(merged, data, first.loss, kind,
+                                 {key: torch.cat([h[2][key] for h in held]) for key in val})
+        members = [i for _, stopped_members, _ in held for i in stopped_members]
+        final.update({i: {key: values[r] for key, values in metrics.items()}
+                      for r, i in enumerate(members)})
+        del held, merged
     last = [r for r, i in enumerate(rows) if i is not None]
     if last:
         final.update(_leaving_metrics(stack, last, [rows[r] for r in last], data, first.loss,

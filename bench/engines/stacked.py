@@ -277,12 +277,30 @@ class Stack:
         This is how members leave a group (compaction): every kernel of the step computes a
         member from its own parameters alone, so a member trains on exactly as before.
         """
-        states = [{p.name: self.views[p.name][r] for p in self.layout} for r in rows]
-        new = Stack(self.plan, states, self.device)
         index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
-        for i, (rm, rv) in self.running.items():
-            new.running[i][0].copy_(rm.index_select(0, index))
-            new.running[i][1].copy_(rv.index_select(0, index))
+        return self._assemble(
+            [{p.name: self.views[p.name][r] for p in self.layout} for r in rows],
+            {i: (rm.index_select(0, index), rv.index_select(0, index))
+             for i, (rm, rv) in self.running.items()})
+
+    @staticmethod
+    def gather(stacks: Sequence[Stack]) -> Stack:
+        """One stack of every member of `stacks` (of one plan), in order, copied bit for bit
+        like `select`: members that left a group at different epochs, evaluated together."""
+        first = stacks[0]
+        return first._assemble(
+            [{p.name: s.views[p.name][r] for p in s.layout} for s in stacks for r in range(s.k)],
+            {i: (torch.cat([s.running[i][0] for s in stacks]),
+                 torch.cat([s.running[i][1] for s in stacks])) for i in first.running})
+
+    def _assemble(self, states: list[dict[str, torch.Tensor]],
+                  running: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> Stack:
+        """A stack like this one (plan, device, evaluation chunks, step) of `states` and these
+        BatchNorm running statistics ([K, F] each)."""
+        new = Stack(self.plan, states, self.device)
+        for i, (rm, rv) in running.items():
+            new.running[i][0].copy_(rm)
+            new.running[i][1].copy_(rv)
         new.eval_k = self.eval_k
         if self._native_args is not None:
             new.use_native(*self._native_args)
