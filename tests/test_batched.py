@@ -302,3 +302,36 @@ def test_packed_rows_keep_their_alignment_and_a_whole_number_of_vectors() -> Non
     assert batched.pack_rows([3, 5], 1, 1) == [3, 5]
     assert batched.row_rules("cpu", torch.float32, native=True) == (1, 1)
     assert batched.row_rules("cpu", torch.float64, native=False) == (2, 16)
+
+
+STOP_PLANS = {  # (run, epoch after which the hook stops it)
+    # run 0 first, then every run left at once (nothing stays to train on)
+    "all_left_at_once": {(0, 1), (1, 2), (2, 2), (3, 2), (4, 2)},
+    # stops at the first and at the last epoch, the others train to the end
+    "first_and_last_epoch": {(2, 1), (0, 3), (4, 3)},
+}
+
+
+@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("plan", list(STOP_PLANS))
+def test_stopped_members_final_metrics_are_those_at_their_stop(plan: str, step: str) -> None:
+    """Members stopped at different epochs are evaluated together at the end of the group
+    (`Stack.member_copies`, `Stack.assemble`): each one's final metrics are its reference run's
+    for the epochs it trained, whatever else stopped with it or after it."""
+    base = RunSpec(task="moons", model="bn_mlp_20x3", loss="mse", dtype="float64",
+                   n_samples=300, epochs=3, batch_size=32, optimizer="sgd", momentum=0.9,
+                   shuffle=True)
+    specs = [base.replace(seed=s % 2, lr=0.02 * (s + 1)) for s in range(5)]
+    stops = STOP_PLANS[plan]
+
+    def hook(report) -> list[int]:
+        return [report.run] if (report.run, report.epoch) in stops else []
+
+    got = train_many(specs, step=step, on_epoch=hook)
+    for i, spec in enumerate(specs):
+        epochs = next((e for r, e in stops if r == i), spec.epochs)
+        assert got[i].epochs_run == epochs
+        short = train(spec.replace(epochs=epochs))
+        assert set(got[i].metrics) == set(short.metrics)
+        for key, value in short.metrics.items():
+            assert got[i].metrics[key] == pytest.approx(value, rel=1e-9, abs=1e-12), (i, key)

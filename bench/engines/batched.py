@@ -65,7 +65,7 @@ from bench.engines.setup import (
     plan_run,
     shuffle_generator,
 )
-from bench.engines.stacked import Stack, Workspace, gather_rows, torch_step
+from bench.engines.stacked import MemberCopies, Stack, Workspace, gather_rows, torch_step
 from bench.results import RunResult, metric_names
 from bench.spec import RunSpec, resolve_device
 
@@ -329,9 +329,10 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
     rows: list[int | None] = [*range(k), *[None] * fillers]
     params: dict[int, dict[str, torch.Tensor]] = {}  # members that left, when keep_params
     final: dict[int, dict[str, float]] = {}  # final metrics of stopped members, at their stop
-    # stopped members as they left (their stack, members, last validation), evaluated
-    # together at the end: one evaluation instead of one per epoch that stops some
-    held: list[tuple[Stack, list[int], dict[str, torch.Tensor]]] = []
+    # stopped members as they left (copies of their parameters and running statistics, the
+    # members, their last validation), evaluated together at the end: one evaluation instead
+    # of one per epoch that stops some
+    held: list[tuple[MemberCopies, list[int], dict[str, torch.Tensor]]] = []
     train_clock, eval_clock = Stopwatch(device), Stopwatch(device)
     step = 0
 
@@ -382,8 +383,7 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
                                   stack.member_states(leaving, epoch * n_batches), strict=True))
             stopped = [r for r in leaving if not ledger.diverged(rows[r])]
             if stopped:  # the model at its stop, for its final metrics
-                held.append((stack.select(stopped) if len(stopped) < stack.k else stack,
-                             [rows[r] for r in stopped],
+                held.append((stack.member_copies(stopped), [rows[r] for r in stopped],
                              {key: v[stopped] for key, v in val.items()}))
             staying = [r for r, i in enumerate(rows) if i is not None and i not in ended]
             if not staying:
@@ -400,13 +400,14 @@ def _train_group(specs: list[RunSpec], data: TaskData, plan: Plan, *, record_ste
 
     keys = final_metric_keys(kind)
     if held:
-        merged = Stack.gather([h[0] for h in held]) if len(held) > 1 else held[0][0]
-        metrics = _final_metrics(merged, data, first.loss, kind,
-                                 {key: torch.cat([h[2][key] for h in held]) for key in val})
         members = [i for _, stopped_members, _ in held for i in stopped_members]
+        last_val = {key: torch.cat([h[2][key] for h in held]) for key in val}
+        merged = stack.assemble([h[0] for h in held])
+        del held  # the copies now live in `merged` alone
+        metrics = _final_metrics(merged, data, first.loss, kind, last_val)
         final.update({i: {key: values[r] for key, values in metrics.items()}
                       for r, i in enumerate(members)})
-        del held, merged
+        del merged
     last = [r for r, i in enumerate(rows) if i is not None]
     if last:
         final.update(_leaving_metrics(stack, last, [rows[r] for r in last], data, first.loss,

@@ -36,6 +36,11 @@ class _Param:
     numel: int  # one member's element count
 
 
+# A few members' parameters ([R, ...] per state-dict name) and BatchNorm running statistics
+# (layer index -> ([R, F] mean, [R, F] variance)), as `Stack.member_copies` takes them.
+MemberCopies = tuple[dict[str, torch.Tensor], dict[int, tuple[torch.Tensor, torch.Tensor]]]
+
+
 class Stack:
     """K members' parameters and gradients in flat buffers, BN running statistics, and the
     hand-written stacked forward and backward passes (no autograd in the step loop)."""
@@ -283,15 +288,25 @@ class Stack:
             {i: (rm.index_select(0, index), rv.index_select(0, index))
              for i, (rm, rv) in self.running.items()})
 
-    @staticmethod
-    def gather(stacks: Sequence[Stack]) -> Stack:
-        """One stack of every member of `stacks` (of one plan), in order, copied bit for bit
-        like `select`: members that left a group at different epochs, evaluated together."""
-        first = stacks[0]
-        return first._assemble(
-            [{p.name: s.views[p.name][r] for p in s.layout} for s in stacks for r in range(s.k)],
-            {i: (torch.cat([s.running[i][0] for s in stacks]),
-                 torch.cat([s.running[i][1] for s in stacks])) for i in first.running})
+    def member_copies(self, rows: Sequence[int]) -> MemberCopies:
+        """Copies of the parameters ([R, ...] per name) and BatchNorm running statistics of the
+        members in `rows`: a quarter of what a stack of them holds (no gradient buffer, no
+        element index), kept for `assemble`."""
+        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        return ({p.name: self.views[p.name].index_select(0, index) for p in self.layout},
+                {i: (rm.index_select(0, index), rv.index_select(0, index))
+                 for i, (rm, rv) in self.running.items()})
+
+    def assemble(self, parts: Sequence[MemberCopies]) -> Stack:
+        """One stack like this one (plan, device, evaluation chunks, step) of every member in
+        `parts` (`member_copies`), in order, bit for bit: members that left a group at
+        different epochs, evaluated together."""
+        params = {name: torch.cat([p[name] for p, _ in parts]) for name in parts[0][0]}
+        running = {i: (torch.cat([r[i][0] for _, r in parts]),
+                       torch.cat([r[i][1] for _, r in parts])) for i in parts[0][1]}
+        k = next(iter(params.values())).shape[0]
+        return self._assemble([{name: t[j] for name, t in params.items()} for j in range(k)],
+                              running)
 
     def _assemble(self, states: list[dict[str, torch.Tensor]],
                   running: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> Stack:
