@@ -282,11 +282,7 @@ class Stack:
         This is how members leave a group (compaction): every kernel of the step computes a
         member from its own parameters alone, so a member trains on exactly as before.
         """
-        index = torch.tensor(list(rows), dtype=torch.long, device=self.device)
-        return self._assemble(
-            [{p.name: self.views[p.name][r] for p in self.layout} for r in rows],
-            {i: (rm.index_select(0, index), rv.index_select(0, index))
-             for i, (rm, rv) in self.running.items()})
+        return self.assemble([self.member_copies(rows)])
 
     def member_copies(self, rows: Sequence[int]) -> MemberCopies:
         """Copies of the parameters ([R, ...] per name) and BatchNorm running statistics of the
@@ -301,18 +297,15 @@ class Stack:
         """One stack like this one (plan, device, evaluation chunks, step) of every member in
         `parts` (`member_copies`), in order, bit for bit: members that left a group at
         different epochs, evaluated together."""
-        params = {name: torch.cat([p[name] for p, _ in parts]) for name in parts[0][0]}
-        running = {i: (torch.cat([r[i][0] for _, r in parts]),
-                       torch.cat([r[i][1] for _, r in parts])) for i in parts[0][1]}
-        k = next(iter(params.values())).shape[0]
-        return self._assemble([{name: t[j] for name, t in params.items()} for j in range(k)],
-                              running)
+        def cat(tensors: list[torch.Tensor]) -> torch.Tensor:  # no copy for one part (select)
+            return tensors[0] if len(tensors) == 1 else torch.cat(tensors)
 
-    def _assemble(self, states: list[dict[str, torch.Tensor]],
-                  running: dict[int, tuple[torch.Tensor, torch.Tensor]]) -> Stack:
-        """A stack like this one (plan, device, evaluation chunks, step) of `states` and these
-        BatchNorm running statistics ([K, F] each)."""
-        new = Stack(self.plan, states, self.device)
+        params = {name: cat([p[name] for p, _ in parts]) for name in parts[0][0]}
+        running = {i: (cat([r[i][0] for _, r in parts]), cat([r[i][1] for _, r in parts]))
+                   for i in parts[0][1]}
+        k = next(iter(params.values())).shape[0]
+        new = Stack(self.plan, [{name: t[j] for name, t in params.items()} for j in range(k)],
+                    self.device)
         for i, (rm, rv) in running.items():
             new.running[i][0].copy_(rm)
             new.running[i][1].copy_(rv)
