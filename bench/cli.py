@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.errors import UsageError
-from bench.sweeps.storage import os_reason, password_of
+from bench.sweeps.storage import mask_secret, os_reason
 
 PLUGIN_HELP = ("load tasks and models from a Python file or module (repeatable; plugins are code: "
                "only what you name is loaded, plus installed nnbench.plugins entry points)")
@@ -74,15 +74,17 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated
 
 
-def _passwords(argv: Sequence[str]) -> list[str]:
-    """Passwords of the storage URLs on the command line, to mask in anything printed."""
-    return [p for p in (password_of(a) for a in argv if "://" in a) if p]
+def _urls(argv: Sequence[str]) -> list[str]:
+    """The database URLs on the command line (also as --storage=URL), to mask in anything
+    printed."""
+    return [a.split("=", 1)[1] if a.startswith("--") and "=" in a else a
+            for a in argv if "://" in a]
 
 
-def _one_line(text: str, secrets: list[str]) -> str:
+def _one_line(text: str, urls: list[str]) -> str:
     line = " ".join(part.strip() for part in str(text).splitlines() if part.strip())
-    for secret in secrets:
-        line = line.replace(secret, "***")
+    for url in urls:
+        line = mask_secret(line, url)
     return line
 
 
@@ -90,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `bench` console script and `python -m bench`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("NNBENCH_DEBUG", "") not in ("", "0") or "--debug" in argv
-    secrets = _passwords(argv)
+    secrets = _urls(argv)
     previous = None
     if threading_is_main():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)

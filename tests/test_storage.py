@@ -14,6 +14,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 
 from bench.cli import main
@@ -281,6 +282,11 @@ def test_workers_die_with_their_parent(tmp_path, how):
     ("postgresql://user:s3cr3t@db.example/nn", "postgresql://user:***@db.example/nn"),
     ("postgresql+psycopg2://u:p%40ss@h:5432/d", "postgresql+psycopg2://u:***@h:5432/d"),
     ("postgresql://user@h/db", "postgresql://user@h/db"),
+    # libpq reads these from the query string too
+    ("postgresql://127.0.0.1:1/db?password=s3cret", "postgresql://127.0.0.1:1/db?password=***"),
+    ("postgresql://u:x@h/db?sslpassword=zz&sslmode=require",
+     "postgresql://u:***@h/db?sslmode=require&sslpassword=***"),
+    ("postgresql://u@[::1/db?password=s3cret", "postgresql://***@[::1/db?***"),  # unparsable
     ("results/optuna.journal", "results/optuna.journal"),
     (None, "results/optuna.journal"),
 ])
@@ -295,6 +301,51 @@ def test_refused_connection_is_named_and_the_password_never_shown(capsys, tmp_pa
     err = capsys.readouterr().err
     assert "Pa55-w0rd-XYZ" not in err and "nn:***@127.0.0.1:9" in err
     assert re.search(r"connection refused", err, re.I) and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("postgresql://127.0.0.1:9/nnbench?password=s3cret-Q", "s3cret-Q"),
+    ("postgresql://nn@127.0.0.1:9/nnbench?sslpassword=zz-Top-9&sslmode=disable", "zz-Top-9"),
+    ("postgresql:///nnbench?host=127.0.0.1&port=9&password=pw%40Q-7", "pw@Q-7"),
+])
+def test_a_password_in_the_query_string_is_never_shown(capsys, tmp_path, url, secret):
+    study = study_file(tmp_path)
+    assert main(["sweep", str(study), "--storage", url, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert secret not in err and "pw%40Q-7" not in err and "***" in err
+    assert err.count("\n") == 1
+
+
+def test_a_short_password_is_masked_as_a_word_only():
+    url = "postgresql://u:x@127.0.0.1:9/db"
+    text = f"cannot open {url}: fix the host and port (password x was refused)"
+    assert st.mask_secret(text, url) == ("cannot open postgresql://u:***@127.0.0.1:9/db: fix the "
+                                         "host and port (password *** was refused)")
+
+
+def test_a_sqlite_url_with_arguments_names_its_file(tmp_path):
+    db = tmp_path / "o.db"
+    url = f"sqlite:///{db}?password=s3cret-Q"
+    assert st.missing_storage_reason(url) == f"no SQLite storage file at {db}"
+    optuna.create_study(storage=f"sqlite:///{db}", study_name="s")
+    assert st.missing_storage_reason(url) is None
+    assert "s3cret-Q" not in st.display_url(url)
+
+
+@pytest.mark.parametrize("content", [b"my precious notes", b'{"a": 1}', b"# notes\n"])
+def test_a_file_of_another_kind_is_never_taken_for_a_journal(tmp_path, capsys, content):
+    other = tmp_path / "notes.txt"
+    other.write_bytes(content)
+    assert main(["sweep", str(study_file(tmp_path)), "--storage", str(other), "--quiet"]) == 2
+    assert "is not an Optuna journal" in capsys.readouterr().err
+    assert other.read_bytes() == content and not (tmp_path / "notes.txt.torn").exists()
+
+
+def test_a_journal_whose_first_record_was_cut_is_repaired(tmp_path):
+    journal = tmp_path / "j.journal"
+    journal.write_bytes(b'{"op_co')  # killed within its very first record
+    assert main(["sweep", str(study_file(tmp_path)), "--storage", str(journal), "--quiet"]) == 0
+    assert (tmp_path / "j.journal.torn").read_bytes() == b'{"op_co\n'
 
 
 def test_a_file_that_is_not_a_database_says_so(tmp_path):

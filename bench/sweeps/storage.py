@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sys
 import time
@@ -67,10 +68,21 @@ def display_url(url: str | None) -> str:
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # unparsable: drop everything between the scheme and the host
+        parsed = make_url(url)
+        hidden = {key: "***" for key in parsed.query if SECRET_QUERY_KEY.search(key)}
+        if hidden:  # e.g. ?password=... or ?sslpassword=..., which libpq also reads
+            parsed = parsed.update_query_dict(hidden)
+        return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+    except Exception:  # unparsable: drop the user-info part and the query string
         scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}" if "@" in rest else url
+        rest, query, _ = rest.partition("?")
+        shown = f"{scheme}://***@{rest.rsplit('@', 1)[1]}" if "@" in rest else f"{scheme}://{rest}"
+        return shown + ("?***" if query else "")
+
+
+# Query parameters of a database URL that hold a secret (libpq reads password and sslpassword
+# from the query string as well as from the user-info part).
+SECRET_QUERY_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
 
 
 def is_journal(url: str | None) -> bool:
@@ -108,7 +120,7 @@ def default_storage_url(root: str | Path = ".") -> str | None:
 def missing_storage_reason(url: str) -> str | None:
     """Why `url` cannot hold studies (a local file that does not exist), or None."""
     if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):])
+        path = Path(url[len("sqlite:///"):].split("?", 1)[0])  # no URI arguments
         if str(path) != ":memory:" and not path.exists():
             return f"no SQLite storage file at {path}"
     elif is_journal(url) and not Path(url).exists():
@@ -421,6 +433,26 @@ def _check_journal_path(path: Path, create: bool) -> None:
                 raise UsageError(f"storage {label}: {p} is a file, not a folder; choose another "
                                  "--storage path")
             break
+    if path.is_file() and not _starts_like_journal(path):
+        # before the torn-tail repair could take a one-line file of another kind for a journal
+        raise UsageError(f"storage {label} is not an Optuna journal (its first line is not a "
+                         "journal record); pass another --storage")
+
+
+def _starts_like_journal(path: Path) -> bool:
+    """Whether the file is empty or starts like an Optuna journal record (`{"op_code": ...`),
+    even when that first record was cut off mid-write."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(64).lstrip()
+    except OSError:
+        return True  # unreadable: opening it says why
+    if not head:
+        return True
+    if re.match(rb'\{\s*"op_code"\s*:', head):
+        return True
+    compact = re.sub(rb"\s+", b"", head)
+    return b'{"op_code":'.startswith(compact)  # a first record torn within its first key
 
 
 def open_storage(url: str | None, *, create: bool = True,
@@ -457,7 +489,7 @@ def open_storage(url: str | None, *, create: bool = True,
     full = postgres_driver_url(url)
     engine_kwargs: dict[str, Any] = {}
     if full.startswith("sqlite:///"):
-        db = Path(full.removeprefix("sqlite:///"))
+        db = Path(full.removeprefix("sqlite:///").split("?", 1)[0])  # no URI arguments
         if create:
             db.parent.mkdir(parents=True, exist_ok=True)
         elif not db.exists():
@@ -534,7 +566,8 @@ def _first_line(exc: BaseException) -> str:
 
 
 def password_of(url: str | None) -> str | None:
-    """The password in a database URL, or None (journal paths and URLs without one)."""
+    """The password in a database URL's user-info part, or None (journal paths and URLs
+    without one)."""
     if not url or "://" not in url:
         return None
     from sqlalchemy.engine import make_url
@@ -542,15 +575,42 @@ def password_of(url: str | None) -> str | None:
     try:
         password = make_url(url).password
     except Exception:  # unparsable: take what sits between "user:" and "@"
-        userinfo = url.split("://", 1)[1].rsplit("@", 1)
+        userinfo = url.split("://", 1)[1].split("?", 1)[0].rsplit("@", 1)
         password = userinfo[0].partition(":")[2] if len(userinfo) == 2 else None
     return str(password) if password else None
 
 
+def secrets_of(url: str | None) -> list[str]:
+    """Every secret a database URL holds, as given and as decoded: the user-info password and
+    the values of secret query parameters (`SECRET_QUERY_KEY`); none for a journal path."""
+    if not url or "://" not in url:
+        return []
+    from urllib.parse import parse_qsl, quote, unquote
+
+    found = [password_of(url)]
+    query = url.split("?", 1)[1] if "?" in url else ""
+    found += [value for key, value in parse_qsl(query, keep_blank_values=False)
+              if SECRET_QUERY_KEY.search(key)]
+    out: list[str] = []
+    for secret in found:
+        if secret:
+            out += [secret, quote(secret, safe=""), unquote(secret)]
+    return sorted(set(out), key=len, reverse=True)  # longest first: no partial masking
+
+
 def mask_secret(text: str, url: str | None) -> str:
-    """`text` with the URL's password (if any) replaced by ***."""
-    password = password_of(url)
-    return text.replace(password, "***") if password else text
+    """`text` with the URL shown as `display_url` shows it, and any other occurrence of its
+    secrets replaced by ***: anywhere for secrets of 4 characters or more, as a whole word
+    for shorter ones (so a password "x" does not star every x of the message)."""
+    if not url or "://" not in url:
+        return text
+    text = text.replace(url, display_url(url))
+    for secret in secrets_of(url):
+        if len(secret) >= 4:
+            text = text.replace(secret, "***")
+        else:
+            text = re.sub(rf"(?<![A-Za-z0-9]){re.escape(secret)}(?![A-Za-z0-9])", "***", text)
+    return text
 
 
 def os_reason(exc: OSError) -> str:
