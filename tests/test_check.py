@@ -311,3 +311,18 @@ def test_a_baseline_written_before_a_runspec_field_existed_is_still_comparable(
     next(iter(changed["config"]["recipes"].values()))["lr"] = 123.0
     with pytest.raises(UsageError, match="recipes"):
         check.comparable(changed, config, tmp_path / "b.json")
+
+
+def test_update_never_replaces_a_file_of_another_kind(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    def never(*args, **kwargs):
+        raise AssertionError("measured although the baseline path is someone else's file")
+
+    monkeypatch.setattr(check, "measure", never)
+    study = tmp_path / "study.toml"
+    study.write_text('task = "moons"\n')
+    assert main(["check", "--update", "--baseline", str(study)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "is not a .json baseline" in err
+    assert study.read_text() == 'task = "moons"\n'

@@ -649,3 +649,33 @@ def test_a_report_of_a_swept_2d_study_loads_no_torch(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_report_zip_never_replaces_the_users_own_file(built, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    _, _, url = built
+    mine = tmp_path / "rep.zip"
+    mine.write_text("my own archive")
+    args = ["report", "--storage", url, "--out", str(tmp_path / "rep"), "--no-boundaries",
+            "--zip", "--timing", "--reproduce", str(tmp_path / "none.csv")]
+    assert main(args) == 2
+    assert "exists and is not an archive of this report" in capsys.readouterr().err
+    assert mine.read_text() == "my own archive" and not (tmp_path / "rep").exists()
+    mine.unlink()  # an archive an earlier --zip wrote is replaced
+    assert main(args) == 0 and main(args) == 0
+    with zipfile.ZipFile(mine) as z:
+        assert "rep/index.html" in z.namelist()
+
+
+def test_a_storage_path_with_a_typo_keeps_the_report(built, tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    _, _, url = built
+    out = tmp_path / "rep"
+    assert main(["report", "--storage", url, "--out", str(out), "--no-boundaries", "--timing",
+                 "--reproduce", str(tmp_path / "none.csv")]) == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    typo = tmp_path / "optuan.journal"
+    assert main(["report", "--storage", str(typo), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"no journal storage file at {typo}: check the --storage path" in err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

@@ -43,11 +43,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build the report (and its archive with --zip); print where and what it could not show."""
-    from bench.report.build import build_report, zip_report
-    from bench.sweeps.storage import default_storage_url
+    from bench.report.build import build_report, check_zip_target, zip_report
+    from bench.sweeps.storage import default_storage_url, mask_secret, missing_storage_reason
 
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {args.jobs}; e.g. --jobs 2")
+    if args.storage and (reason := missing_storage_reason(args.storage)):
+        # a typo here would otherwise swap a good report for an empty one
+        raise UsageError(f"{mask_secret(reason, args.storage)}: check the --storage path, or "
+                         "leave --storage out for the default storage")
+    if args.zip:
+        check_zip_target(args.out)  # before anything is built: never the user's own file
     storage = args.storage or default_storage_url()
     timing = None if args.timing is None else [Path(p) for p in args.timing]
     result = build_report(storage, args.out, timing_paths=timing,

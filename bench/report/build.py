@@ -261,6 +261,29 @@ def share(folder: Path) -> None:
             path.chmod(0o755 if path.is_dir() else 0o644)
 
 
+def check_zip_target(out: str | Path) -> Path:
+    """Where `zip_report` will write (`out`.zip), checked before anything is built: absent, or
+    an archive an earlier `bench report --zip` wrote (its files all under the folder `out`'s
+    name, its page among them); never the user's own file or a folder of that name."""
+    out = Path(out)
+    target = out.with_name(f"{out.name}.zip")
+    if not target.exists() and not target.is_symlink():
+        return target
+    ours = False
+    if target.is_file() and not target.is_symlink():
+        try:
+            with zipfile.ZipFile(target) as archive:
+                names = archive.namelist()
+            ours = (f"{out.name}/index.html" in names
+                    and all(n.startswith(f"{out.name}/") for n in names))
+        except (OSError, zipfile.BadZipFile):
+            ours = False
+    if not ours:
+        raise UsageError(f"{target} exists and is not an archive of this report; move it away "
+                         "or pass another --out")
+    return target
+
+
 def zip_report(out: str | Path) -> Path:
     """The report folder `out` as one archive to send, `out`.zip beside it: every file under a
     top folder named like `out` (its links are relative, so it opens as it is once unpacked),
