@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -218,3 +219,14 @@ def test_bench_run_label_column_and_task_kind_flags(csv_file: Path,
     assert out.startswith("blobs[c] / mlp") and "val_mse" in out
     assert main(["run", "--task", "moons", "--label-column", "c"]) == 2
     assert "apply to a data file task" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("x", "message"), [
+    (np.float32(3), r"x is a single number; give one row of features per example"),
+    (np.zeros((30, 0)), r"x has shape \[30, 0\], with no features"),
+])
+def test_features_that_are_no_rows_or_no_columns_are_one_usage_error(tmp_path: Path, x: Any,
+                                                                      message: str) -> None:
+    np.savez(tmp_path / "odd.npz", x=x, y=np.arange(30) % 2)
+    with pytest.raises(UsageError, match=message):
+        registry.get_task(str(tmp_path / "odd.npz"))

@@ -80,6 +80,19 @@ BAD = {
     "grid over a continuous range": (GOOD.replace('name = "tpe"', 'name = "grid"'), "space.lr",
                                      "grid sampler needs"),
     "not TOML": ("task = \n", "not valid TOML", "not valid TOML"),
+    # a setting with no effect for the chosen sampler or pruner
+    "startup_trials for random": (GOOD.replace('name = "tpe", seed = 0',
+                                               'name = "random", startup_trials = 3'),
+                                  "sampler.startup_trials", "applies to tpe and cmaes only"),
+    "warmup for no pruner": (GOOD.replace("seeds = 2", 'seeds = 2\npruner = { name = "none", '
+                                                       "warmup_epochs = 1 }"),
+                             "pruner.warmup_epochs", "not 'none'; remove it"),
+    "reduction_factor for median": (
+        GOOD.replace("seeds = 2", 'seeds = 2\npruner = { name = "median", reduction_factor = 3 }'),
+        "pruner.reduction_factor", "applies to successive_halving and hyperband only"),
+    "startup_trials for hyperband": (
+        GOOD.replace("seeds = 2", 'seeds = 2\npruner = { name = "hyperband", startup_trials = 2 }'),
+        "pruner.startup_trials", "applies to median and percentile only, not 'hyperband'"),
 }
 
 

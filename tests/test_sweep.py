@@ -566,3 +566,17 @@ def test_final_parameters_are_kept_for_the_best_of_each_optimizer_so_far(tmp_pat
                     and t.params["optimizer"] == opt), key=lambda t: t.value)
         assert best.value == value
         assert all("final_params" in r for r in decode_runs(best.user_attrs["runs"]))
+
+
+@pytest.mark.parametrize("flag, value, words", [
+    ("--workers", "100000", "--workers must be between 1 and"),
+    ("--workers", "0", "--workers must be between 1 and"),
+    ("--threads", "100000", "--threads must be between 1 and"),
+])
+def test_worker_and_thread_counts_beyond_the_machine_are_refused(tmp_path, capsys, flag, value,
+                                                                 words):
+    storage = tmp_path / "s.journal"
+    assert main(["sweep", str(study_file(tmp_path)), "--storage", str(storage), flag, value,
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and err.count("\n") == 1 and not storage.exists()

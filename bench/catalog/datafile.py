@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -254,8 +255,14 @@ def check_xy(x: Any, labels: Any, kind: str | None, where: str,
     if x.dtype.kind not in "biuf":
         raise UsageError(f"{where}: x has dtype {x.dtype}; features must be numbers")
     x = x.astype(np.float64)
+    if x.ndim == 0:
+        raise UsageError(f"{where}: x is a single number; give one row of features per "
+                         "example (shape [N, D])")
     if x.ndim == 1:
         x = x[:, None]
+    if math.prod(x.shape[1:]) == 0:
+        raise UsageError(f"{where}: x has shape {list(x.shape)}, with no features; give at "
+                         "least one feature column per example")
     n = len(raw)
     if x.shape[0] != n:
         raise UsageError(f"{where}: x has {x.shape[0]} rows but y has {n} labels; give one label "

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from bench.commands._common import check_threads
 from bench.engines.registry import engine_names
 from bench.errors import UsageError
 
@@ -67,10 +69,12 @@ def run(args: argparse.Namespace) -> int:
     if repeated:
         raise UsageError(f"several study files share the study name(s) {', '.join(repeated)}; "
                          "give each a distinct `name`")
-    if args.workers < 1:
-        raise UsageError(f"--workers must be at least 1, got {args.workers}")
-    if args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    most = 4 * (os.cpu_count() or 1)  # each worker is a process with its own torch
+    if not 1 <= args.workers <= most:
+        raise UsageError(f"--workers must be between 1 and {most} here (4 per core), got "
+                         f"{args.workers}; e.g. --workers {min(2, most)}, or more workers on "
+                         "other hosts sharing a PostgreSQL --storage")
+    check_threads(args.threads)
     ok = True
     _store_plugins(specs, args.storage)
     with num_threads(args.threads):

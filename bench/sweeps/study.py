@@ -53,6 +53,11 @@ TOP_KEYS = ("description", "name", "task", "model", "trials", "seeds", "device",
             "objective", "direction", "direction_override", "allow_long", "sampler", "pruner",
             "fixed", "space", "plugins", "label_column", "task_kind")
 SAMPLER_KEYS = ("name", "seed", "startup_trials")
+# The pruners each setting is used by (percentile and min_resource have their own checks): a
+# setting given for another pruner is an error, so no study file shows a setting with no effect.
+PRUNER_KEY_USERS = {"warmup_epochs": ("median", "percentile", "hyperband"),
+                    "startup_trials": ("median", "percentile"),
+                    "reduction_factor": ("successive_halving", "hyperband")}
 PRUNER_KEYS = ("name", "warmup_epochs", "startup_trials", "reduction_factor", "percentile",
                "min_resource")
 # Fields a study sets elsewhere: task/model at the top level, seeds by `seeds`, engine by the sweep.
@@ -268,7 +273,14 @@ def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = Fal
     sampler_seed = reader.integer("sampler.seed", sampler.get("seed", 0), 0, MAX_SEED)
     startup = sampler.get("startup_trials")
     startup = None if startup is None else reader.integer("sampler.startup_trials", startup, 0)
+    if startup is not None and sampler["name"] not in ("tpe", "cmaes"):
+        raise reader.error("sampler.startup_trials", f"applies to tpe and cmaes only, not "
+                                                     f"{sampler['name']!r}; remove it")
     pruner = reader.named_table("pruner", data.get("pruner", "none"), PRUNER_KEYS, PRUNERS)
+    for key, users in PRUNER_KEY_USERS.items():
+        if key in pruner and pruner["name"] not in users:
+            raise reader.error(f"pruner.{key}", f"applies to {' and '.join(users)} only, not "
+                                                f"{pruner['name']!r}; remove it")
     if pruner["name"] != "none":
         if len(objectives) > 1:
             raise reader.error("pruner", "Optuna cannot prune a multi-objective study; "
