@@ -80,6 +80,10 @@ BAD = {
     "grid over a continuous range": (GOOD.replace('name = "tpe"', 'name = "grid"'), "space.lr",
                                      "grid sampler needs"),
     "not TOML": ("task = \n", "not valid TOML", "not valid TOML"),
+    "step wider than the range": (GOOD.replace("log = true", "step = 2.0, log = false"),
+                                  "space.lr.step", "does not divide high - low = 0.999"),
+    "step not dividing the range": (GOOD + "epochs = { low = 1, high = 6, step = 2 }\n",
+                                    "space.epochs.step", "set high = 5"),
     # a setting with no effect for the chosen sampler or pruner
     "startup_trials for random": (GOOD.replace('name = "tpe", seed = 0',
                                                'name = "random", startup_trials = 3'),

@@ -37,7 +37,14 @@ def parse_seeds(text: str) -> list[int]:
     if count > MAX_SEEDS:
         raise UsageError(f"--seeds {text!r} asks for {count:,} runs, above {MAX_SEEDS:,}; "
                          "use fewer seeds, e.g. 0-9")
-    return [s for lo, hi in ranges for s in range(lo, hi + 1)]
+    seeds = [s for lo, hi in ranges for s in range(lo, hi + 1)]
+    seen: set[int] = set()
+    for seed in seeds:  # a repeated seed is the same run twice: a false confidence interval
+        if seed in seen:
+            raise UsageError(f"--seeds {text!r} names seed {seed} more than once; give each "
+                             "seed once, e.g. 0-4")
+        seen.add(seed)
+    return seeds
 
 
 def parse_int_list(text: str, flag: str) -> tuple[int, ...]:

@@ -141,10 +141,10 @@ def _sweep_workload(args: argparse.Namespace, repeats: int) -> int:
     if args.sweep is not None and args.pruning is not None:
         raise UsageError("--sweep and --pruning are separate runs; give one of them")
     trials = args.sweep if args.sweep is not None else args.pruning
+    kind = "sweep" if args.sweep is not None else "pruning"
     if not 1 <= trials <= MAX_SWEEP_TRIALS:
         raise UsageError(f"the number of trials must be between 1 and {MAX_SWEEP_TRIALS:,}, "
-                         f"got {trials}; e.g. --sweep 2048")
-    kind = "sweep" if args.sweep is not None else "pruning"
+                         f"got {trials}; e.g. --{kind} {2048 if kind == 'sweep' else 192}")
     print(f"bench perf --{kind} {trials}: one torch thread, a fresh journal file",
           file=sys.stderr)
     figures = (speed.measure_sweep(trials) if kind == "sweep"

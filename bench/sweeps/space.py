@@ -283,4 +283,12 @@ def parse_param(reader: Reader, name: str, raw: Any, kinds: dict[str, Any],
             raise reader.error(f"{key}.step", f"{name} is an integer field, got {step!r}")
         if log:
             raise reader.error(f"{key}.step", "cannot be combined with log = true")
+        steps = (high - low) / step
+        if abs(steps - round(steps)) > 1e-9 * max(1.0, abs(steps)):
+            # Optuna would warn and cut `high` down to the last step (to low itself when the
+            # step is wider than the range)
+            last = low + math.floor(steps + 1e-9) * step
+            raise reader.error(f"{key}.step", f"{step} does not divide high - low = "
+                                              f"{high - low:g}; set high = {last:g} or a step "
+                                              "that divides the range")
     return Param(name, kind, low=low, high=high, log=log, step=step, when=when)
