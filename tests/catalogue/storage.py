@@ -106,8 +106,11 @@ CASES = [
     Case("journal-garbage-in-the-middle", sweep(), 2, r"x.journal: line 2 \(byte \d+\) is not a "
          "record", files={"s.toml": STUDY,
                           "x.journal": _lines(CREATE, b"\x00garbage{", CREATE)}),
-    Case("journal-random-bytes", sweep(), 2, r"line 1 .*is not a record",
+    Case("journal-random-bytes", sweep(), 2, r"not an Optuna journal \(its first line is not",
          files={"s.toml": STUDY, "x.journal": bytes(range(256)) * 40 + b"\n"}),
+    Case("journal-damaged-after-its-first-record", sweep(), 2, r"line 2 .*is not a record",
+         files={"s.toml": STUDY, "x.journal": b'{"op_code": 0, "worker_id": "w"}\n'
+                + bytes(range(256)) * 40 + b"\n"}),
     Case("journal-json-but-not-optuna", sweep(), 2, r"not an Optuna journal",
          files={"s.toml": STUDY, "x.journal": _lines({"hello": 1}, [1, 2, 3])}),
     Case("journal-torn-tail-is-repaired", sweep(), 0, r"cut off mid-write",
