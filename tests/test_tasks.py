@@ -108,3 +108,19 @@ def test_debian_fashion_mnist_is_placed_for_torchvision(tmp_path: Path) -> None:
 def test_missing_debian_package_names_the_install(tmp_path: Path) -> None:
     with pytest.raises(DataUnavailableError, match="apt-get install -y dataset-fashion-mnist"):
         place_debian_fashion_mnist(tmp_path, tmp_path / "absent")
+
+
+def test_a_source_that_holds_no_archives_is_one_error_and_places_nothing(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataUnavailableError, match=r"holds no \*-ubyte.gz files"):
+        place_debian_fashion_mnist(tmp_path / "data", tmp_path / "empty")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(DataUnavailableError, match="is a file; give the folder"):
+        place_debian_fashion_mnist(tmp_path / "data", tmp_path / "file")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "t10k-images-idx3-ubyte.gz").write_bytes(b"garbage, not gzip")
+    with pytest.raises(DataUnavailableError, match="is not a readable gzip file"):
+        place_debian_fashion_mnist(tmp_path / "data", bad)
+    assert not any((tmp_path / "data").rglob("*.part"))
+    assert not (tmp_path / "data" / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").exists()

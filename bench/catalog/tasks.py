@@ -441,18 +441,34 @@ def place_debian_fashion_mnist(root: Path | None = None,
     import shutil
 
     root = Path(root) if root is not None else DATA_ROOT
+    source = Path(source)
+    if source.exists() and not source.is_dir():
+        raise DataUnavailableError(f"{source} is a file; give the folder that holds the "
+                                   f"*-ubyte.gz files, e.g. --source {DEBIAN_FASHION_MNIST}")
     if not source.is_dir():
         raise DataUnavailableError(
             f"{source} not found; install it with `apt-get install -y dataset-fashion-mnist` "
             "(after `apt-get update`)")
+    archives = sorted(source.glob("*-ubyte.gz"))
+    if not archives:
+        raise DataUnavailableError(f"{source} holds no *-ubyte.gz files; give the folder "
+                                   "Debian's dataset-fashion-mnist installs, e.g. --source "
+                                   f"{DEBIAN_FASHION_MNIST}")
     raw = root / "FashionMNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
-    for gz in sorted(source.glob("*-ubyte.gz")):
+    for gz in archives:
         target = raw / gz.name[: -len(".gz")]
         if target.exists() and target.stat().st_size > 0:
             continue
         tmp = target.with_suffix(".part")
-        with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        try:
+            with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+            tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno is not None:
+                raise  # a full disk, a read-only folder: the usual one-line error
+            raise DataUnavailableError(f"{gz} is not a readable gzip file ({exc}); reinstall "
+                                       "dataset-fashion-mnist") from None
         tmp.replace(target)  # atomic: a killed copy never leaves a half file under the real name
     return raw
