@@ -50,6 +50,8 @@ def _seed_list(seeds: int | range | Iterable[int]) -> list[int]:
                          f"{seeds!r}") from None
     if not out or not all(isinstance(s, int) and not isinstance(s, bool) for s in out):
         raise UsageError(f"seeds must be a count, a range or a list of integers, got {seeds!r}")
+    if len(set(out)) < len(out):  # the same run twice would make a false confidence interval
+        raise UsageError(f"seeds {seeds!r} names a seed more than once; give each seed once")
     return out
 
 

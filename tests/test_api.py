@@ -50,7 +50,7 @@ def test_seeds_are_a_count_a_range_or_a_list() -> None:
     assert list(bench.run(**quick, seeds=range(2, 4))["seed"]) == [2, 3]
     assert list(bench.run(**quick, seeds=[5, 1])["seed"]) == [5, 1]
     assert list(bench.run(**quick, seeds="0-1")["seed"]) == [0, 1]
-    for bad in (0, True, [1.5], "x"):
+    for bad in (0, True, [1.5], "x", [0, 0], "0,0"):
         with pytest.raises(UsageError, match="seeds"):
             bench.run(**quick, seeds=bad)
 

@@ -322,7 +322,16 @@ def test_update_never_replaces_a_file_of_another_kind(tmp_path: Path,
     monkeypatch.setattr(check, "measure", never)
     study = tmp_path / "study.toml"
     study.write_text('task = "moons"\n')
-    assert main(["check", "--update", "--baseline", str(study)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "is not a .json baseline" in err
-    assert study.read_text() == 'task = "moons"\n'
+    timing = tmp_path / "timing_cpu.json"  # another JSON file beside the baseline
+    timing.write_text('{"schema": "nnbench.timing/1", "measurements": []}')
+    for other in (study, timing):
+        before = other.read_text()
+        assert main(["check", "--update", "--baseline", str(other)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "exists and is not a baseline" in err
+        assert other.read_text() == before
+    # a damaged baseline (cut-off JSON) is what --update is for: it goes on to measure
+    damaged = tmp_path / "check.json"
+    damaged.write_text('{"format": 1, "rul')
+    assert main(["check", "--update", "--baseline", str(damaged)]) == 1  # `never` raised
+    assert "measured although" in capsys.readouterr().err

@@ -13,7 +13,8 @@ from bench.report import history, tables
 from bench.report.figures import Context
 
 
-def _plain_study(url: str, name: str, n: int, params: tuple[str, ...]) -> None:
+def _plain_study(url: str, name: str, n: int, params: tuple[str, ...],
+                 value: Any = sum) -> None:
     """A plain Optuna study (values only): completed, pruned and failed trials."""
     study = optuna.create_study(storage=url, study_name=name,
                                 sampler=optuna.samplers.RandomSampler(0))
@@ -21,12 +22,16 @@ def _plain_study(url: str, name: str, n: int, params: tuple[str, ...]) -> None:
         trial = study.ask()
         values = [trial.suggest_float(p, 1e-3, 1.0, log=True) for p in params]
         if i % 10 == 3:
-            trial.report(sum(values) + 0.5, 3)
+            trial.report(value(values) * 1.1, 3)
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         elif i % 10 == 7:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
         else:
-            study.tell(trial, sum(values))
+            study.tell(trial, value(values))
+
+
+def _tight(values: list[float]) -> float:  # wide tick labels: -0.0030, -0.0025, ...
+    return -0.003 + 0.002 * values[0]
 
 
 def _inside(fig: Any, box: Any) -> bool:
@@ -35,16 +40,19 @@ def _inside(fig: Any, box: Any) -> bool:
             and box.y1 <= page.y1 + 1)
 
 
-@pytest.mark.parametrize("n, params", [
-    (30, ("lr", "momentum")),  # few trials, short names: one legend row
-    (60, ("learning_rate_of_the_optimizer", "weight_decay")),  # binned, two rows, long names
-    (1, ("lr",)),  # no importances: their reason instead of bars
+@pytest.mark.parametrize("n, params, value", [
+    (30, ("lr", "momentum"), sum),  # few trials, short names: one legend row
+    (60, ("learning_rate_of_the_optimizer", "weight_decay"), sum),  # binned, long names
+    (1, ("lr",), sum),  # no importances: their reason instead of bars
+    (30, ("lr", "momentum"), _tight),  # wide y tick labels
+    (30, ("x" * 130, "lr"), sum),  # a parameter name longer than the panel
 ])
 def test_history_layout_keeps_everything_inside(tmp_path: Path, monkeypatch: Any, n: int,
-                                                params: tuple[str, ...]) -> None:
+                                                params: tuple[str, ...], value: Any) -> None:
     url = f"sqlite:///{tmp_path / 'o.db'}"
     monkeypatch.setattr(history, "MAX_POINTS", 40)  # bins from 41 completed trials on
-    _plain_study(url, "a_rather_long_study_name", n, params)
+    monkeypatch.setattr(history, "MAX_MARKS", 2)  # long legend labels: "(2 of 6 drawn)"
+    _plain_study(url, "a_rather_long_study_name", n, params, value)
     studies = tables.load_studies(url, [])
     figs: list[Any] = []
     monkeypatch.setattr(history, "save", lambda fig, *a, **k: (figs.append(fig), (b"", []))[1])
@@ -64,6 +72,8 @@ def test_history_layout_keeps_everything_inside(tmp_path: Path, monkeypatch: Any
     # the legend below the history's x label; the history left of the parameter names
     assert legend.get_window_extent(renderer).y1 <= ax_h.xaxis.label.get_window_extent(
         renderer).y0 + 1
+    frames = [ax.get_window_extent(renderer) for ax in (ax_h, ax_i)]
+    assert all(f.width > 100 and f.height > 100 for f in frames)  # panels of a readable size
     names = ax_i.yaxis.get_tightbbox(renderer)
     assert ax_h.get_window_extent(renderer).x1 < (names.x0 if names is not None
                                                   else ax_i.get_window_extent(renderer).x0)

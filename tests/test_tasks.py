@@ -123,4 +123,11 @@ def test_a_source_that_holds_no_archives_is_one_error_and_places_nothing(tmp_pat
     with pytest.raises(DataUnavailableError, match="is not a readable gzip file"):
         place_debian_fashion_mnist(tmp_path / "data", bad)
     assert not any((tmp_path / "data").rglob("*.part"))
+    import gzip  # a good header, damaged compressed data inside (zlib.error, not BadGzipFile)
+    data = bytearray(gzip.compress(bytes(range(256)) * 64))
+    data[20:40] = b"\xff" * 20
+    (bad / "t10k-images-idx3-ubyte.gz").write_bytes(bytes(data))
+    with pytest.raises(DataUnavailableError, match="is not a readable gzip file"):
+        place_debian_fashion_mnist(tmp_path / "data", bad)
+    assert not any((tmp_path / "data").rglob("*.part"))
     assert not (tmp_path / "data" / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").exists()

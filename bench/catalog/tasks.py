@@ -439,6 +439,7 @@ def place_debian_fashion_mnist(root: Path | None = None,
     """Unpack Debian's Fashion-MNIST IDX files where torchvision's FashionMNIST looks for them."""
     import gzip
     import shutil
+    import zlib
 
     root = Path(root) if root is not None else DATA_ROOT
     source = Path(source)
@@ -464,7 +465,7 @@ def place_debian_fashion_mnist(root: Path | None = None,
         try:
             with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
                 shutil.copyfileobj(src, dst)
-        except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError
             tmp.unlink(missing_ok=True)
             if isinstance(exc, OSError) and exc.errno is not None:
                 raise  # a full disk, a read-only folder: the usual one-line error

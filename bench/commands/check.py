@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from bench.errors import UsageError
 from bench.measure import check
@@ -40,11 +39,10 @@ def run(args: argparse.Namespace) -> int:
     config = check.CheckConfig.make(quick=args.quick)
     if args.update:
         ensure_file_target(args.baseline, "--baseline")  # before measuring: fail fast
-        existing = Path(args.baseline)
-        if existing.is_file() and existing.suffix.lower() != ".json" and existing.stat().st_size:
-            # a damaged baseline is rewritten, but never a file of another kind (a study file)
-            raise UsageError(f"--baseline {existing} exists and is not a .json baseline; "
-                             "--update would replace it: pass a .json path")
+        if not check.replaceable_by_update(args.baseline):
+            raise UsageError(f"--baseline {args.baseline} exists and is not a baseline; "
+                             "--update would replace it: pass the baseline's path, e.g. "
+                             f"--baseline {DEFAULT_BASELINE}")
         rules = check.rules_for_update(args.baseline)
         measurement = check.measure(config, _progress)
         path = check.write_baseline(args.baseline, check.build_baseline(measurement, rules))

@@ -378,6 +378,20 @@ def build_baseline(measurement: dict[str, Any], rules: dict[str, Any] | None = N
     }
 
 
+def replaceable_by_update(path: str | Path) -> bool:
+    """Whether `--update` may write `path`: absent or empty, a baseline (damaged ones too: a
+    .json file that does not parse), never a file of another kind (a study file, another
+    JSON file such as a timing file)."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return True
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # not JSON: a damaged baseline only where named like one
+        return path.suffix.lower() == ".json"
+    return isinstance(data, dict) and "rules" in data and "format" in data
+
+
 def rules_for_update(path: str | Path) -> dict[str, Any]:
     """The rules an `--update` writes: the existing file's (tuned by hand), else the defaults."""
     try:

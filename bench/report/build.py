@@ -289,7 +289,7 @@ def zip_report(out: str | Path) -> Path:
     top folder named like `out` (its links are relative, so it opens as it is once unpacked),
     without the report's marker; written whole or not at all, readable by others."""
     out = Path(out)
-    target = out.with_name(f"{out.name}.zip")
+    target = check_zip_target(out)  # again: a file put there while the report was built
     fd, name = tempfile.mkstemp(dir=out.parent, prefix=f".{target.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)

@@ -79,20 +79,55 @@ def _binned_history(ax: Any, xs: np.ndarray, ys: np.ndarray) -> None:
 # constrained layout solver was about a third of this chart's drawing time (a figure per study).
 WIDTH, HEIGHT = 10.0, 3.4
 LEGEND_COLUMNS = 4
+MAX_NAME_INCHES = 2.5  # longer parameter names are cut (a plain Optuna study's may be long)
+
+
+def _inches(text: str, size: Any) -> float:
+    """The width of `text` in inches at font size `size` (points or a name like 'medium')."""
+    prop = FontProperties(size=size)
+    return text_to_path.get_text_width_height_descent(text, prop, ismath=False)[0] / 72
+
+
+def _fit(name: str, most: float) -> str:
+    """`name`, cut with an ellipsis to at most `most` inches at the tick label size."""
+    size = matplotlib.rcParams["ytick.labelsize"]
+    if _inches(name, size) <= most:
+        return name
+    while len(name) > 1 and _inches(name + "…", size) > most:
+        name = name[:-1]
+    return name + "…"
+
+
+def _legend_columns(labels: list[str]) -> int:
+    """The most columns (up to `LEGEND_COLUMNS`) whose row fits the figure's width: entries
+    fill columns top to bottom, each as wide as its widest label plus the marker."""
+    for cols in range(min(LEGEND_COLUMNS, len(labels)), 1, -1):
+        rows = math.ceil(len(labels) / cols)
+        widths = [max(_inches(t, 8) for t in labels[c * rows:(c + 1) * rows]) + 0.31
+                  for c in range(math.ceil(len(labels) / rows))]
+        if sum(widths) + 0.22 * (len(widths) - 1) <= WIDTH - 0.3:
+            return cols
+    return 1
 
 
 def _place(fig: Figure, ax_h: Any, ax_i: Any, names: list[str], title_lines: int) -> None:
     """Lay the history (left) and importance (right) panels out in inches: room for the
-    two-line y label, the title's lines, the x label and the legend's rows below the history,
-    and for the longest parameter name left of the importance bars (measured, not guessed)."""
+    title's lines, the two-line y label and the widest y tick label, the x label and the
+    legend's rows below the history, and the longest parameter name left of the importance
+    bars (tick labels and names measured, not guessed)."""
     handles, labels = ax_h.get_legend_handles_labels()
-    rows = math.ceil(len(labels) / LEGEND_COLUMNS)
+    cols = _legend_columns(labels) if labels else 1
+    rows = math.ceil(len(labels) / cols)
     top = 0.1 + 0.2 * title_lines
     bottom = 0.62 + 0.2 * rows
-    size = FontProperties(size=matplotlib.rcParams["ytick.labelsize"])
-    names_w = max((text_to_path.get_text_width_height_descent(n, size, ismath=False)[0] / 72
-                   for n in names), default=0.0)
-    left, right, gap = 0.95, 0.3, 0.35
+    size = matplotlib.rcParams["ytick.labelsize"]
+    low, high = sorted(ax_h.get_ylim())
+    ticks = [v for v in ax_h.yaxis.get_majorticklocs() if low <= v <= high]
+    tick_w = max((_inches(t, size) for t in ax_h.yaxis.get_major_formatter().format_ticks(ticks)),
+                 default=0.0)
+    names_w = max((_inches(n, size) for n in names), default=0.0)
+    left = max(0.95, 0.65 + tick_w)  # the y label's two lines, the ticks, a margin
+    right, gap = 0.3, 0.35
     free = WIDTH - left - right - gap - names_w - 0.1
     hist_w, imp_w = 0.6 * free, 0.4 * free
     height = HEIGHT - top - bottom
@@ -100,7 +135,7 @@ def _place(fig: Figure, ax_h: Any, ax_i: Any, names: list[str], title_lines: int
     ax_i.set_position([(WIDTH - right - imp_w) / WIDTH, bottom / HEIGHT, imp_w / WIDTH,
                        height / HEIGHT])
     if handles:  # across the figure's foot (a row of long labels is wider than the panel)
-        ax_h.legend(handles, labels, fontsize=8, loc="lower center", ncols=LEGEND_COLUMNS,
+        ax_h.legend(handles, labels, fontsize=8, loc="lower center", ncols=cols,
                     frameon=False, bbox_to_anchor=(0.5, 0.02), bbox_transform=fig.transFigure)
 
 
@@ -177,7 +212,9 @@ def chart_history(ctx: Context) -> list[Chart | Missing]:
                 if binned else ""), fontsize=10)
             if imp:
                 names = list(imp)[::-1]
-                ax_i.barh(names, [imp[n] for n in names], color="#4c72b0", height=0.5)
+                ax_i.barh(range(len(names)), [imp[n] for n in names], color="#4c72b0",
+                          height=0.5)
+                ax_i.set_yticks(range(len(names)), [_fit(n, MAX_NAME_INCHES) for n in names])
                 ax_i.set_xlim(0, 1)
                 ax_i.set_xlabel("importance (PED-ANOVA, sums to 1)")
                 ax_i.set_title("parameter importances", fontsize=10)
@@ -185,7 +222,8 @@ def chart_history(ctx: Context) -> list[Chart | Missing]:
                 ax_i.axis("off")
                 ax_i.text(0.5, 0.5, f"parameter importances unavailable:\n{wrap(why, 40)}",
                           ha="center", va="center", fontsize=9, transform=ax_i.transAxes)
-            _place(fig, ax_h, ax_i, list(imp), title_lines=2 if binned else 1)
+            _place(fig, ax_h, ax_i, [_fit(n, MAX_NAME_INCHES) for n in imp],
+                   title_lines=2 if binned else 1)
         key = f"history_{slug(s.name)}"
         png, files = save(fig, ctx.folder, key, svg=ctx.svg)
         table = pd.DataFrame({"param": list(imp), "importance": list(imp.values())})

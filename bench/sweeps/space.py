@@ -289,6 +289,6 @@ def parse_param(reader: Reader, name: str, raw: Any, kinds: dict[str, Any],
             # step is wider than the range)
             last = low + math.floor(steps + 1e-9) * step
             raise reader.error(f"{key}.step", f"{step} does not divide high - low = "
-                                              f"{high - low:g}; set high = {last:g} or a step "
+                                              f"{high - low:.15g}; set high = {last:.15g} or a step "
                                               "that divides the range")
     return Param(name, kind, low=low, high=high, log=log, step=step, when=when)

@@ -444,7 +444,7 @@ def _starts_like_journal(path: Path) -> bool:
     even when that first record was cut off mid-write."""
     try:
         with path.open("rb") as fh:
-            head = fh.read(64).lstrip()
+            head = fh.read(64).removeprefix(b"\xef\xbb\xbf").lstrip()  # a UTF-8 BOM too
     except OSError:
         return True  # unreadable: opening it says why
     if not head:
@@ -591,6 +591,8 @@ def secrets_of(url: str | None) -> list[str]:
     query = url.split("?", 1)[1] if "?" in url else ""
     found += [value for key, value in parse_qsl(query, keep_blank_values=False)
               if SECRET_QUERY_KEY.search(key)]
+    found += [value for key, _, value in (part.partition("=") for part in query.split("&"))
+              if SECRET_QUERY_KEY.search(key)]  # as typed: parse_qsl reads + as a space
     out: list[str] = []
     for secret in found:
         if secret:
