@@ -50,6 +50,8 @@ CASES = [
     Case("check-update-baseline-under-a-file",
          ("check", "--update", "--baseline", "results/optuna.journal/b.json"), 2,
          stderr=r"results/optuna.journal is a file", files=JOURNAL),
+    Case("check-update-over-a-study-file", ("check", "--update", "--baseline", "s.toml"), 2,
+         stderr=r"--baseline s.toml exists and is not a baseline", files={"s.toml": "task = 1\n"}),
     Case("check-baseline-missing", ("check", "--baseline", "nosuch.json"), 2,
          stderr=r"not found; create it with `bench check --update"),
     # --- bench check: the baseline's content -----------------------------------------------------

@@ -237,6 +237,12 @@ CASES = [
     Case("report-nan-values", ("report", *FAST), 0,
          setup=journal({"s": {"trials": [(math.inf, {"x": 1}, {}), (-math.inf, {"x": 2}, {}),
                                          (0.5, {"x": 3}, {})]}})),
+    Case("report-storage-typo", ("report", *FAST, "--storage", "results/optuan.journal"), 2,
+         stderr=r"no journal storage file at results/optuan.journal: check the --storage path",
+         files=USER, setup=journal(plain())),
+    Case("report-zip-over-the-users-file", ("report", *FAST, "--zip"), 2,
+         stderr=r"results/report.zip exists and is not an archive of this report",
+         files={**USER, "results/report.zip": b"my own archive"}, absent=("results/report",)),
     # --- passwords ------------------------------------------------------------------------------
     Case("report-storage-password-refused-connection",
          ("report", *FAST, "--storage", f"postgresql://u:{SECRET}@127.0.0.1:9/db"), 2,

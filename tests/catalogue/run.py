@@ -23,6 +23,7 @@ CASES = [
         "0.8,0.99"),
     run("lr-1e300", r"lr 1e\+300 is too large for float32 arithmetic \(at most 3\.4e\+30\)",
         "--lr", "1e300"),
+    run("seed-given-twice", r"--seeds '0,1,0' names seed 0 more than once", "--seeds", "0,1,0"),
     run("lr-inf", r"lr must be a positive number, got inf", "--lr", "inf"),
     run("lr-nan", r"lr must be a positive number, got nan", "--lr", "nan"),
     run("weight-decay-1e40", r"weight_decay 1e\+40 is too large for float32", "--weight-decay",
