@@ -92,14 +92,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `bench` console script and `python -m bench`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = os.environ.get("NNBENCH_DEBUG", "") not in ("", "0") or "--debug" in argv
-    secrets = _urls(argv)
+    urls = _urls(argv)
     previous = None
     if threading_is_main():
         previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return _main(argv)
     except UsageError as exc:
-        print(f"bench: error: {_one_line(str(exc), secrets)}", file=sys.stderr)
+        print(f"bench: error: {_one_line(str(exc), urls)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bench: interrupted; results already written are kept", file=sys.stderr)
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        print(f"bench: error: unexpected {type(exc).__name__}: {_one_line(str(exc), secrets)} "
+        print(f"bench: error: unexpected {type(exc).__name__}: {_one_line(str(exc), urls)} "
               "(run again with --debug or NNBENCH_DEBUG=1 for the traceback, and please report "
               "it)", file=sys.stderr)
         return 1

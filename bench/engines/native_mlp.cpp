@@ -334,9 +334,10 @@ struct Net {
 };
 
 // Scratch layout of one member; every feature-major buffer is [F, np] with np = n rounded up to
-// 64 bytes (a multiple of every vector width), so the products never need a column tail. A narrow input is transposed to
-// feature-major (x_cols) like every activation; a wide one (d >= WIDE_INPUT) stays in rows and
-// the first layer works on them directly (forward by dot products, weight gradient by `gemm`).
+// 64 bytes (a multiple of every vector width), so the products never need a column tail. A
+// narrow input is transposed to feature-major (x_cols) like every activation; a wide one
+// (d >= WIDE_INPUT) stays in rows and the first layer works on them directly (forward by dot
+// products, weight gradient by `gemm`).
 struct Plan {
     int64_t np, dp, fmax;
     bool wide;

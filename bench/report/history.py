@@ -210,11 +210,12 @@ def chart_history(ctx: Context) -> list[Chart | Missing]:
             ax_h.set_title(f"{s.name}: optimisation history" + (
                 f"\n{len(done):,} completed trials in {BINS} bins: median and 10-90% band"
                 if binned else ""), fontsize=10)
+            shown = {n: _fit(n, MAX_NAME_INCHES) for n in imp}  # names as the bars show them
             if imp:
                 names = list(imp)[::-1]
                 ax_i.barh(range(len(names)), [imp[n] for n in names], color="#4c72b0",
                           height=0.5)
-                ax_i.set_yticks(range(len(names)), [_fit(n, MAX_NAME_INCHES) for n in names])
+                ax_i.set_yticks(range(len(names)), [shown[n] for n in names])
                 ax_i.set_xlim(0, 1)
                 ax_i.set_xlabel("importance (PED-ANOVA, sums to 1)")
                 ax_i.set_title("parameter importances", fontsize=10)
@@ -222,8 +223,7 @@ def chart_history(ctx: Context) -> list[Chart | Missing]:
                 ax_i.axis("off")
                 ax_i.text(0.5, 0.5, f"parameter importances unavailable:\n{wrap(why, 40)}",
                           ha="center", va="center", fontsize=9, transform=ax_i.transAxes)
-            _place(fig, ax_h, ax_i, [_fit(n, MAX_NAME_INCHES) for n in imp],
-                   title_lines=2 if binned else 1)
+            _place(fig, ax_h, ax_i, list(shown.values()), title_lines=2 if binned else 1)
         key = f"history_{slug(s.name)}"
         png, files = save(fig, ctx.folder, key, svg=ctx.svg)
         table = pd.DataFrame({"param": list(imp), "importance": list(imp.values())})

@@ -117,10 +117,15 @@ def default_storage_url(root: str | Path = ".") -> str | None:
     return None
 
 
+def sqlite_file(url: str) -> Path:
+    """The database file of a `sqlite:///PATH[?ARGS]` URL (its arguments are not the name)."""
+    return Path(url.removeprefix("sqlite:///").split("?", 1)[0])
+
+
 def missing_storage_reason(url: str) -> str | None:
     """Why `url` cannot hold studies (a local file that does not exist), or None."""
     if url.startswith("sqlite:///"):
-        path = Path(url[len("sqlite:///"):].split("?", 1)[0])  # no URI arguments
+        path = sqlite_file(url)
         if str(path) != ":memory:" and not path.exists():
             return f"no SQLite storage file at {path}"
     elif is_journal(url) and not Path(url).exists():
@@ -489,7 +494,7 @@ def open_storage(url: str | None, *, create: bool = True,
     full = postgres_driver_url(url)
     engine_kwargs: dict[str, Any] = {}
     if full.startswith("sqlite:///"):
-        db = Path(full.removeprefix("sqlite:///").split("?", 1)[0])  # no URI arguments
+        db = sqlite_file(full)
         if create:
             db.parent.mkdir(parents=True, exist_ok=True)
         elif not db.exists():
@@ -585,18 +590,17 @@ def secrets_of(url: str | None) -> list[str]:
     the values of secret query parameters (`SECRET_QUERY_KEY`); none for a journal path."""
     if not url or "://" not in url:
         return []
-    from urllib.parse import parse_qsl, quote, unquote
+    from urllib.parse import quote, unquote, unquote_plus
 
-    found = [password_of(url)]
     query = url.split("?", 1)[1] if "?" in url else ""
-    found += [value for key, value in parse_qsl(query, keep_blank_values=False)
-              if SECRET_QUERY_KEY.search(key)]
-    found += [value for key, _, value in (part.partition("=") for part in query.split("&"))
-              if SECRET_QUERY_KEY.search(key)]  # as typed: parse_qsl reads + as a space
+    found = [password_of(url), *(value for key, _, value in
+                                 (part.partition("=") for part in query.split("&"))
+                                 if SECRET_QUERY_KEY.search(key))]
     out: list[str] = []
     for secret in found:
-        if secret:
-            out += [secret, quote(secret, safe=""), unquote(secret)]
+        if secret:  # as typed, encoded, and decoded (a query reads + as a space)
+            plain = unquote_plus(secret)
+            out += [secret, unquote(secret), plain, quote(plain, safe="")]
     return sorted(set(out), key=len, reverse=True)  # longest first: no partial masking
 
 
