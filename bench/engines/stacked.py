@@ -11,6 +11,7 @@ feature-major `[K, F, B]` activations, into `Workspace` buffers allocated once p
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -41,30 +42,51 @@ class _Param:
 MemberCopies = tuple[dict[str, torch.Tensor], dict[int, tuple[torch.Tensor, torch.Tensor]]]
 
 
+def _entries(arch: tuple) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every parameter of `arch`, in the flat buffer's order."""
+    entries: list[tuple[str, tuple[int, ...]]] = []
+    for i, layer in enumerate(arch):
+        if isinstance(layer, Linear):
+            entries += [(f"{i}.weight", (layer.out_features, layer.in_features)),
+                        (f"{i}.bias", (layer.out_features,))]
+        elif isinstance(layer, BatchNorm):
+            entries += [(f"{i}.weight", (layer.features,)), (f"{i}.bias", (layer.features,))]
+    return entries
+
+
 class Stack:
     """K members' parameters and gradients in flat buffers, BN running statistics, and the
     hand-written stacked forward and backward passes (no autograd in the step loop)."""
 
     def __init__(self, plan: Plan, states: list[dict[str, torch.Tensor]], device: str) -> None:
+        """K members from their state dicts (keyed like the reference's; running statistics
+        start at zeros and ones)."""
+        self._build(plan, {name: torch.stack([s[name] for s in states])
+                           for name, _ in _entries(plan.arch)}, None, device)
+
+    @classmethod
+    def of_stacked(cls, plan: Plan, copies: MemberCopies, device: str) -> Stack:
+        """A stack of the members in `copies` ([K, ...] per parameter, and per BatchNorm its
+        running statistics), copied in one go per tensor (no split into members)."""
+        new = cls.__new__(cls)
+        new._build(plan, copies[0], copies[1], device)
+        return new
+
+    def _build(self, plan: Plan, params: dict[str, torch.Tensor],
+               running: dict[int, tuple[torch.Tensor, torch.Tensor]] | None,
+               device: str) -> None:
         self.plan, self.arch, self.head = plan, plan.arch, plan.head
         self.dtype, self.device = plan.dtype, device
-        self.k = len(states)
+        self.k = next(iter(params.values())).shape[0]
         self.eval_k = self.k  # the group size evaluation chunks are sized for (kept by `select`)
         for i, layer in enumerate(self.arch):
             if isinstance(layer, BatchNorm) and not (
                     i + 1 < len(self.arch) and isinstance(self.arch[i + 1], Linear)):
                 raise ValueError("the batched engine folds every BatchNorm into the Linear "
                                  "layer that follows it; this architecture has none there")
-        entries: list[tuple[str, tuple[int, ...]]] = []
-        for i, layer in enumerate(self.arch):
-            if isinstance(layer, Linear):
-                entries += [(f"{i}.weight", (layer.out_features, layer.in_features)),
-                            (f"{i}.bias", (layer.out_features,))]
-            elif isinstance(layer, BatchNorm):
-                entries += [(f"{i}.weight", (layer.features,)), (f"{i}.bias", (layer.features,))]
         self.layout: list[_Param] = []
         offset = 0
-        for name, shape in entries:
+        for name, shape in _entries(self.arch):
             numel = math.prod(shape)
             self.layout.append(_Param(name, shape, offset, numel))
             offset += self.k * numel
@@ -75,15 +97,15 @@ class Stack:
         for p in self.layout:
             part = slice(p.offset, p.offset + self.k * p.numel)
             self.views[p.name] = self.flat[part].view(self.k, *p.shape)
-            self.views[p.name].copy_(torch.stack([s[p.name] for s in states]))
+            self.views[p.name].copy_(params[p.name])
             self.grads[p.name] = self.grad[part].view(self.k, *p.shape)
-        # member_index[j] = which member flat element j belongs to.
-        self.member_index = torch.cat([
-            torch.arange(self.k, device=device).repeat_interleave(p.numel) for p in self.layout])
         self.running: dict[int, tuple[torch.Tensor, torch.Tensor]] = {
             i: (torch.zeros(self.k, layer.features, dtype=self.dtype, device=device),
                 torch.ones(self.k, layer.features, dtype=self.dtype, device=device))
             for i, layer in enumerate(self.arch) if isinstance(layer, BatchNorm)}
+        for i, (rm, rv) in (running or {}).items():
+            self.running[i][0].copy_(rm)
+            self.running[i][1].copy_(rv)
         self._workspaces: dict[tuple[int, bool], Workspace] = {}
         self.native: native.NativeMLP | None = None
         self._native_args: tuple[str, int] | None = None
@@ -94,6 +116,13 @@ class Stack:
         self.native = native.NativeMLP(self.arch, self.head, loss, self.k, self.flat, self.grad,
                                        {p.name: p.offset for p in self.layout}, self.running,
                                        threads)
+
+    @functools.cached_property
+    def member_index(self) -> torch.Tensor:
+        """[P]: which member each flat element belongs to (built when first used: a stack made
+        by compaction copies its optimizer's per-element tensors and may never need it)."""
+        return torch.cat([torch.arange(self.k, device=self.device).repeat_interleave(p.numel)
+                          for p in self.layout])
 
     def per_element(self, values: torch.Tensor) -> torch.Tensor:
         """Expand one value per member ([K]) to one per flat parameter element ([P])."""
@@ -303,12 +332,7 @@ class Stack:
         params = {name: cat([p[name] for p, _ in parts]) for name in parts[0][0]}
         running = {i: (cat([r[i][0] for _, r in parts]), cat([r[i][1] for _, r in parts]))
                    for i in parts[0][1]}
-        k = next(iter(params.values())).shape[0]
-        new = Stack(self.plan, [{name: t[j] for name, t in params.items()} for j in range(k)],
-                    self.device)
-        for i, (rm, rv) in running.items():
-            new.running[i][0].copy_(rm)
-            new.running[i][1].copy_(rv)
+        new = Stack.of_stacked(self.plan, (params, running), self.device)
         new.eval_k = self.eval_k
         if self._native_args is not None:
             new.use_native(*self._native_args)
