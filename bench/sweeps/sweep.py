@@ -355,7 +355,9 @@ class Worker:
             first = self.spec.run_spec(trial.params, 0)
             if first.device == "cuda" and not torch.cuda.is_available():
                 raise UsageError(f"device 'cuda' is not available on {self.host}")
-            first = first.replace(device=resolve_device(first.device), engine="auto")
+            device = resolve_device(first.device)
+            if (first.device, first.engine) != (device, "auto"):  # `replace` validates again
+                first = first.replace(device=device, engine="auto")
             self.sizes.check(first)
             member.specs = [first] + [with_seed(first, seed) for seed in range(1, self.spec.seeds)]
         except UsageError as exc:
