@@ -580,3 +580,25 @@ def test_worker_and_thread_counts_beyond_the_machine_are_refused(tmp_path, capsy
                  "--quiet"]) == 2
     err = capsys.readouterr().err
     assert words in err and err.count("\n") == 1 and not storage.exists()
+
+
+@pytest.mark.parametrize("fixed, space, refused", [
+    ("", 'batch_size = [1000, 2000]', "space.batch_size: 1000 is above the training set"),
+    ("", 'batch_size = [8, 2000]', None),  # one choice fits: the others are "cannot run"
+    ("", 'batch_size = [2000, "full"]', None),  # full batch fits any training set
+    ("", "batch_size = { low = 900, high = 1000 }", "space.batch_size: 900 is above"),
+    ("n_samples = 20", "", None),  # a batch of 20 fits a training set of 20
+    ("n_samples = 15", "", "fixed.batch_size: 20 is above the training set of linear"),
+])
+def test_a_batch_size_no_trial_can_take_is_refused_before_the_storage_exists(
+        tmp_path, capsys, fixed, space, refused):
+    path = study_file(tmp_path, trials=1, epochs=1, fixed=fixed, space=space)
+    if space:  # the batch size is varied: drop the fixed one
+        path.write_text(path.read_text().replace("batch_size = 20\n", ""))
+    storage = tmp_path / "s.journal"
+    code = main(["sweep", str(path), "--storage", str(storage), "--quiet"])
+    err = capsys.readouterr().err
+    if refused is None:
+        assert code == 0 and storage.exists()
+    else:
+        assert code == 2 and refused in err and err.count("\n") == 1 and not storage.exists()

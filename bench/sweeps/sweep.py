@@ -171,6 +171,33 @@ class _DataSizes:
         plan_run(cpu, self._sizes[key])
 
 
+def check_batch_fits(spec: StudySpec) -> None:
+    """Refuse a study whose smallest batch size is above its training set, before the storage is
+    opened: every trial would be stored as "cannot run here". A study whose sample count
+    varies, or whose batch size is full-batch or conditional, is left to the per-trial check."""
+    if any(p.name == "n_samples" for p in spec.space):
+        return
+    varied = next((p for p in spec.space if p.name == "batch_size"), None)
+    if varied is None:
+        key, sizes = "fixed.batch_size", [spec.fixed.get("batch_size")]
+    elif varied.when:
+        return
+    else:
+        key = "space.batch_size"
+        sizes = list(varied.choices) if varied.kind == "categorical" else [varied.low]
+    if not all(isinstance(b, int) and not isinstance(b, bool) for b in sizes):
+        return  # full batch (None or "full") fits any training set
+    try:
+        probe = spec.run_spec({}, 0)
+    except UsageError:
+        return  # the fixed settings alone are not a whole spec: each trial says why
+    n_train = load_data(probe, "cpu").n_train
+    if min(sizes) > n_train:
+        raise UsageError(f"{spec.path}: {key}: {min(sizes)} is above the training set of "
+                         f"{spec.task} ({n_train} examples), so no trial could run; use a "
+                         f"batch_size of {n_train} or less")
+
+
 @dataclass
 class _Member:
     """One asked trial of a group and its per-seed RunSpecs (or why it cannot run)."""
@@ -612,6 +639,7 @@ def sweep(spec: StudySpec, storage_url: str | None = None, *, workers: int = 1,
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     check_grid_size(spec)
+    check_batch_fits(spec)
     worker = None
     if workers == 1:  # its study serves the progress bar and the summary: one journal replay
         worker = Worker(spec, storage_url, engine=engine, heartbeat_interval=heartbeat_interval,

@@ -56,6 +56,15 @@ CASES = [
           r"fixed\.batch_size: must be an integer or \"full\", got True"),
     study("batch-size-word", toml(fixed='batch_size = "all"'),
           r"fixed\.batch_size: must be an integer or \"full\", got 'all'"),
+    # --- a batch size no trial can take: refused before the storage exists --------------------
+    study("batch-size-above-train", toml(fixed="batch_size = 5000"),
+          r"fixed\.batch_size: 5000 is above the training set of moons \(\d+ examples\), so no "
+          r"trial could run; use a batch_size of \d+ or less"),
+    study("batch-size-choices-above-train", toml(space="batch_size = [5000, 4000]"),
+          r"space\.batch_size: 4000 is above the training set of moons"),
+    study("batch-size-range-above-train",
+          toml(space="batch_size = { low = 4000, high = 5000 }"),
+          r"space\.batch_size: 4000 is above the training set of moons"),
     study("lr-string", toml(fixed='lr = "0.1"'), r"fixed\.lr: must be a number, got '0\.1'"),
     study("lr-bool-choice", toml(space="lr = [0.1, true]"), r"space\.lr: must be a number, got True"),
     study("shuffle-int", toml(fixed="shuffle = 1"), r"fixed\.shuffle: .*true or false"),
