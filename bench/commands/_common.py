@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TextIO
+from typing import Any, TextIO
 
 from bench.errors import UsageError
 from bench.numbers import NO_VALUE, fmt_num
@@ -38,13 +38,21 @@ def parse_seeds(text: str) -> list[int]:
         raise UsageError(f"--seeds {text!r} asks for {count:,} runs, above {MAX_SEEDS:,}; "
                          "use fewer seeds, e.g. 0-9")
     seeds = [s for lo, hi in ranges for s in range(lo, hi + 1)]
-    seen: set[int] = set()
-    for seed in seeds:  # a repeated seed is the same run twice: a false confidence interval
-        if seed in seen:
-            raise UsageError(f"--seeds {text!r} names seed {seed} more than once; give each "
-                             "seed once, e.g. 0-4")
-        seen.add(seed)
+    # a repeated seed is the same run twice: a false confidence interval
+    refuse_repeats(seeds, f"--seeds {text!r}", "e.g. 0-4", lambda seed: f"seed {seed}")
     return seeds
+
+
+def refuse_repeats(values: Sequence[Any], flag: str, example: str,
+                   shown: Callable[[Any], str] = str) -> None:
+    """A UsageError naming the first value `values` holds twice (the same measurement or run
+    twice, counted as two); `shown` writes a value as the user typed it."""
+    seen: list[Any] = []
+    for value in values:
+        if value in seen:
+            raise UsageError(f"{flag} names {shown(value)} more than once; give each value "
+                             f"once, {example}")
+        seen.append(value)
 
 
 def parse_int_list(text: str, flag: str) -> tuple[int, ...]:

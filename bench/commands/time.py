@@ -12,6 +12,7 @@ Runs with torch, numpy, scikit-learn and scipy only (no optuna, pandas or seabor
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import shlex
 import sys
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bench.catalog import registry
-from bench.commands._common import parse_positive_ints
+from bench.commands._common import parse_positive_ints, refuse_repeats
 from bench.engines.registry import check_engine_name, get_engine
 from bench.errors import UsageError
 from bench.measure.machine import git_state, machine_info
@@ -164,7 +165,7 @@ def parse_grid(args: argparse.Namespace) -> Grid:
     grid = Grid(
         tasks=tasks, archs=archs,
         batch_sizes=tuple(parse_positive_ints(_opt(args, "batch_sizes"), "--batch-sizes", ("full",))),
-        engines=engines, k=_opt(args, "k"), devices=_devices(args.device), dtype=args.dtype,
+        engines=engines, k=_opt(args, "k"), devices=(), dtype=args.dtype,
         threads=threads, epochs=_opt(args, "epochs"), warmup=_opt(args, "warmup"),
         min_time=_opt(args, "min_time"), min_repeats=_opt(args, "min_repeats"),
         max_repeats=args.max_repeats, max_train=max_train, max_gflop=_opt(args, "max_gflop"),
@@ -189,7 +190,15 @@ def parse_grid(args: argparse.Namespace) -> Grid:
     if grid.max_repeats < grid.min_repeats:
         raise UsageError(f"--max-repeats ({grid.max_repeats}) must be at least --min-repeats "
                          f"({grid.min_repeats})")
-    return grid
+    for flag, values, example in (  # a cell measured twice would count as two
+            ("--task", tasks, "moons,sine"), ("--model", models, "bn_mlp_20x3"),
+            ("--widths", widths, "16,64"), ("--batch-sizes", grid.batch_sizes, "16,64,full"),
+            ("--engines", engines, "reference,batched"), ("--threads", threads, "1,2")):
+        refuse_repeats(values, flag, f"e.g. {flag} {example}",
+                       lambda v: "full" if v is None else str(v))
+    # the devices last: where CUDA is missing, `auto` prints a notice, and a usage error
+    # should stand alone
+    return dataclasses.replace(grid, devices=_devices(args.device))
 
 
 def resolved_command(grid: Grid, out: str) -> str:

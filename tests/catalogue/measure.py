@@ -83,6 +83,15 @@ CASES = [
     Case("time-out-is-a-file", ("time", "--quick", "--device", "cpu", "--out",
                                 "results/optuna.journal"), 2,
          stderr=r"results/optuna.journal is a file", files=JOURNAL),
+    # a value given twice would be measured twice and counted as two cells
+    time_flag("--batch-sizes", "16,full,16", r"--batch-sizes names 16 more than once; give each "
+                                             r"value once, e\.g\. --batch-sizes 16,64,full"),
+    time_flag("--batch-sizes", "full,full", r"--batch-sizes names full more than once"),
+    time_flag("--engines", "batched,batched", r"--engines names batched more than once"),
+    time_flag("--task", "moons,moons", r"--task names moons more than once"),
+    # no device given (auto): where CUDA is missing its notice must not come before the error
+    Case("time-usage-error-alone-on-auto-device", ("time", "--quick", "--k", "0"), 2,
+         stderr=r"--k must be at least 1, got 0", absent=("results/timing",)),
     time_flag("--min-time", "nan", r"--min-time must be a finite number >= 0"),
     time_flag("--min-time", "inf", r"--min-time must be a finite number >= 0"),
     time_flag("--min-time", "-1", r"--min-time must be a finite number >= 0"),
