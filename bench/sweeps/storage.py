@@ -70,6 +70,8 @@ def display_url(url: str | None) -> str:
     try:
         parsed = make_url(url)
         hidden = {key: "***" for key in parsed.query if SECRET_QUERY_KEY.search(key)}
+        if parsed.password is None and not hidden:  # nothing to hide: as typed (rendering
+            return url  # would escape, e.g. sqlite:///:memory: as sqlite:///%3Amemory%3A)
         if hidden:  # e.g. ?password=... or ?sslpassword=..., which libpq also reads
             parsed = parsed.update_query_dict(hidden)
         return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
@@ -491,6 +493,7 @@ def open_storage(url: str | None, *, create: bool = True,
                              "while replaying it); pass another --storage") from None
     assert url is not None
     shown = display_url(url)
+    _check_database_url(url, shown)
     full = postgres_driver_url(url)
     engine_kwargs: dict[str, Any] = {}
     if full.startswith("sqlite:///"):
@@ -516,6 +519,24 @@ def open_storage(url: str | None, *, create: bool = True,
             time.sleep(0.5 + attempt)
     assert error is not None
     raise UsageError(f"cannot open storage {shown}: {storage_error_reason(error, url)}") from None
+
+
+def _check_database_url(url: str, shown: str) -> None:
+    """Refuse, before connecting, a URL whose port is not a number and an SQLite database that
+    lives in memory (`sqlite://`, `sqlite:///:memory:`): a study there is lost when the command
+    ends, so nothing could be resumed or reported."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except ValueError:  # SQLAlchemy reads the port with int()
+        raise UsageError(f"storage URL {shown}: the port is not a number; write host:port "
+                         "with digits, e.g. localhost:5432") from None
+    except Exception:  # not a URL at all: the connection attempt says why
+        return
+    if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
+        raise UsageError(f"storage {shown} is an in-memory SQLite database, "
+                         "lost when the command ends; give a file, e.g. sqlite:///study.db")
 
 
 def _is_schema_race(exc: BaseException) -> bool:

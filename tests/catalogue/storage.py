@@ -136,6 +136,18 @@ CASES = [
          sweep(storage=f"postgresql://nn@127.0.0.1:9/db?sslmode=disable&password={SECRET}"), 2,
          r"postgresql://nn@127.0.0.1:9/db\?.*password=\*\*\*", files={"s.toml": STUDY},
          secret=SECRET),
+    Case("postgres-port-not-a-number-password-masked",
+         sweep(storage=f"postgresql://nn:{SECRET}@127.0.0.1:fivefour/db"), 2,
+         r"storage URL postgresql://\S*\*\*\*@127.0.0.1:fivefour/db: the port is not a number; "
+         r"write host:port with digits, e.g. localhost:5432", files={"s.toml": STUDY},
+         secret=SECRET),
+    # a study in memory is gone when the command ends: nothing to resume or report
+    Case("sqlite-in-memory", sweep(storage="sqlite:///:memory:"), 2,
+         r"storage sqlite:///:memory: is an in-memory SQLite database, lost when the command "
+         r"ends; give a file, e.g. sqlite:///study.db", files={"s.toml": STUDY},
+         absent=(":memory:",)),
+    Case("sqlite-without-a-path", sweep(storage="sqlite://"), 2,
+         r"storage sqlite:// is an in-memory SQLite database", files={"s.toml": STUDY}),
     Case("journal-path-is-a-one-line-notes-file", sweep(storage="notes.txt"), 2,
          r"storage notes.txt is not an Optuna journal \(its first line is not",
          files={"s.toml": STUDY, "notes.txt": b"my own notes, no newline"},
