@@ -230,3 +230,13 @@ def test_features_that_are_no_rows_or_no_columns_are_one_usage_error(tmp_path: P
     np.savez(tmp_path / "odd.npz", x=x, y=np.arange(30) % 2)
     with pytest.raises(UsageError, match=message):
         registry.get_task(str(tmp_path / "odd.npz"))
+
+
+@pytest.mark.parametrize("header", [["a", "a", "label"], ["a", "label", " label"]])
+def test_a_column_named_twice_is_one_usage_error(tmp_path: Path, header: list[str]) -> None:
+    """Which of two same-named columns is the label, or which a chart names, is ambiguous."""
+    path = write_csv(tmp_path / "twice.csv", header, [["1", "2", str(i % 2)] for i in range(20)])
+    repeated = "a" if header[1] == "a" else "label"
+    with pytest.raises(UsageError, match=rf"the header names column '{repeated}' more than once; "
+                                         r"give each column its own name"):
+        registry.get_task(str(path))

@@ -298,3 +298,15 @@ def test_the_plugins_are_stored_before_training_so_an_interrupted_sweep_has_them
     assert study.user_attrs["plugins"] == [{"source": str(plugin.resolve()),
                                             "sha256": sha(plugin)}]
     assert study.trials == []
+
+
+@pytest.mark.parametrize("given", ["plug.txt", "./plug.txt", "plug"])
+def test_a_plugin_file_that_is_not_python_source_names_the_fix(tmp_path: Path,
+                                                              given: str) -> None:
+    """Python imports .py files only: a plugin saved as .txt (or with no suffix) was reported
+    as a module not found, or failed inside importlib."""
+    name = given.removeprefix("./")
+    write(tmp_path / name, PLUGIN)
+    with pytest.raises(UsageError, match=rf"plugin {tmp_path / name} is not a \.py file; "
+                                         rf"save it as {Path(name).stem}\.py and give that path"):
+        plugins.load_plugin(given, base=tmp_path)

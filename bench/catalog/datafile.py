@@ -175,6 +175,10 @@ def _read_csv(ref: FileRef, where: str) -> tuple[np.ndarray, list[Any], str, int
     if len(header) < 2:
         raise UsageError(f"{where}: the header has {len(header)} column; a task needs at least "
                          "one feature column and a label column (comma-separated)")
+    repeated = sorted({h for h in header if header.count(h) > 1})
+    if repeated:  # a label column named twice is ambiguous, and so is a chart of a feature
+        raise UsageError(f"{where}: the header names column {repeated[0]!r} more than once; "
+                         "give each column its own name")
     for number, row in enumerate(rows[1:], start=2):
         if len(row) != len(header):
             raise UsageError(f"{where}: line {number} has {len(row)} fields but the header has "

@@ -229,12 +229,15 @@ def load_plugin(source: str, base: str | Path | None = None) -> dict[str, str]:
     if not text:
         raise UsageError("--plugin needs a path to a .py file or a module name, e.g. "
                          "--plugin examples/spiral_plugin.py")
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        path = Path(base) / path if base is not None else Path.cwd() / path
+    path = path.resolve()
+    if path.is_file() and path.suffix != ".py":  # e.g. plug.txt: Python imports .py files only
+        raise UsageError(f"plugin {path} is not a .py file; save it as {path.stem}.py and give "
+                         "that path")
     is_path = text.endswith(".py") or "/" in text or "\\" in text
     if is_path:
-        path = Path(text).expanduser()
-        if not path.is_absolute():
-            path = Path(base) / path if base is not None else Path.cwd() / path
-        path = path.resolve()
         key = str(path)
         if key in _LOADED:
             return _LOADED[key]
