@@ -262,6 +262,9 @@ def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = Fal
     if not 1 <= len(name) <= MAX_NAME_LENGTH:
         raise reader.error("name", f"must be 1 to {MAX_NAME_LENGTH} characters (Optuna's limit "
                                    f"for a study name), got {len(name)}; choose a shorter name")
+    if not name.isprintable():  # every summary, table and chart title shows it on one line
+        raise reader.error("name", f"{name!r} holds a newline, tab or other control character; "
+                                   "use a name on one line")
     description = reader.string("description", data.get("description", ""))
     trials = reader.integer("trials", data.get("trials", 20), 1)
     seeds = reader.integer("seeds", data.get("seeds", 3), 1)
