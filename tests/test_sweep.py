@@ -589,6 +589,8 @@ def test_worker_and_thread_counts_beyond_the_machine_are_refused(tmp_path, capsy
     ("", "batch_size = { low = 900, high = 1000 }", "space.batch_size: 900 is above"),
     ("n_samples = 20", "", None),  # a batch of 20 fits a training set of 20
     ("n_samples = 15", "", "fixed.batch_size: 20 is above the training set of linear"),
+    # the data seed varies: each trial's training set is checked with its own seed
+    ("", "batch_size = [1000]\ndata_seed = [0, 1]", None),
 ])
 def test_a_batch_size_no_trial_can_take_is_refused_before_the_storage_exists(
         tmp_path, capsys, fixed, space, refused):
@@ -602,3 +604,15 @@ def test_a_batch_size_no_trial_can_take_is_refused_before_the_storage_exists(
         assert code == 0 and storage.exists()
     else:
         assert code == 2 and refused in err and err.count("\n") == 1 and not storage.exists()
+
+
+def test_the_batch_check_leaves_data_that_cannot_load_here_to_each_trial(tmp_path, monkeypatch):
+    from bench.errors import DataUnavailableError
+    from bench.sweeps import sweep as sweep_module
+
+    def unavailable(*args, **kwargs):
+        raise DataUnavailableError("not installed here")
+
+    monkeypatch.setattr(sweep_module, "load_data", unavailable)
+    spec = load_study_file(study_file(tmp_path))
+    assert sweep_module.check_batch_fits(spec) is None  # no error: the trials say why

@@ -173,9 +173,10 @@ class _DataSizes:
 
 def check_batch_fits(spec: StudySpec) -> None:
     """Refuse a study whose smallest batch size is above its training set, before the storage is
-    opened: every trial would be stored as "cannot run here". A study whose sample count
-    varies, or whose batch size is full-batch or conditional, is left to the per-trial check."""
-    if any(p.name == "n_samples" for p in spec.space):
+    opened: every trial would be stored as "cannot run here". A study whose sample count or data
+    seed varies, whose batch size is full-batch or conditional, or whose data cannot be loaded
+    here, is left to the per-trial check."""
+    if any(p.name in ("n_samples", "data_seed") for p in spec.space):
         return
     varied = next((p for p in spec.space if p.name == "batch_size"), None)
     if varied is None:
@@ -191,7 +192,10 @@ def check_batch_fits(spec: StudySpec) -> None:
         probe = spec.run_spec({}, 0)
     except UsageError:
         return  # the fixed settings alone are not a whole spec: each trial says why
-    n_train = load_data(probe, "cpu").n_train
+    try:
+        n_train = load_data(probe, "cpu").n_train
+    except UsageError:  # e.g. the data set is not installed here: each trial says why
+        return
     if min(sizes) > n_train:
         raise UsageError(f"{spec.path}: {key}: {min(sizes)} is above the training set of "
                          f"{spec.task} ({n_train} examples), so no trial could run; use a "
