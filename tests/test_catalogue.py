@@ -38,6 +38,10 @@ def test_case(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
             path.write_text(content, encoding="utf-8")
     if case.setup is not None:
         case.setup(tmp_path)
+    if case.no_cuda:
+        import torch
+
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     before = _snapshot(tmp_path)
     capsys.readouterr()
     try:

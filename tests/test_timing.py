@@ -259,12 +259,17 @@ def test_bench_time_cuda_without_cuda_is_exit_2(tmp_path: Path,
     assert len(err) == 1 and "CUDA is not available" in err[0]
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the notice without CUDA")
-def test_device_auto_skips_cuda_with_notice(capsys: pytest.CaptureFixture) -> None:
+def test_device_auto_skips_cuda_with_notice(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
     from bench.commands.time import _devices
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert _devices("auto") == ("cpu",)
-    assert "CUDA is not available here; measuring cpu only" in capsys.readouterr().err
+    argv = _time_args(tmp_path, "--device", "auto", "--engines", "reference")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", timing.NoisyTimingWarning)
+        assert main(argv) == 0
+    assert "notice: CUDA is not available here; measuring cpu only" in capsys.readouterr().err
 
 
 def test_bench_time_runs_without_optuna_pandas_seaborn(tmp_path: Path) -> None:

@@ -47,12 +47,12 @@ def refuse_repeats(values: Sequence[Any], flag: str, example: str,
                    shown: Callable[[Any], str] = str) -> None:
     """A UsageError naming the first value `values` holds twice (the same measurement or run
     twice, counted as two); `shown` writes a value as the user typed it."""
-    seen: list[Any] = []
+    seen: set[Any] = set()  # every caller's values are hashable (numbers, text, None)
     for value in values:
         if value in seen:
             raise UsageError(f"{flag} names {shown(value)} more than once; give each value "
                              f"once, {example}")
-        seen.append(value)
+        seen.add(value)
 
 
 def parse_int_list(text: str, flag: str) -> tuple[int, ...]:

@@ -125,17 +125,17 @@ def _split(text: str) -> list[str]:
 
 
 def _devices(text: str) -> tuple[str, ...]:
+    """The devices --device names: `auto` is cpu and cuda where CUDA is available, else cpu
+    (`run` says so once every usage check has passed)."""
     import torch
 
     if text == "auto":
-        if torch.cuda.is_available():
-            return ("cpu", "cuda")
-        print("bench: notice: CUDA is not available here; measuring cpu only", file=sys.stderr)
-        return ("cpu",)
+        return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
     devices = tuple(_split(text))
     for device in devices:
         if device not in ("cpu", "cuda"):
             raise UsageError(f"unknown device {device!r}; use --device cpu, cuda, cpu,cuda or auto")
+    refuse_repeats(devices, "--device", "e.g. --device cpu,cuda")
     if "cuda" in devices and not torch.cuda.is_available():
         raise UsageError("--device cuda requested but CUDA is not available here; "
                          "use --device cpu or --device auto")
@@ -196,8 +196,6 @@ def parse_grid(args: argparse.Namespace) -> Grid:
             ("--engines", engines, "reference,batched"), ("--threads", threads, "1,2")):
         refuse_repeats(values, flag, f"e.g. {flag} {example}",
                        lambda v: "full" if v is None else str(v))
-    # the devices last: where CUDA is missing, `auto` prints a notice, and a usage error
-    # should stand alone
     return dataclasses.replace(grid, devices=_devices(args.device))
 
 
@@ -293,11 +291,14 @@ def run(args: argparse.Namespace) -> int:
         cases, notes = _cases(grid, device)
         plan.extend(cases)
         skipped.extend(notes)
-    for note in skipped:
-        print(f"bench: notice: skipping {note}", file=sys.stderr)
     if not plan:
         raise UsageError("nothing to measure: every cell of the grid was skipped; widen "
                          "--batch-sizes or raise --max-gflop")
+    # the notices once every usage check has passed, so that an error stands alone
+    if args.device == "auto" and "cuda" not in grid.devices:
+        print("bench: notice: CUDA is not available here; measuring cpu only", file=sys.stderr)
+    for note in skipped:
+        print(f"bench: notice: skipping {note}", file=sys.stderr)
 
     commit, dirty = git_state()
     resolved = resolved_command(grid, args.out)

@@ -40,6 +40,7 @@ class Case:
     stdout: str = ""  # regex searched in stdout (case-insensitive)
     env: dict[str, str] = field(default_factory=dict)
     check: Callable[[Path], None] | None = None  # further assertions on the folder afterwards
+    no_cuda: bool = False  # run as on a machine without CUDA, whatever this one has
 
 
 def all_cases() -> list[Case]:

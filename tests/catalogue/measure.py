@@ -91,7 +91,11 @@ CASES = [
     time_flag("--task", "moons,moons", r"--task names moons more than once"),
     # no device given (auto): where CUDA is missing its notice must not come before the error
     Case("time-usage-error-alone-on-auto-device", ("time", "--quick", "--k", "0"), 2,
-         stderr=r"--k must be at least 1, got 0", absent=("results/timing",)),
+         stderr=r"--k must be at least 1, got 0", absent=("results/timing",), no_cuda=True),
+    Case("time-out-is-a-file-alone-on-auto-device", ("time", "--quick", "--out", "taken"), 2,
+         stderr=r"taken", files={"taken": "a file\n"}, no_cuda=True),
+    time_flag("--device", "cpu,cpu", r"--device names cpu more than once; give each value "
+                                     r"once, e\.g\. --device cpu,cuda"),
     time_flag("--min-time", "nan", r"--min-time must be a finite number >= 0"),
     time_flag("--min-time", "inf", r"--min-time must be a finite number >= 0"),
     time_flag("--min-time", "-1", r"--min-time must be a finite number >= 0"),
