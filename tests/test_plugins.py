@@ -310,3 +310,16 @@ def test_a_plugin_file_that_is_not_python_source_names_the_fix(tmp_path: Path,
     with pytest.raises(UsageError, match=rf"plugin {tmp_path / name} is not a \.py file; "
                                          rf"save it as {Path(name).stem}\.py and give that path"):
         plugins.load_plugin(given, base=tmp_path)
+
+
+def test_a_file_named_like_a_module_does_not_hide_the_module(tmp_path: Path) -> None:
+    """A bare name is a module name first: a file `json` in the folder does not block it."""
+    write(tmp_path / "json", "not python\n")
+    assert plugins.load_plugin("json", base=tmp_path)["source"] == "json"
+
+
+@pytest.mark.parametrize("given", ["bad\x00name.py", "~no_such_user_here_xyz/p.py"])
+def test_a_plugin_path_that_cannot_be_resolved_is_a_usage_error(tmp_path: Path,
+                                                               given: str) -> None:
+    with pytest.raises(UsageError, match=r"cannot be resolved; give a path to a \.py file"):
+        plugins.load_plugin(given, base=tmp_path)

@@ -229,15 +229,13 @@ def load_plugin(source: str, base: str | Path | None = None) -> dict[str, str]:
     if not text:
         raise UsageError("--plugin needs a path to a .py file or a module name, e.g. "
                          "--plugin examples/spiral_plugin.py")
-    path = Path(text).expanduser()
-    if not path.is_absolute():
-        path = Path(base) / path if base is not None else Path.cwd() / path
-    path = path.resolve()
-    if path.is_file() and path.suffix != ".py":  # e.g. plug.txt: Python imports .py files only
-        raise UsageError(f"plugin {path} is not a .py file; save it as {path.stem}.py and give "
-                         "that path")
-    is_path = text.endswith(".py") or "/" in text or "\\" in text
+    is_path = text.endswith(".py") or "/" in text or "\\" in text or text.startswith("~")
+    path = _path_of(text, base)
     if is_path:
+        if path is None:
+            raise UsageError(f"plugin path {text!r} cannot be resolved; give a path to a .py "
+                             "file, e.g. --plugin examples/spiral_plugin.py")
+        _refuse_not_python(path)
         key = str(path)
         if key in _LOADED:
             return _LOADED[key]
@@ -274,6 +272,8 @@ def load_plugin(source: str, base: str | Path | None = None) -> dict[str, str]:
             except ModuleNotFoundError as exc:
                 _forget(key)
                 if exc.name and text.startswith(exc.name):
+                    if path is not None:  # a file by that name that Python does not import
+                        _refuse_not_python(path)
                     raise UsageError(f"plugin module {text!r} not found; install it, put it on "
                                      "PYTHONPATH, or give a path to a .py file") from None
                 raise UsageError(f"plugin {text} failed to import: ModuleNotFoundError: "
@@ -286,6 +286,25 @@ def load_plugin(source: str, base: str | Path | None = None) -> dict[str, str]:
         record = {"source": key, "sha256": _file_sha256(Path(file) if file else None) or ""}
     _LOADED[key] = record
     return record
+
+
+def _path_of(text: str, base: str | Path | None) -> Path | None:
+    """`text` as an absolute path (relative to `base`, else the current folder); None where it
+    cannot be one (a null byte, a symlink loop, an unknown ~user)."""
+    try:
+        path = Path(text).expanduser()
+        if not path.is_absolute():
+            path = Path(base) / path if base is not None else Path.cwd() / path
+        return path.resolve()
+    except (OSError, RuntimeError, ValueError):
+        return None
+
+
+def _refuse_not_python(path: Path) -> None:
+    """Python imports .py files only: a plugin saved as plug.txt, or with no suffix, says so."""
+    if path.suffix != ".py" and path.is_file():
+        raise UsageError(f"plugin {path} is not a .py file; save it as {path.stem}.py and give "
+                         "that path")
 
 
 def _forget(key: str, module_name: str | None = None) -> None:
