@@ -307,3 +307,22 @@ def test_sweep_no_limits_flag_allows_long_work_but_the_default_refuses(tmp_path,
     assert main(["sweep", str(path), "--storage", str(tmp_path / "j"), "--quiet",
                  "--no-limits", "--seeds", "2"]) == 0
     assert seen == [True]
+
+
+@pytest.mark.parametrize("name, allowed", [
+    ("moons\u3000run", True),  # an ideographic space, as an IME types it
+    ("moons\u00a0run", True),  # a no-break space
+    ("optimizers \U0001F469\u200D\U0001F52C", True),  # an emoji joined by ZWJ
+    ("moons\trun", False),
+    ("moons\u2028run", False),  # a line separator breaks the line as a newline does
+    ("moons\u2029run", False),
+])
+def test_a_study_name_is_any_text_on_one_line(tmp_path, name, allowed):
+    import json
+
+    path = write(tmp_path, f"name = {json.dumps(name, ensure_ascii=False)}\n" + GOOD)
+    if allowed:
+        assert load_study_file(path).name == name
+    else:
+        with pytest.raises(UsageError, match="holds a newline, tab or other control character"):
+            load_study_file(path)

@@ -23,6 +23,7 @@ import dataclasses
 import itertools
 import math
 import tomllib
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -262,7 +263,8 @@ def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = Fal
     if not 1 <= len(name) <= MAX_NAME_LENGTH:
         raise reader.error("name", f"must be 1 to {MAX_NAME_LENGTH} characters (Optuna's limit "
                                    f"for a study name), got {len(name)}; choose a shorter name")
-    if not name.isprintable():  # every summary, table and chart title shows it on one line
+    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
+        # every summary, table and chart title shows it on one line (other Unicode is fine)
         raise reader.error("name", f"{name!r} holds a newline, tab or other control character; "
                                    "use a name on one line")
     description = reader.string("description", data.get("description", ""))
