@@ -287,6 +287,10 @@ def test_workers_die_with_their_parent(tmp_path, how):
     ("postgresql://u:x@h/db?sslpassword=zz&sslmode=require",
      "postgresql://u:***@h/db?sslmode=require&sslpassword=***"),
     ("postgresql://u@[::1/db?password=s3cret", "postgresql://***@[::1/db?***"),  # unparsable
+    # read otherwise by SQLAlchemy (host "us"; password "pa"): the whole user-info is hidden
+    ("postgresql://us/er:s3cret@h/db", "postgresql://***@h/db"),
+    ("postgresql://user:pa@ss3cret@h/db", "postgresql://***@h/db"),
+    ("sqlite:////tmp/a:b@c/x.db", "sqlite:////tmp/a:b@c/x.db"),  # a path, not a user-info
     ("results/optuna.journal", "results/optuna.journal"),
     (None, "results/optuna.journal"),
 ])

@@ -40,6 +40,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote, unquote_plus
 
 from bench.errors import UsageError
 
@@ -69,17 +70,32 @@ def display_url(url: str | None) -> str:
 
     try:
         parsed = make_url(url)
+        raw = _raw_password(url)
+        if raw is not None and unquote(raw) != parsed.password:  # e.g. us/er:pw@ or pa@ss:
+            raise ValueError("SQLAlchemy reads the user-info part other than a server would")
         hidden = {key: "***" for key in parsed.query if SECRET_QUERY_KEY.search(key)}
         if parsed.password is None and not hidden:  # nothing to hide: as typed (rendering
             return url  # would escape, e.g. sqlite:///:memory: as sqlite:///%3Amemory%3A)
         if hidden:  # e.g. ?password=... or ?sslpassword=..., which libpq also reads
             parsed = parsed.update_query_dict(hidden)
         return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
-    except Exception:  # unparsable: drop the user-info part and the query string
+    except Exception:  # unparsable or ambiguous: drop the user-info part and the query string
         scheme, rest = url.split("://", 1)
         rest, query, _ = rest.partition("?")
         shown = f"{scheme}://***@{rest.rsplit('@', 1)[1]}" if "@" in rest else f"{scheme}://{rest}"
         return shown + ("?***" if query else "")
+
+
+def _raw_password(url: str) -> str | None:
+    """The text after the first ':' of a server URL's user-info part, read as widely as a
+    password could be (up to the last '@' before the query), so a password holding '@' or a
+    user name holding '/' is still hidden; None without one (and for SQLite, whose paths may
+    hold ':' and '@')."""
+    scheme, _, rest = url.partition("://")
+    userinfo, at, _ = rest.split("?", 1)[0].rpartition("@")
+    if scheme.startswith("sqlite") or not at or ":" not in userinfo:
+        return None
+    return userinfo.partition(":")[2]
 
 
 # Query parameters of a database URL that hold a secret (libpq reads password and sslpassword
@@ -611,10 +627,8 @@ def secrets_of(url: str | None) -> list[str]:
     the values of secret query parameters (`SECRET_QUERY_KEY`); none for a journal path."""
     if not url or "://" not in url:
         return []
-    from urllib.parse import quote, unquote, unquote_plus
-
     query = url.split("?", 1)[1] if "?" in url else ""
-    found = [password_of(url), *(value for key, _, value in
+    found = [password_of(url), _raw_password(url), *(value for key, _, value in
                                  (part.partition("=") for part in query.split("&"))
                                  if SECRET_QUERY_KEY.search(key))]
     out: list[str] = []

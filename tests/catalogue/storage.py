@@ -141,6 +141,16 @@ CASES = [
          r"storage URL postgresql://\S*\*\*\*@127.0.0.1:fivefour/db: the port is not a number; "
          r"write host:port with digits, e.g. localhost:5432", files={"s.toml": STUDY},
          secret=SECRET),
+    # user-info SQLAlchemy reads other than a server would: a '/' in the user name makes it
+    # read "us" as the host, a second '@' makes it cut the password short
+    Case("postgres-slash-in-user-password-masked",
+         sweep(storage=f"postgresql://us/er:{SECRET}@127.0.0.1:9/db"), 2,
+         r"cannot open storage postgresql://\*\*\*@127.0.0.1:9/db", files={"s.toml": STUDY},
+         secret=SECRET),
+    Case("postgres-at-in-password-masked",
+         sweep(storage=f"postgresql://nn:ab@{SECRET}@127.0.0.1:9/db"), 2,
+         r"cannot open storage postgresql://\*\*\*@127.0.0.1:9/db", files={"s.toml": STUDY},
+         secret=SECRET),
     # a study in memory is gone when the command ends: nothing to resume or report
     Case("sqlite-in-memory", sweep(storage="sqlite:///:memory:"), 2,
          r"storage sqlite:///:memory: is an in-memory SQLite database, lost when the command "
