@@ -240,3 +240,26 @@ def test_a_column_named_twice_is_one_usage_error(tmp_path: Path, header: list[st
     with pytest.raises(UsageError, match=rf"the header names column '{repeated}' more than once; "
                                          r"give each column its own name"):
         registry.get_task(str(path))
+
+
+@pytest.mark.parametrize("header, label", [
+    (["x", "y", "label"], "label"),  # y is a coordinate here: label wins
+    (["y", "f", "Class"], "Class"),
+    (["TARGET", "y", "f"], "TARGET"),
+    (["a", "Y", "b"], "Y"),
+])
+def test_the_label_column_is_the_first_label_name_in_order(tmp_path: Path, header: list[str],
+                                                           label: str) -> None:
+    path = write_csv(tmp_path / "pts.csv", header,
+                     [[str(i % 2) if h == label else str(i * 0.5) for h in header]
+                      for i in range(30)])
+    task = registry.get_task(str(path))
+    assert (task.kind, task.input_dim, task.n_classes) == ("binary", 2, 2)
+
+
+def test_two_label_columns_that_differ_in_case_are_one_usage_error(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "case.csv", ["f", "Label", "label"],
+                     [["1", str(i % 2), str(i % 2)] for i in range(20)])
+    with pytest.raises(UsageError, match=r"columns 'Label' and 'label' could each be the label; "
+                                         r"name one with --label-column"):
+        registry.get_task(str(path))

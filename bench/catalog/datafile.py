@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     import numpy as np
 
 SUFFIXES = (".csv", ".npz")
-LABEL_NAMES = ("label", "target", "y", "class")  # the label column when none is named
+# the label column when none is named: the first of these the header has, in this order, so
+# "x,y,label" takes label (y is often a coordinate)
+LABEL_NAMES = ("label", "target", "class", "y")
 KINDS = ("binary", "multiclass", "regression")
 MIN_PER_CLASS = 3  # a class with fewer examples cannot appear in all three splits
 
@@ -189,8 +191,7 @@ def _read_csv(ref: FileRef, where: str) -> tuple[np.ndarray, list[Any], str, int
                              f"{', '.join(header)} (--label-column / label_column)")
         label_at = header.index(ref.label_column)
     else:
-        found = [i for i, h in enumerate(header) if h.lower() in LABEL_NAMES]
-        label_at = found[0] if found else len(header) - 1
+        label_at = _label_at(header, where)
     features = [i for i in range(len(header)) if i != label_at]
     x = np.empty((len(rows) - 1, len(features)), dtype=np.float64)
     for r, row in enumerate(rows[1:]):
@@ -202,6 +203,21 @@ def _read_csv(ref: FileRef, where: str) -> tuple[np.ndarray, list[Any], str, int
             x[r, c] = value
     labels = [row[label_at].strip() for row in rows[1:]]
     return x, labels, header[label_at], len(features)
+
+
+def _label_at(header: list[str], where: str) -> int:
+    """The label column's index when none is named: the first name of LABEL_NAMES the header
+    has (any case), else the last column. Two columns that differ only in case (Label,
+    label) are ambiguous: a usage error that names the flag."""
+    for name in LABEL_NAMES:
+        found = [i for i, h in enumerate(header) if h.lower() == name]
+        if len(found) > 1:
+            raise UsageError(f"{where}: columns {' and '.join(repr(header[i]) for i in found)} "
+                             "could each be the label; name one with --label-column "
+                             "(label_column in a study file)")
+        if found:
+            return found[0]
+    return len(header) - 1
 
 
 def _read_npz(ref: FileRef, where: str) -> tuple[np.ndarray, list[Any] | np.ndarray]:

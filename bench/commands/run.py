@@ -107,8 +107,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", default="0",
                         help="seeds: a range 0-4 or a list 0,1,2 (default: %(default)s)")
     parser.add_argument("--label-column", default=None, metavar="COLUMN",
-                        help="a .csv task's label column (default: label, target, y or class, "
-                             "else the last column)")
+                        help="a .csv task's label column (default: the first of label, target, "
+                             "class, y it has, else the last column)")
     parser.add_argument("--task-kind", default=None, choices=KINDS,
                         help="a data file task's kind (default: inferred: two integer classes "
                              "binary, more multiclass, floats regression)")
