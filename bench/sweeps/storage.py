@@ -546,6 +546,10 @@ def _check_database_url(url: str, shown: str) -> None:
     try:
         parsed = make_url(url)
     except ValueError:  # SQLAlchemy reads the port with int()
+        host = url.partition("://")[2].split("?", 1)[0].split("/", 1)[0].rpartition("@")[2]
+        if host.startswith("[") and "]" not in host:
+            raise UsageError(f"storage URL {shown}: the IPv6 address has no closing bracket; "
+                             "write it as [::1]:5432") from None
         raise UsageError(f"storage URL {shown}: the port is not a number; write host:port "
                          "with digits, e.g. localhost:5432") from None
     except Exception:  # not a URL at all: the connection attempt says why

@@ -151,6 +151,10 @@ CASES = [
          sweep(storage=f"postgresql://nn:ab@{SECRET}@127.0.0.1:9/db"), 2,
          r"cannot open storage postgresql://\*\*\*@127.0.0.1:9/db", files={"s.toml": STUDY},
          secret=SECRET),
+    Case("postgres-ipv6-without-its-bracket",
+         sweep(storage="postgresql://nn@[::1/db"), 2,
+         r"the IPv6 address has no closing bracket; write it as \[::1\]:5432",
+         files={"s.toml": STUDY}),
     # a study in memory is gone when the command ends: nothing to resume or report
     Case("sqlite-in-memory", sweep(storage="sqlite:///:memory:"), 2,
          r"storage sqlite:///:memory: is an in-memory SQLite database, lost when the command "
