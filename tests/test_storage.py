@@ -291,6 +291,10 @@ def test_workers_die_with_their_parent(tmp_path, how):
     ("postgresql://us/er:s3cret@h/db", "postgresql://***@h/db"),
     ("postgresql://user:pa@ss3cret@h/db", "postgresql://***@h/db"),
     ("sqlite:////tmp/a:b@c/x.db", "sqlite:////tmp/a:b@c/x.db"),  # a path, not a user-info
+    # SQLAlchemy's password stops at the first '@' even after a '?' (host "2024@h")
+    ("postgresql://u:se?cret@2024@h/db", "postgresql://***@h/db"),
+    ("postgresql://u:pa?ss@h:notaport/db", "postgresql://***@h:notaport/db"),  # unparsable
+    ("postgresql://u:p/w@x@h/db", "postgresql://***@h/db"),
     ("results/optuna.journal", "results/optuna.journal"),
     (None, "results/optuna.journal"),
 ])
@@ -325,6 +329,19 @@ def test_a_short_password_is_masked_as_a_word_only():
     text = f"cannot open {url}: fix the host and port (password x was refused)"
     assert st.mask_secret(text, url) == ("cannot open postgresql://u:***@127.0.0.1:9/db: fix the "
                                          "host and port (password *** was refused)")
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("postgresql://u:se?cret@2024@h/db", "se?cret@2024"),
+    ("postgresql://u:pa?ss@h:notaport/db", "pa?ss"),
+    ("postgresql://us/er:Hunter2pw@h/db", "Hunter2pw"),
+    ("postgresql://u@h/db?p%61ssword=hunter22", "hunter22"),  # the key percent-encoded
+])
+def test_every_reading_of_a_password_is_masked_in_any_message(url, secret):
+    text = f"server said: password {secret} refused for {url}"
+    masked = st.mask_secret(text, url)
+    pieces = [p for p in re.split(r"[@?/]", secret) if len(p) >= 4]  # e.g. "2024" of se?cret@2024
+    assert secret not in masked and not any(p in masked for p in pieces), masked
 
 
 def test_a_sqlite_url_with_arguments_names_its_file(tmp_path):

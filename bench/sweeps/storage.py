@@ -70,29 +70,49 @@ def display_url(url: str | None) -> str:
 
     try:
         parsed = make_url(url)
-        raw = _raw_password(url)
-        if raw is not None and unquote(raw) != parsed.password:  # e.g. us/er:pw@ or pa@ss:
-            raise ValueError("SQLAlchemy reads the user-info part other than a server would")
+        if _ambiguous(url, parsed):
+            return _without_userinfo(url)
         hidden = {key: "***" for key in parsed.query if SECRET_QUERY_KEY.search(key)}
         if parsed.password is None and not hidden:  # nothing to hide: as typed (rendering
             return url  # would escape, e.g. sqlite:///:memory: as sqlite:///%3Amemory%3A)
         if hidden:  # e.g. ?password=... or ?sslpassword=..., which libpq also reads
             parsed = parsed.update_query_dict(hidden)
         return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
-    except Exception:  # unparsable or ambiguous: drop the user-info part and the query string
-        scheme, rest = url.split("://", 1)
-        rest, query, _ = rest.partition("?")
-        shown = f"{scheme}://***@{rest.rsplit('@', 1)[1]}" if "@" in rest else f"{scheme}://{rest}"
-        return shown + ("?***" if query else "")
+    except Exception:  # unparsable: drop the user-info part and the query string
+        return _without_userinfo(url)
+
+
+def _ambiguous(url: str, parsed: Any) -> bool:
+    """Whether SQLAlchemy may have read part of a password as something else: its password
+    stops at the first '@' and its host may hold '@' (user:pa@ss@host gives host ss@host), and
+    a user name holding '/' leaves the whole user-info in the database name. So a server URL
+    whose host or database holds an '@' is ambiguous, and so is one with no password
+    read where the text before its first '@' holds a ':'."""
+    scheme, _, rest = url.partition("://")
+    if scheme.startswith("sqlite") or "@" not in rest:  # SQLite paths may hold ':' and '@'
+        return False
+    if any("@" in str(part or "") for part in (parsed.host, parsed.database)):
+        return True
+    return parsed.password is None and ":" in rest.partition("@")[0]
+
+
+def _without_userinfo(url: str) -> str:
+    """scheme://***@host...: everything up to the last '@' hidden (a password may hold '@',
+    '/' and '?'), and the query string too (`?***`)."""
+    scheme, _, rest = url.partition("://")
+    prefix = ""
+    if "@" in rest:
+        prefix, rest = "***@", rest.rpartition("@")[2]
+    rest, query, _ = rest.partition("?")
+    return f"{scheme}://{prefix}{rest}" + ("?***" if query else "")
 
 
 def _raw_password(url: str) -> str | None:
-    """The text after the first ':' of a server URL's user-info part, read as widely as a
-    password could be (up to the last '@' before the query), so a password holding '@' or a
-    user name holding '/' is still hidden; None without one (and for SQLite, whose paths may
-    hold ':' and '@')."""
+    """The text after the first ':' of a server URL's user-info part read as widely as a
+    password could be (up to the last '@'), so a password holding '@', '/' or '?' is still
+    hidden; None without one (and for SQLite, whose paths may hold ':' and '@')."""
     scheme, _, rest = url.partition("://")
-    userinfo, at, _ = rest.split("?", 1)[0].rpartition("@")
+    userinfo, at, _ = rest.rpartition("@")
     if scheme.startswith("sqlite") or not at or ":" not in userinfo:
         return None
     return userinfo.partition(":")[2]
@@ -621,8 +641,7 @@ def password_of(url: str | None) -> str | None:
     try:
         password = make_url(url).password
     except Exception:  # unparsable: take what sits between "user:" and "@"
-        userinfo = url.split("://", 1)[1].split("?", 1)[0].rsplit("@", 1)
-        password = userinfo[0].partition(":")[2] if len(userinfo) == 2 else None
+        password = _raw_password(url)
     return str(password) if password else None
 
 
@@ -634,7 +653,7 @@ def secrets_of(url: str | None) -> list[str]:
     query = url.split("?", 1)[1] if "?" in url else ""
     found = [password_of(url), _raw_password(url), *(value for key, _, value in
                                  (part.partition("=") for part in query.split("&"))
-                                 if SECRET_QUERY_KEY.search(key))]
+                                 if SECRET_QUERY_KEY.search(unquote_plus(key)))]
     out: list[str] = []
     for secret in found:
         if secret:  # as typed, encoded, and decoded (a query reads + as a space)
