@@ -606,13 +606,36 @@ def test_a_batch_size_no_trial_can_take_is_refused_before_the_storage_exists(
         assert code == 2 and refused in err and err.count("\n") == 1 and not storage.exists()
 
 
-def test_the_batch_check_leaves_data_that_cannot_load_here_to_each_trial(tmp_path, monkeypatch):
+@pytest.mark.parametrize("shared", [False, True])
+def test_data_that_cannot_load_here_is_refused_unless_another_host_may_have_it(
+        tmp_path, monkeypatch, shared):
+    """On a journal or SQLite file every trial would be 'cannot run here' and count towards the
+    target; on a shared database another worker's host may have the data."""
     from bench.errors import DataUnavailableError
     from bench.sweeps import sweep as sweep_module
 
     def unavailable(*args, **kwargs):
-        raise DataUnavailableError("not installed here")
+        raise DataUnavailableError("mnist not found; install it")
 
     monkeypatch.setattr(sweep_module, "load_data", unavailable)
     spec = load_study_file(study_file(tmp_path))
-    assert sweep_module.check_batch_fits(spec) is None  # no error: the trials say why
+    if shared:
+        assert sweep_module.check_data(spec, shared=True) is None  # the trials say why
+    else:
+        with pytest.raises(DataUnavailableError, match="mnist not found; install it"):
+            sweep_module.check_data(spec)
+
+
+def test_a_sweep_on_a_data_set_missing_here_stores_nothing(tmp_path, capsys, monkeypatch):
+    from bench.errors import DataUnavailableError
+    from bench.sweeps import sweep as sweep_module
+
+    def unavailable(*args, **kwargs):
+        raise DataUnavailableError("the data set is not installed here; install it")
+
+    monkeypatch.setattr(sweep_module, "load_data", unavailable)
+    storage = tmp_path / "s.journal"
+    assert main(["sweep", str(study_file(tmp_path)), "--storage", str(storage), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "not installed here; install it" in err and err.count("\n") == 1
+    assert not storage.exists()

@@ -52,7 +52,7 @@ import torch
 from bench.catalog import registry
 from bench.engines.registry import EpochReport, choose_engine, train_specs
 from bench.engines.setup import load_data, plan_run
-from bench.errors import UsageError
+from bench.errors import DataUnavailableError, UsageError
 from bench.numbers import fmt_param, fmt_score
 from bench.results import RunResult, encode_params
 from bench.spec import RunSpec, resolve_device
@@ -171,11 +171,25 @@ class _DataSizes:
         plan_run(cpu, self._sizes[key])
 
 
-def check_batch_fits(spec: StudySpec) -> None:
-    """Refuse a study whose smallest batch size is above its training set, before the storage is
-    opened: every trial would be stored as "cannot run here". A study whose sample count or data
-    seed varies, whose batch size is full-batch or conditional, or whose data cannot be loaded
-    here, is left to the per-trial check."""
+def check_data(spec: StudySpec, shared: bool = False) -> None:
+    """Refuse, before the storage is opened, a study no trial could run: its data cannot be
+    loaded here (unless the storage is `shared`, where another host may have it), or its
+    smallest batch size is above its training set. Either way every trial would be stored as
+    "cannot run here" and count towards the target. A study whose sample count or data seed
+    varies, or whose batch size is full-batch or conditional, leaves the batch size to each
+    trial's check."""
+    try:
+        probe = spec.run_spec({}, 0)
+    except UsageError:
+        return  # the fixed settings alone are not a whole spec: each trial says why
+    try:
+        n_train = load_data(probe, "cpu").n_train  # cached: the worker's first trial reuses it
+    except DataUnavailableError:
+        if shared:
+            return
+        raise
+    except UsageError:
+        return
     if any(p.name in ("n_samples", "data_seed") for p in spec.space):
         return
     varied = next((p for p in spec.space if p.name == "batch_size"), None)
@@ -188,14 +202,6 @@ def check_batch_fits(spec: StudySpec) -> None:
         sizes = list(varied.choices) if varied.kind == "categorical" else [varied.low]
     if not all(isinstance(b, int) and not isinstance(b, bool) for b in sizes):
         return  # full batch (None or "full") fits any training set
-    try:
-        probe = spec.run_spec({}, 0)
-    except UsageError:
-        return  # the fixed settings alone are not a whole spec: each trial says why
-    try:
-        n_train = load_data(probe, "cpu").n_train
-    except UsageError:  # e.g. the data set is not installed here: each trial says why
-        return
     if min(sizes) > n_train:
         raise UsageError(f"{spec.path}: {key}: {min(sizes)} is above the training set of "
                          f"{spec.task} ({n_train} examples), so no trial could run; use a "
@@ -643,7 +649,7 @@ def sweep(spec: StudySpec, storage_url: str | None = None, *, workers: int = 1,
     if workers < 1:
         raise UsageError(f"--workers must be at least 1, got {workers}")
     check_grid_size(spec)
-    check_batch_fits(spec)
+    check_data(spec, shared=is_shared_storage(storage_url))
     worker = None
     if workers == 1:  # its study serves the progress bar and the summary: one journal replay
         worker = Worker(spec, storage_url, engine=engine, heartbeat_interval=heartbeat_interval,
