@@ -235,7 +235,9 @@ def test_bench_time_writes_numbered_json(tmp_path: Path, capsys: pytest.CaptureF
     (["--k", "0"], "--k must be at least 1"),
     (["--threads", "0"], "--threads values must be positive"),
     (["--device", "tpu"], "unknown device 'tpu'"),
-    (["--batch-sizes", "5000"], "nothing to measure"),
+    (["--batch-sizes", "5000"], "nothing to measure: every cell of the grid was skipped (moons "
+                                "mlp w8 bs5000 notebook cpu: batch size above the 200 training "
+                                "examples; 1 more skipped)"),
     (["--min-time", "nan"], "--min-time must be a finite number >= 0"),
     (["--min-time", "inf"], "--min-time must be a finite number >= 0"),
     (["--min-time=-0.5"], "--min-time must be a finite number >= 0"),

@@ -292,8 +292,11 @@ def run(args: argparse.Namespace) -> int:
         plan.extend(cases)
         skipped.extend(notes)
     if not plan:
-        raise UsageError("nothing to measure: every cell of the grid was skipped; widen "
-                         "--batch-sizes or raise --max-gflop")
+        first = skipped[0] if skipped else "no cell"
+        more = f"; {len(skipped) - 1} more skipped" if len(skipped) > 1 else ""
+        raise UsageError(f"nothing to measure: every cell of the grid was skipped ({first}"
+                         f"{more}); widen --batch-sizes or raise --max-gflop "
+                         "(--max-gflop-cuda on cuda)")
     # the notices once every usage check has passed, so that an error stands alone
     if args.device == "auto" and "cuda" not in grid.devices:
         print("bench: notice: CUDA is not available here; measuring cpu only", file=sys.stderr)
