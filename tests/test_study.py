@@ -316,6 +316,8 @@ def test_sweep_no_limits_flag_allows_long_work_but_the_default_refuses(tmp_path,
     ("moons\trun", False),
     ("moons\u2028run", False),  # a line separator breaks the line as a newline does
     ("moons\u2029run", False),
+    ("moons\u202erun", False),  # a right-to-left override reorders the rest of a title
+    ("moons\u200brun", False),  # a zero-width space: two names that look alike
 ])
 def test_a_study_name_is_any_text_on_one_line(tmp_path, name, allowed):
     import json
@@ -324,5 +326,16 @@ def test_a_study_name_is_any_text_on_one_line(tmp_path, name, allowed):
     if allowed:
         assert load_study_file(path).name == name
     else:
-        with pytest.raises(UsageError, match="holds a newline, tab or other control character"):
+        with pytest.raises(UsageError, match=rf"holds a newline, tab or other control character "
+                                             rf"\(U\+{ord(name[5]):04X}\)"):
             load_study_file(path)
+
+
+def test_a_name_with_a_lone_surrogate_is_refused_through_the_api(tmp_path):
+    """TOML cannot hold one, but a dict given to bench.api.sweep can; no report could encode it."""
+    from bench.api import sweep
+
+    with pytest.raises(UsageError, match=r"\(U\+D800\)"):
+        sweep({"name": "lin\ud800", "task": "linear", "trials": 1, "seeds": 1,
+               "fixed": {"hidden": [4], "epochs": 1}}, storage=str(tmp_path / "j.journal"))
+    assert not (tmp_path / "j.journal").exists()

@@ -263,10 +263,10 @@ def parse_study(data: dict[str, Any], path: str | Path, *, no_limits: bool = Fal
     if not 1 <= len(name) <= MAX_NAME_LENGTH:
         raise reader.error("name", f"must be 1 to {MAX_NAME_LENGTH} characters (Optuna's limit "
                                    f"for a study name), got {len(name)}; choose a shorter name")
-    if any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in name):
-        # every summary, table and chart title shows it on one line (other Unicode is fine)
-        raise reader.error("name", f"{name!r} holds a newline, tab or other control character; "
-                                   "use a name on one line")
+    unsafe = next((c for c in name if _unsafe_in_a_name(c)), None)
+    if unsafe is not None:  # every summary, table and chart title shows it on one line
+        raise reader.error("name", f"{name!r} holds a newline, tab or other control character "
+                                   f"(U+{ord(unsafe):04X}); use a name on one line")
     description = reader.string("description", data.get("description", ""))
     trials = reader.integer("trials", data.get("trials", 20), 1)
     seeds = reader.integer("seeds", data.get("seeds", 3), 1)
@@ -519,6 +519,17 @@ def check_budget(spec: StudySpec) -> None:
     budget.check(study_estimate(spec), what=f"{spec.path}: study {spec.name!r}",
                  allow_long=spec.allow_long,
                  long_hint="allow_long = true in the study (or bench sweep --no-limits)")
+
+
+def _unsafe_in_a_name(char: str) -> bool:
+    """Whether a study name may not hold `char`: control characters, line and paragraph
+    separators, lone surrogates (no file or page can encode them) and invisible format
+    characters (bidi overrides reorder the rest of a title; zero-width ones make two names look
+    alike), except those emoji need (zero-width joiner and non-joiner, tag characters)."""
+    category = unicodedata.category(char)
+    if category in ("Cc", "Cs", "Zl", "Zp"):
+        return True
+    return category == "Cf" and char not in "\u200c\u200d" and not 0xE0020 <= ord(char) <= 0xE007F
 
 
 def load_study_file(path: str | Path, *, no_limits: bool = False) -> StudySpec:

@@ -58,8 +58,8 @@ CASES = [
           r"fixed\.batch_size: must be an integer or \"full\", got 'all'"),
     # --- a name every summary and chart title shows on one line ---------------------------------
     study("name-with-a-newline", toml(top='name = "moons\\nrun"'),
-          r"name: 'moons\\nrun' holds a newline, tab or other control character; use a name on "
-          r"one line"),
+          r"name: 'moons\\nrun' holds a newline, tab or other control character \(U\+000A\); use "
+          r"a name on one line"),
     # --- a batch size no trial can take: refused before the storage exists --------------------
     study("batch-size-above-train", toml(fixed="batch_size = 5000"),
           r"fixed\.batch_size: 5000 is above the training set of moons \(\d+ examples\), so no "
