@@ -318,7 +318,8 @@ def test_a_file_named_like_a_module_does_not_hide_the_module(tmp_path: Path) -> 
     assert plugins.load_plugin("json", base=tmp_path)["source"] == "json"
 
 
-@pytest.mark.parametrize("given", ["bad\x00name.py", "~no_such_user_here_xyz/p.py"])
+@pytest.mark.parametrize("given", ["bad\x00name.py", "~no_such_user_here_xyz/p.py",
+                                   "a" * 300 + ".py"])
 def test_a_plugin_path_that_cannot_be_resolved_is_a_usage_error(tmp_path: Path,
                                                                given: str) -> None:
     with pytest.raises(UsageError, match=r"cannot be resolved; give a path to a \.py file"):

@@ -290,12 +290,14 @@ def load_plugin(source: str, base: str | Path | None = None) -> dict[str, str]:
 
 def _path_of(text: str, base: str | Path | None) -> Path | None:
     """`text` as an absolute path (relative to `base`, else the current folder); None where it
-    cannot be one (a null byte, a symlink loop, an unknown ~user)."""
+    cannot be one (a null byte, a symlink loop, an unknown ~user, a name too long)."""
     try:
         path = Path(text).expanduser()
         if not path.is_absolute():
             path = Path(base) / path if base is not None else Path.cwd() / path
-        return path.resolve()
+        path = path.resolve()
+        path.is_file()  # raises where the name is too long for the file system
+        return path
     except (OSError, RuntimeError, ValueError):
         return None
 

@@ -132,6 +132,8 @@ def _devices(text: str) -> tuple[str, ...]:
     if text == "auto":
         return ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
     devices = tuple(_split(text))
+    if not devices:
+        raise UsageError("--device names no device; use --device cpu, cuda, cpu,cuda or auto")
     for device in devices:
         if device not in ("cpu", "cuda"):
             raise UsageError(f"unknown device {device!r}; use --device cpu, cuda, cpu,cuda or auto")

@@ -94,6 +94,8 @@ CASES = [
          stderr=r"--k must be at least 1, got 0", absent=("results/timing",), no_cuda=True),
     Case("time-out-is-a-file-alone-on-auto-device", ("time", "--quick", "--out", "taken"), 2,
          stderr=r"taken", files={"taken": "a file\n"}, no_cuda=True),
+    time_flag("--device", ",", r"--device names no device; use --device cpu, cuda, cpu,cuda or "
+                               r"auto"),
     time_flag("--device", "cpu,cpu", r"--device names cpu more than once; give each value "
                                      r"once, e\.g\. --device cpu,cuda"),
     time_flag("--min-time", "nan", r"--min-time must be a finite number >= 0"),
