@@ -284,17 +284,22 @@ def test_workers_die_with_their_parent(tmp_path, how):
     ("postgresql://user@h/db", "postgresql://user@h/db"),
     # libpq reads these from the query string too
     ("postgresql://127.0.0.1:1/db?password=s3cret", "postgresql://127.0.0.1:1/db?password=***"),
-    ("postgresql://u:x@h/db?sslpassword=zz&sslmode=require",
-     "postgresql://u:***@h/db?sslmode=require&sslpassword=***"),
+    # the first secret's value and all after it: an unencoded '&' may continue the secret
+    ("postgresql://u:x@h/db?sslpassword=zz&sslmode=require", "postgresql://u:***@h/db?sslpassword=***"),
+    ("postgresql://u@h/db?sslmode=require&password=Sec&ret=P", "postgresql://u@h/db?sslmode=require&password=***"),
+    ("postgresql://u@h/db?dsn=password%3Ds3cret", "postgresql://u@h/db?dsn=***"),
     ("postgresql://u@[::1/db?password=s3cret", "postgresql://***@[::1/db?***"),  # unparsable
-    # read otherwise by SQLAlchemy (host "us"; password "pa"): the whole user-info is hidden
-    ("postgresql://us/er:s3cret@h/db", "postgresql://***@h/db"),
-    ("postgresql://user:pa@ss3cret@h/db", "postgresql://***@h/db"),
+    # read otherwise by SQLAlchemy (host "us"; password "pa"): refused, and shown as nothing more
+    ("postgresql://us/er:s3cret@h/db", "postgresql://***"),
+    ("postgresql://user:pa@ss3cret@h/db", "postgresql://***"),
     ("sqlite:////tmp/a:b@c/x.db", "sqlite:////tmp/a:b@c/x.db"),  # a path, not a user-info
     # SQLAlchemy's password stops at the first '@' even after a '?' (host "2024@h")
-    ("postgresql://u:se?cret@2024@h/db", "postgresql://***@h/db"),
-    ("postgresql://u:pa?ss@h:notaport/db", "postgresql://***@h:notaport/db"),  # unparsable
-    ("postgresql://u:p/w@x@h/db", "postgresql://***@h/db"),
+    ("postgresql://u:se?cret@2024@h/db", "postgresql://***"),
+    ("postgresql://u:pa?ss@h:notaport/db", "postgresql://***"),
+    ("postgresql://u:p/w@x@h/db", "postgresql://***"),
+    ("postgresql://127.0.0.1:9/db?password=ab@Hunter42", "postgresql://***"),
+    ("postgresql://u:pw@127.0.0.1:9/db?x=1\npassword=s3cret", "postgresql://***"),
+    ("postgresql:/alice:Secr3tPw@127.0.0.1:9/db", "postgresql:***"),  # no '//': not a path
     ("results/optuna.journal", "results/optuna.journal"),
     (None, "results/optuna.journal"),
 ])
@@ -336,11 +341,15 @@ def test_a_short_password_is_masked_as_a_word_only():
     ("postgresql://u:pa?ss@h:notaport/db", "pa?ss"),
     ("postgresql://us/er:Hunter2pw@h/db", "Hunter2pw"),
     ("postgresql://u@h/db?p%61ssword=hunter22", "hunter22"),  # the key percent-encoded
+    ("postgresql://u@h/db?password=Sec&ret=Pass42", "Sec&ret=Pass42"),  # an unencoded '&'
+    ("postgresql://u:a+bcde@h/db", "a+bcde"),  # also as a driver would encode it, a%2Bbcde
 ])
 def test_every_reading_of_a_password_is_masked_in_any_message(url, secret):
-    text = f"server said: password {secret} refused for {url}"
+    from urllib.parse import quote
+
+    text = f"server said: password {secret} ({quote(secret, safe='')}) refused for {url}"
     masked = st.mask_secret(text, url)
-    pieces = [p for p in re.split(r"[@?/]", secret) if len(p) >= 4]  # e.g. "2024" of se?cret@2024
+    pieces = [p for p in re.split(r"[@?/&=+]", secret) if len(p) >= 4]  # e.g. "2024" of se?cret@2024
     assert secret not in masked and not any(p in masked for p in pieces), masked
 
 
@@ -399,3 +408,10 @@ def test_a_journal_left_open_at_interpreter_exit_prints_nothing(tmp_path):
                           timeout=120, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr
     assert "Exception ignored" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_an_unforeseen_error_quoting_part_of_the_password_names_only_its_type():
+    url = "postgresql://u:abcd{Vault42}efgh@h/db"
+    assert st.storage_error_reason(KeyError("Vault42"), url) == (
+        "KeyError (its message would show part of the password)")
+    assert st.storage_error_reason(KeyError("SCHEMA"), url) == "KeyError: 'SCHEMA'"

@@ -36,6 +36,7 @@ import re
 import socket
 import sys
 import time
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -59,41 +60,45 @@ def display_url(url: str | None) -> str:
     """The storage as the user gave it, with any password masked (`***`); the default when None.
 
     SQLAlchemy parses the URL (`URL.render_as_string(hide_password=True)`); a journal path is
-    shown as is. A URL SQLAlchemy cannot parse is shown without its user-info part, since it may
-    still hold a password.
+    shown as is. A URL that `unsafe_storage_reason` refuses is shown as `scheme://***`, and one
+    SQLAlchemy cannot parse without its user-info part and query string, since either may still
+    hold a password. In the query string, the first secret key's value and everything after it
+    are hidden (an unencoded '&' may continue the secret).
     """
     if url is None:
         return DEFAULT_STORAGE
+    typo = _SCHEME_WITHOUT_SLASHES.match(url)
+    if typo:
+        return f"{typo.group(0)}***"
     if "://" not in url:
         return url
+    if unsafe_storage_reason(url) is not None:
+        return f"{url.partition('://')[0]}://***"
     from sqlalchemy.engine import make_url
 
     try:
         parsed = make_url(url)
-        if _ambiguous(url, parsed):
-            return _without_userinfo(url)
-        hidden = {key: "***" for key in parsed.query if SECRET_QUERY_KEY.search(key)}
-        if parsed.password is None and not hidden:  # nothing to hide: as typed (rendering
-            return url  # would escape, e.g. sqlite:///:memory: as sqlite:///%3Amemory%3A)
-        if hidden:  # e.g. ?password=... or ?sslpassword=..., which libpq also reads
-            parsed = parsed.update_query_dict(hidden)
-        return parsed.render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
+        query = url.partition("?")[2]
+        shown_query = _mask_query(query)
+        if parsed.password is None and shown_query == query:  # nothing to hide: as typed
+            return url  # (rendering would escape, e.g. sqlite:///:memory: as %3Amemory%3A)
+        base = parsed.set(query={}).render_as_string(hide_password=True)
+        return base + (f"?{shown_query}" if query else "")
     except Exception:  # unparsable: drop the user-info part and the query string
         return _without_userinfo(url)
 
 
-def _ambiguous(url: str, parsed: Any) -> bool:
-    """Whether SQLAlchemy may have read part of a password as something else: its password
-    stops at the first '@' and its host may hold '@' (user:pa@ss@host gives host ss@host), and
-    a user name holding '/' leaves the whole user-info in the database name. So a server URL
-    whose host or database holds an '@' is ambiguous, and so is one with no password
-    read where the text before its first '@' holds a ':'."""
-    scheme, _, rest = url.partition("://")
-    if scheme.startswith("sqlite") or "@" not in rest:  # SQLite paths may hold ':' and '@'
-        return False
-    if any("@" in str(part or "") for part in (parsed.host, parsed.database)):
-        return True
-    return parsed.password is None and ":" in rest.partition("@")[0]
+def _mask_query(query: str) -> str:
+    """A query string with the first secret parameter's value, and all that follows it,
+    replaced by *** (`?sslmode=require&password=***`)."""
+    kept = []
+    for part in query.split("&"):
+        key = part.partition("=")[0]
+        if SECRET_QUERY_KEY.search(unquote_plus(key)):
+            kept.append(f"{key}=***")
+            break
+        kept.append(part)
+    return "&".join(kept)
 
 
 def _without_userinfo(url: str) -> str:
@@ -105,6 +110,45 @@ def _without_userinfo(url: str) -> str:
         prefix, rest = "***@", rest.rpartition("@")[2]
     rest, query, _ = rest.partition("?")
     return f"{scheme}://{prefix}{rest}" + ("?***" if query else "")
+
+
+# A database scheme followed by ':' but not '//' (postgresql:/user:pw@host/db): a typo, not a
+# journal file path, and what follows may hold a password
+_SCHEME_WITHOUT_SLASHES = re.compile(
+    r"(?i)^(postgres(ql)?|mysql|mariadb|sqlite|oracle|mssql|cockroachdb)(\+\w+)?:(?!//)")
+
+
+def unsafe_storage_reason(url: str | None) -> str | None:
+    """Why a --storage value cannot be read without guessing where a password ends, or None.
+
+    - A database scheme without '//' would be taken for a journal path.
+    - A control character (a newline) cuts SQLAlchemy's reading short.
+    - An '@' that is not the single separator before the host (`user:pa@ss@host`, an '@' in the
+      database name or query) lets SQLAlchemy read part of a password as the host, database or
+      query, which are shown. The same holds for a '/' or '?' before it (`us/er:pw@host`).
+    Each must be percent-encoded, as URLs require. SQLite file paths may hold '@'.
+    """
+    if url is None:
+        return None
+    typo = _SCHEME_WITHOUT_SLASHES.match(url)
+    if typo:
+        scheme = typo.group(0)[:-1]
+        return (f"storage {scheme}:... has no '//' after '{scheme}:'; write a database URL as "
+                f"{scheme}://user:password@host/db (a journal file path has no scheme)")
+    if "://" not in url:
+        return None
+    scheme, _, rest = url.partition("://")
+    if any(unicodedata.category(c) == "Cc" for c in url):
+        return (f"storage URL {scheme}://***: holds a newline or other control character; "
+                "give the URL on one line")
+    if "@" not in rest or (scheme.lower().startswith("sqlite") and rest.startswith("/")):
+        return None
+    ends = [i for i in (rest.find("/"), rest.find("?")) if i >= 0]
+    if rest.count("@") > 1 or rest.find("@") > min(ends, default=len(rest)):
+        return (f"storage URL {scheme}://***: an '@', '/' or '?' inside the user name or "
+                "password, or an '@' in the database name or query, must be percent-encoded "
+                "(%40, %2F, %3F), e.g. postgresql://user:pa%40ss@host/db")
+    return None
 
 
 def _raw_password(url: str) -> str | None:
@@ -119,8 +163,9 @@ def _raw_password(url: str) -> str | None:
 
 
 # Query parameters of a database URL that hold a secret (libpq reads password and sslpassword
-# from the query string as well as from the user-info part).
-SECRET_QUERY_KEY = re.compile(r"pass|secret|token", re.IGNORECASE)
+# from the query string as well as from the user-info part; psycopg2 reads a whole connection
+# string, password included, from dsn).
+SECRET_QUERY_KEY = re.compile(r"pass|secret|token|dsn", re.IGNORECASE)
 
 
 def is_journal(url: str | None) -> bool:
@@ -161,7 +206,11 @@ def sqlite_file(url: str) -> Path:
 
 
 def missing_storage_reason(url: str) -> str | None:
-    """Why `url` cannot hold studies (a local file that does not exist), or None."""
+    """Why `url` cannot hold studies (a local file that does not exist, or a URL
+    `unsafe_storage_reason` refuses), or None."""
+    unsafe = unsafe_storage_reason(url)
+    if unsafe is not None:
+        return unsafe
     if url.startswith("sqlite:///"):
         path = sqlite_file(url)
         if str(path) != ":memory:" and not path.exists():
@@ -512,6 +561,9 @@ def open_storage(url: str | None, *, create: bool = True,
     if url is not None and not url.strip():
         raise UsageError("--storage is empty; give a journal file path or a database URL, or "
                          f"leave it out for {DEFAULT_STORAGE}")
+    unsafe = unsafe_storage_reason(url)
+    if unsafe is not None:
+        raise UsageError(unsafe)
     if is_journal(url):
         path = Path(url or DEFAULT_STORAGE)
         _check_journal_path(path, create)
@@ -544,7 +596,10 @@ def open_storage(url: str | None, *, create: bool = True,
     for attempt in range(5):  # workers starting together race to create the schema
         try:
             with quiet_optuna_warnings():
-                return optuna.storages.RDBStorage(full, engine_kwargs=engine_kwargs,
+                # Optuna fills {SCHEMA_VERSION} in with str.format: a brace in a password
+                # would be rewritten, or name part of it in the error
+                template = full.replace("{", "{{").replace("}", "}}")
+                return optuna.storages.RDBStorage(template, engine_kwargs=engine_kwargs,
                                                   heartbeat_interval=heartbeat_interval,
                                                   grace_period=grace_period,
                                                   skip_table_creation=not create)
@@ -623,7 +678,15 @@ def storage_error_reason(exc: BaseException, url: str | None = None) -> str:
     else:
         root = chain[-1]
         reason = f"{type(root).__name__}: {_first_line(root)}"
+        if _shares_a_piece(reason, secrets_of(url)):  # e.g. a fragment of the password
+            reason = f"{type(root).__name__} (its message would show part of the password)"
     return mask_secret(reason, url)
+
+
+def _shares_a_piece(text: str, secrets: list[str], size: int = 4) -> bool:
+    """Whether `text` holds any `size` characters in a row of one of `secrets`."""
+    return any(secret[i:i + size] in text for secret in secrets
+               for i in range(len(secret) - size + 1))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -651,14 +714,17 @@ def secrets_of(url: str | None) -> list[str]:
     if not url or "://" not in url:
         return []
     query = url.split("?", 1)[1] if "?" in url else ""
-    found = [password_of(url), _raw_password(url), *(value for key, _, value in
-                                 (part.partition("=") for part in query.split("&"))
-                                 if SECRET_QUERY_KEY.search(unquote_plus(key)))]
+    found = [password_of(url), _raw_password(url)]
+    for index, part in enumerate(parts := query.split("&")):
+        key, _, value = part.partition("=")
+        if SECRET_QUERY_KEY.search(unquote_plus(key)):  # the value, and to the end of the URL
+            found += [value, "&".join([value, *parts[index + 1:]])]  # (an unencoded '&')
     out: list[str] = []
     for secret in found:
         if secret:  # as typed, encoded, and decoded (a query reads + as a space)
             plain = unquote_plus(secret)
-            out += [secret, unquote(secret), plain, quote(plain, safe="")]
+            out += [secret, unquote(secret), plain, quote(plain, safe=""),
+                    quote(unquote(secret), safe="")]
     return sorted(set(out), key=len, reverse=True)  # longest first: no partial masking
 
 

@@ -142,15 +142,43 @@ CASES = [
          r"write host:port with digits, e.g. localhost:5432", files={"s.toml": STUDY},
          secret=SECRET),
     # user-info SQLAlchemy reads other than a server would: a '/' in the user name makes it
-    # read "us" as the host, a second '@' makes it cut the password short
+    # read "us" as the host, a second '@' makes it cut the password short, an '@' in the query
+    # makes it read the rest as a password and what follows as the host. Refused before
+    # connecting, naming the encoding, and shown as postgresql://*** only
     Case("postgres-slash-in-user-password-masked",
          sweep(storage=f"postgresql://us/er:{SECRET}@127.0.0.1:9/db"), 2,
-         r"cannot open storage postgresql://\*\*\*@127.0.0.1:9/db", files={"s.toml": STUDY},
-         secret=SECRET),
+         r"storage URL postgresql://\*\*\*: an '@', '/' or '\?' inside the user name or "
+         r"password, or an '@' in the database name or query, must be percent-encoded "
+         r"\(%40, %2F, %3F\)", files={"s.toml": STUDY}, secret=SECRET),
     Case("postgres-at-in-password-masked",
          sweep(storage=f"postgresql://nn:ab@{SECRET}@127.0.0.1:9/db"), 2,
-         r"cannot open storage postgresql://\*\*\*@127.0.0.1:9/db", files={"s.toml": STUDY},
+         r"storage URL postgresql://\*\*\*: .* must be percent-encoded", files={"s.toml": STUDY},
          secret=SECRET),
+    Case("postgres-at-in-query-password-masked",
+         sweep(storage=f"postgresql://127.0.0.1:9/db?password=ab@{SECRET}"), 2,
+         r"storage URL postgresql://\*\*\*: .* must be percent-encoded", files={"s.toml": STUDY},
+         secret=SECRET),
+    Case("postgres-newline-in-url-password-masked",
+         sweep(storage=f"postgresql://nn@127.0.0.1:9/db?sslmode=disable\npassword={SECRET}"), 2,
+         r"storage URL postgresql://\*\*\*: holds a newline or other control character",
+         files={"s.toml": STUDY}, secret=SECRET),
+    # Optuna fills the URL in with str.format: a brace in a password named part of it
+    Case("postgres-braces-in-password-masked",
+         sweep(storage=f"postgresql://nn:x{{{SECRET}}}y@127.0.0.1:9/db"), 2,
+         r"cannot open storage postgresql://nn:\*\*\*@127.0.0.1:9/db: connection refused",
+         files={"s.toml": STUDY}, secret=SECRET),
+    Case("postgres-dsn-in-query-masked",
+         sweep(storage=f"postgresql://nn@127.0.0.1:9/db?dsn=password%3D{SECRET}"), 2,
+         r"postgresql://nn@127.0.0.1:9/db\?dsn=\*\*\*", files={"s.toml": STUDY}, secret=SECRET),
+    # a scheme without '//' is not a journal path: no folder named after the password
+    Case("postgres-scheme-without-slashes",
+         sweep(storage=f"postgresql:/nn:{SECRET}@127.0.0.1:9/db"), 2,
+         r"storage postgresql:\.\.\. has no '//' after 'postgresql:'; write a database URL as "
+         r"postgresql://user:password@host/db", files={"s.toml": STUDY}, secret=SECRET,
+         absent=("postgresql:",)),
+    Case("report-scheme-without-slashes",
+         ("report", "--storage", f"postgresql:nn:{SECRET}@127.0.0.1:9/db"), 2,
+         r"has no '//' after 'postgresql:'", secret=SECRET, absent=("results/report",)),
     Case("postgres-ipv6-without-its-bracket",
          sweep(storage="postgresql://nn@[::1/db"), 2,
          r"the IPv6 address has no closing bracket; write it as \[::1\]:5432",
