@@ -38,6 +38,12 @@ def sweep(*extra: str, storage: str = "x.journal") -> tuple[str, ...]:
     return ("sweep", "s.toml", "--storage", storage, "--quiet", *extra)
 
 
+def masked(name: str, url: str, stderr: str, **more: object) -> Case:
+    """A sweep on a storage URL holding SECRET: exit 2, `stderr`, and SECRET never shown."""
+    return Case(name, sweep(storage=url), 2, stderr, files={"s.toml": STUDY}, secret=SECRET,
+                **more)
+
+
 def _plain_optuna_study(folder: Path, attrs: dict[str, object], direction: str = "maximize"
                         ) -> None:
     import optuna
@@ -122,60 +128,45 @@ CASES = [
     Case("journal-lock-of-a-dead-process", sweep(), 0, files={"s.toml": STUDY},
          setup=_dead_owner_lock, absent=("x.journal.lock",), may_change=("x.journal.lock",),
          check=lambda f: _complete_trials(f, 2)),
-    Case("postgres-refused-password-masked",
-         sweep(storage=f"postgresql://nn:{SECRET}@127.0.0.1:9/db"), 2,
-         r"cannot open storage postgresql://nn:\*\*\*@127.0.0.1:9/db: connection refused",
-         files={"s.toml": STUDY}, secret=SECRET),
-    Case("postgres-unknown-host-password-masked",
-         sweep(storage=f"postgresql://nn:{SECRET}@no-such-host.invalid/db"), 2,
-         r"unknown host", files={"s.toml": STUDY}, secret=SECRET),
-    Case("unknown-url-scheme-password-masked",
-         sweep(storage=f"nosuchdb://nn:{SECRET}@127.0.0.1/db"), 2, r"cannot open storage",
-         files={"s.toml": STUDY}, secret=SECRET),
-    Case("postgres-query-string-password-masked",
-         sweep(storage=f"postgresql://nn@127.0.0.1:9/db?sslmode=disable&password={SECRET}"), 2,
-         r"postgresql://nn@127.0.0.1:9/db\?.*password=\*\*\*", files={"s.toml": STUDY},
-         secret=SECRET),
-    Case("postgres-port-not-a-number-password-masked",
-         sweep(storage=f"postgresql://nn:{SECRET}@127.0.0.1:fivefour/db"), 2,
-         r"storage URL postgresql://\S*\*\*\*@127.0.0.1:fivefour/db: the port is not a number; "
-         r"write host:port with digits, e.g. localhost:5432", files={"s.toml": STUDY},
-         secret=SECRET),
+    masked("postgres-refused-password-masked", f"postgresql://nn:{SECRET}@127.0.0.1:9/db",
+           r"cannot open storage postgresql://nn:\*\*\*@127.0.0.1:9/db: connection refused"),
+    masked("postgres-unknown-host-password-masked",
+           f"postgresql://nn:{SECRET}@no-such-host.invalid/db", r"unknown host"),
+    masked("unknown-url-scheme-password-masked", f"nosuchdb://nn:{SECRET}@127.0.0.1/db",
+           r"cannot open storage"),
+    masked("postgres-query-string-password-masked",
+           f"postgresql://nn@127.0.0.1:9/db?sslmode=disable&password={SECRET}",
+           r"postgresql://nn@127.0.0.1:9/db\?.*password=\*\*\*"),
+    masked("postgres-port-not-a-number-password-masked",
+           f"postgresql://nn:{SECRET}@127.0.0.1:fivefour/db",
+           r"storage URL postgresql://\S*\*\*\*@127.0.0.1:fivefour/db: the port is not a "
+           r"number; write host:port with digits, e.g. localhost:5432"),
     # user-info SQLAlchemy reads other than a server would: a '/' in the user name makes it
     # read "us" as the host, a second '@' makes it cut the password short, an '@' in the query
     # makes it read the rest as a password and what follows as the host. Refused before
     # connecting, naming the encoding, and shown as postgresql://*** only
-    Case("postgres-slash-in-user-password-masked",
-         sweep(storage=f"postgresql://us/er:{SECRET}@127.0.0.1:9/db"), 2,
-         r"storage URL postgresql://\*\*\*: an '@', '/' or '\?' inside the user name or "
-         r"password, or an '@' in the database name or query, must be percent-encoded "
-         r"\(%40, %2F, %3F\)", files={"s.toml": STUDY}, secret=SECRET),
-    Case("postgres-at-in-password-masked",
-         sweep(storage=f"postgresql://nn:ab@{SECRET}@127.0.0.1:9/db"), 2,
-         r"storage URL postgresql://\*\*\*: .* must be percent-encoded", files={"s.toml": STUDY},
-         secret=SECRET),
-    Case("postgres-at-in-query-password-masked",
-         sweep(storage=f"postgresql://127.0.0.1:9/db?password=ab@{SECRET}"), 2,
-         r"storage URL postgresql://\*\*\*: .* must be percent-encoded", files={"s.toml": STUDY},
-         secret=SECRET),
-    Case("postgres-newline-in-url-password-masked",
-         sweep(storage=f"postgresql://nn@127.0.0.1:9/db?sslmode=disable\npassword={SECRET}"), 2,
-         r"storage URL postgresql://\*\*\*: holds a newline or other control character",
-         files={"s.toml": STUDY}, secret=SECRET),
+    masked("postgres-slash-in-user-password-masked", f"postgresql://us/er:{SECRET}@127.0.0.1:9/db",
+           r"storage URL postgresql://\*\*\*: an '@', '/' or '\?' inside the user name or "
+           r"password, or an '@' in the database name or query, must be percent-encoded "
+           r"\(%40, %2F, %3F\)"),
+    masked("postgres-at-in-password-masked", f"postgresql://nn:ab@{SECRET}@127.0.0.1:9/db",
+           r"storage URL postgresql://\*\*\*: .* must be percent-encoded"),
+    masked("postgres-at-in-query-password-masked",
+           f"postgresql://127.0.0.1:9/db?password=ab@{SECRET}",
+           r"storage URL postgresql://\*\*\*: .* must be percent-encoded"),
+    masked("postgres-newline-in-url-password-masked",
+           f"postgresql://nn@127.0.0.1:9/db?sslmode=disable\npassword={SECRET}",
+           r"storage URL postgresql://\*\*\*: holds a newline or other control character"),
     # Optuna fills the URL in with str.format: a brace in a password named part of it
-    Case("postgres-braces-in-password-masked",
-         sweep(storage=f"postgresql://nn:x{{{SECRET}}}y@127.0.0.1:9/db"), 2,
-         r"cannot open storage postgresql://nn:\*\*\*@127.0.0.1:9/db: connection refused",
-         files={"s.toml": STUDY}, secret=SECRET),
-    Case("postgres-dsn-in-query-masked",
-         sweep(storage=f"postgresql://nn@127.0.0.1:9/db?dsn=password%3D{SECRET}"), 2,
-         r"postgresql://nn@127.0.0.1:9/db\?dsn=\*\*\*", files={"s.toml": STUDY}, secret=SECRET),
+    masked("postgres-braces-in-password-masked", f"postgresql://nn:x{{{SECRET}}}y@127.0.0.1:9/db",
+           r"cannot open storage postgresql://nn:\*\*\*@127.0.0.1:9/db: connection refused"),
+    masked("postgres-dsn-in-query-masked",
+           f"postgresql://nn@127.0.0.1:9/db?dsn=password%3D{SECRET}",
+           r"postgresql://nn@127.0.0.1:9/db\?dsn=\*\*\*"),
     # a scheme without '//' is not a journal path: no folder named after the password
-    Case("postgres-scheme-without-slashes",
-         sweep(storage=f"postgresql:/nn:{SECRET}@127.0.0.1:9/db"), 2,
-         r"storage postgresql:\.\.\. has no '//' after 'postgresql:'; write a database URL as "
-         r"postgresql://user:password@host/db", files={"s.toml": STUDY}, secret=SECRET,
-         absent=("postgresql:",)),
+    masked("postgres-scheme-without-slashes", f"postgresql:/nn:{SECRET}@127.0.0.1:9/db",
+           r"storage postgresql:\.\.\. has no '//' after 'postgresql:'; write a database URL "
+           r"as postgresql://user:password@host/db", absent=("postgresql:",)),
     Case("report-scheme-without-slashes",
          ("report", "--storage", f"postgresql:nn:{SECRET}@127.0.0.1:9/db"), 2,
          r"has no '//' after 'postgresql:'", secret=SECRET, absent=("results/report",)),
