@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from bench.errors import UsageError
-from bench.sweeps.storage import mask_secret, os_reason
+from bench.sweeps.storage import display_url, mask_secret, os_reason
 
 PLUGIN_HELP = ("load tasks and models from a Python file or module (repeatable; plugins are code: "
                "only what you name is loaded, plus installed nnbench.plugins entry points)")
@@ -75,10 +75,11 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 
 def _urls(argv: Sequence[str]) -> list[str]:
-    """The database URLs on the command line (also as --storage=URL), to mask in anything
-    printed."""
-    return [a.split("=", 1)[1] if a.startswith("--") and "=" in a else a
-            for a in argv if "://" in a]
+    """The database URLs on the command line (also as --storage=URL), and anything else
+    `display_url` would not show as typed (user:pw@host without its scheme), to mask in
+    anything printed."""
+    values = [a.split("=", 1)[1] if a.startswith("--") and "=" in a else a for a in argv]
+    return [v for v in values if "://" in v or ("@" in v and display_url(v) != v)]
 
 
 def _one_line(text: str, urls: list[str]) -> str:

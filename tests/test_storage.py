@@ -300,6 +300,13 @@ def test_workers_die_with_their_parent(tmp_path, how):
     ("postgresql://127.0.0.1:9/db?password=ab@Hunter42", "postgresql://***"),
     ("postgresql://u:pw@127.0.0.1:9/db?x=1\npassword=s3cret", "postgresql://***"),
     ("postgresql:/alice:Secr3tPw@127.0.0.1:9/db", "postgresql:***"),  # no '//': not a path
+    ("postgresql//alice:Secr3tPw@127.0.0.1:9/db", "postgresql:***"),
+    ("alice:Secr3tPw@127.0.0.1:9/db", "***"),  # no scheme at all
+    ("mysql:notes.journal", "mysql:notes.journal"),  # a journal file, named so
+    ("postgresql://alice:Secr3tPw/db", "postgresql://alice:***/db"),  # the host left out
+    # a password inside a query value that is itself a connection string
+    ("mssql+pyodbc:///?odbc_connect=UID%3Du%3BPWD%3DSecr3tPw", "mssql+pyodbc:///?odbc_connect=***"),
+    ("postgresql://u@h/db?sslmode=disable;password=Secr3tPw", "postgresql://u@h/db?sslmode=***"),
     ("results/optuna.journal", "results/optuna.journal"),
     (None, "results/optuna.journal"),
 ])

@@ -67,11 +67,11 @@ def display_url(url: str | None) -> str:
     """
     if url is None:
         return DEFAULT_STORAGE
-    typo = _SCHEME_WITHOUT_SLASHES.match(url)
+    typo = _SCHEME_TYPO.match(url)
     if typo:
-        return f"{typo.group(0)}***"
+        return f"{typo.group('scheme')}:***"
     if "://" not in url:
-        return url
+        return "***" if _USERINFO_IN_PATH.search(url) else url
     if unsafe_storage_reason(url) is not None:
         return f"{url.partition('://')[0]}://***"
     from sqlalchemy.engine import make_url
@@ -93,12 +93,19 @@ def _mask_query(query: str) -> str:
     replaced by *** (`?sslmode=require&password=***`)."""
     kept = []
     for part in query.split("&"):
-        key = part.partition("=")[0]
-        if SECRET_QUERY_KEY.search(unquote_plus(key)):
+        key, _, value = part.partition("=")
+        if _secret_param(key, value):
             kept.append(f"{key}=***")
             break
         kept.append(part)
     return "&".join(kept)
+
+
+def _secret_param(key: str, value: str) -> bool:
+    """Whether a query parameter holds a secret: its key says so (`SECRET_QUERY_KEY`), or its
+    value is itself a connection string with a password (`odbc_connect=...PWD=...`)."""
+    return bool(SECRET_QUERY_KEY.search(unquote_plus(key))
+                or _PASSWORD_SETTING.search(unquote_plus(value)))
 
 
 def _without_userinfo(url: str) -> str:
@@ -108,20 +115,38 @@ def _without_userinfo(url: str) -> str:
     prefix = ""
     if "@" in rest:
         prefix, rest = "***@", rest.rpartition("@")[2]
+    elif (port := _port_text(rest)) is not None:  # user:password with the @host left out
+        rest = rest.replace(f":{port}", ":***", 1)
     rest, query, _ = rest.partition("?")
     return f"{scheme}://{prefix}{rest}" + ("?***" if query else "")
 
 
-# A database scheme followed by ':' but not '//' (postgresql:/user:pw@host/db): a typo, not a
-# journal file path, and what follows may hold a password
-_SCHEME_WITHOUT_SLASHES = re.compile(
-    r"(?i)^(postgres(ql)?|mysql|mariadb|sqlite|oracle|mssql|cockroachdb)(\+\w+)?:(?!//)")
+def _port_text(rest: str) -> str | None:
+    """What stands as the port of a URL's host part (after '://'), when it is not a number:
+    a password typed without its '@host' (postgresql://user:password/db) reads as one."""
+    authority = re.split(r"[/?]", rest, maxsplit=1)[0]
+    if authority.startswith("["):  # IPv6: the port follows the ']'
+        authority = authority.partition("]")[2]
+    port = authority.rpartition(":")[2] if ":" in authority else ""
+    return port if port and not port.isdigit() else None
+
+
+_DB_SCHEMES = r"(?P<scheme>postgres(ql)?|mysql|mariadb|sqlite|oracle|mssql|cockroachdb)(\+\w+)?"
+# A database URL typed without its '://' (postgresql:/u:pw@h/db, postgresql//u:pw@h/db,
+# postgresql:u:pw@h/db): not a journal path, and what follows may hold a password. A journal
+# file named mysql:notes.journal is not one (no '/' after the ':' and no '@').
+_SCHEME_TYPO = re.compile(rf"(?i)^\s*{_DB_SCHEMES}(?!://)(:/|//|:(?=.*@))")
+# user:password@host with no scheme at all: a ':' and then an '@' in one path component
+_USERINFO_IN_PATH = re.compile(r"(^|/)[^/]*:[^/]*@")
+# a connection string's password setting inside a query value (libpq, ODBC)
+_PASSWORD_SETTING = re.compile(r"(?i)\b(pwd|password)\s*=")
 
 
 def unsafe_storage_reason(url: str | None) -> str | None:
     """Why a --storage value cannot be read without guessing where a password ends, or None.
 
-    - A database scheme without '//' would be taken for a journal path.
+    - A database URL without its '://', or user:password@host without a scheme, would be taken
+      for a journal path (and a folder made, named after the password).
     - A control character (a newline) cuts SQLAlchemy's reading short.
     - An '@' that is not the single separator before the host (`user:pa@ss@host`, an '@' in the
       database name or query) lets SQLAlchemy read part of a password as the host, database or
@@ -130,11 +155,19 @@ def unsafe_storage_reason(url: str | None) -> str | None:
     """
     if url is None:
         return None
-    typo = _SCHEME_WITHOUT_SLASHES.match(url)
+    typo = _SCHEME_TYPO.match(url)
     if typo:
-        scheme = typo.group(0)[:-1]
-        return (f"storage {scheme}:... has no '//' after '{scheme}:'; write a database URL as "
-                f"{scheme}://user:password@host/db (a journal file path has no scheme)")
+        scheme = typo.group("scheme").lower()
+        example = ("sqlite:///path/to/study.db" if scheme == "sqlite"
+                   else f"{scheme}://user:password@host/db")
+        return (f"storage {scheme}:*** is a database URL without its '://'; write it as "
+                f"{example} (a journal file path has no scheme)")
+    if "://" not in url:
+        if _USERINFO_IN_PATH.search(url):
+            return ("storage *** reads as user:password@host without a scheme; write a database "
+                    "URL as postgresql://user:password@host/db (a journal file name may not "
+                    "hold a ':' before an '@')")
+        return None
     if "://" not in url:
         return None
     scheme, _, rest = url.partition("://")
@@ -157,15 +190,17 @@ def _raw_password(url: str) -> str | None:
     hidden; None without one (and for SQLite, whose paths may hold ':' and '@')."""
     scheme, _, rest = url.partition("://")
     userinfo, at, _ = rest.rpartition("@")
-    if scheme.startswith("sqlite") or not at or ":" not in userinfo:
+    if scheme.startswith("sqlite"):
         return None
-    return userinfo.partition(":")[2]
+    if not at:  # postgresql://user:password/db: the password stands as the port
+        return _port_text(rest)
+    return userinfo.partition(":")[2] if ":" in userinfo else None
 
 
 # Query parameters of a database URL that hold a secret (libpq reads password and sslpassword
 # from the query string as well as from the user-info part; psycopg2 reads a whole connection
-# string, password included, from dsn).
-SECRET_QUERY_KEY = re.compile(r"pass|secret|token|dsn", re.IGNORECASE)
+# string, password included, from dsn; pyodbc from odbc_connect; others take an apikey).
+SECRET_QUERY_KEY = re.compile(r"pass|pwd|secret|token|dsn|key|auth|cred|odbc", re.IGNORECASE)
 
 
 def is_journal(url: str | None) -> bool:
@@ -717,7 +752,7 @@ def secrets_of(url: str | None) -> list[str]:
     found = [password_of(url), _raw_password(url)]
     for index, part in enumerate(parts := query.split("&")):
         key, _, value = part.partition("=")
-        if SECRET_QUERY_KEY.search(unquote_plus(key)):  # the value, and to the end of the URL
+        if _secret_param(key, value):  # the value, and to the end of the URL
             found += [value, "&".join([value, *parts[index + 1:]])]  # (an unencoded '&')
     out: list[str] = []
     for secret in found:
@@ -732,8 +767,10 @@ def mask_secret(text: str, url: str | None) -> str:
     """`text` with the URL shown as `display_url` shows it, and any other occurrence of its
     secrets replaced by ***: anywhere for secrets of 4 characters or more, as a whole word
     for shorter ones (so a password "x" does not star every x of the message)."""
-    if not url or "://" not in url:
+    if not url:
         return text
+    if "://" not in url:  # a journal path shows as itself; user:pw@host without a scheme not
+        return text.replace(url, display_url(url))
     text = text.replace(url, display_url(url))
     for secret in secrets_of(url):
         if len(secret) >= 4:

@@ -58,12 +58,12 @@ def _plain_optuna_study(folder: Path, attrs: dict[str, object], direction: str =
     study.tell(trial, 0.5)
 
 
-def _complete_trials(folder: Path, expected: int) -> None:
+def _complete_trials(folder: Path, expected: int, journal: str = "x.journal") -> None:
     """Optuna's own reader loads the study, with at least `expected` COMPLETE trials."""
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    storage = JournalStorage(JournalFileBackend(str(folder / "x.journal")))
+    storage = JournalStorage(JournalFileBackend(str(folder / journal)))
     trials = optuna.load_study(study_name="s", storage=storage).get_trials()
     assert sum(t.state.name == "COMPLETE" for t in trials) >= expected
 
@@ -163,13 +163,29 @@ CASES = [
     masked("postgres-dsn-in-query-masked",
            f"postgresql://nn@127.0.0.1:9/db?dsn=password%3D{SECRET}",
            r"postgresql://nn@127.0.0.1:9/db\?dsn=\*\*\*"),
-    # a scheme without '//' is not a journal path: no folder named after the password
+    # a database URL without its '://', or user:password@host without a scheme, is not a
+    # journal path: no folder named after the password
     masked("postgres-scheme-without-slashes", f"postgresql:/nn:{SECRET}@127.0.0.1:9/db",
-           r"storage postgresql:\.\.\. has no '//' after 'postgresql:'; write a database URL "
-           r"as postgresql://user:password@host/db", absent=("postgresql:",)),
+           r"storage postgresql:\*\*\* is a database URL without its '://'; write it as "
+           r"postgresql://user:password@host/db", absent=("postgresql:",)),
+    masked("postgres-scheme-without-its-colon", f"postgresql//nn:{SECRET}@127.0.0.1:9/db",
+           r"storage postgresql:\*\*\* is a database URL without its '://'",
+           absent=("postgresql",)),
+    masked("postgres-url-without-a-scheme", f"nn:{SECRET}@127.0.0.1:9/db",
+           r"storage \*\*\* reads as user:password@host without a scheme; write a database URL "
+           r"as postgresql://user:password@host/db", absent=(f"nn:{SECRET}@127.0.0.1:9",)),
+    # the host left out: the password reads as the port
+    masked("postgres-url-without-its-host", f"postgresql://nn:{SECRET}/db",
+           r"storage URL postgresql://nn:\*\*\*/db: the port is not a number"),
     Case("report-scheme-without-slashes",
          ("report", "--storage", f"postgresql:nn:{SECRET}@127.0.0.1:9/db"), 2,
-         r"has no '//' after 'postgresql:'", secret=SECRET, absent=("results/report",)),
+         r"is a database URL without its '://'", secret=SECRET, absent=("results/report",)),
+    Case("report-url-without-a-scheme", ("report", "--storage", f"nn:{SECRET}@127.0.0.1:9/db"),
+         2, r"reads as user:password@host without a scheme", secret=SECRET,
+         absent=("results/report",)),
+    # a journal file whose name starts like a scheme is still a journal file
+    Case("journal-named-like-a-scheme", sweep(storage="mysql:notes.journal"), 0,
+         files={"s.toml": STUDY}, check=lambda f: _complete_trials(f, 2, "mysql:notes.journal")),
     Case("postgres-ipv6-without-its-bracket",
          sweep(storage="postgresql://nn@[::1/db"), 2,
          r"the IPv6 address has no closing bracket; write it as \[::1\]:5432",
